@@ -1,0 +1,77 @@
+//! The agent's settings, written by host-ctl into the initramfs.
+//!
+//! Kernel parameters with a `.` are not passed to init and the rest mix with
+//! the kernel's own, so the agent takes its settings from a file instead.
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::DEFAULT_VSOCK_PORT;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The vsock port the agent serves ttrpc on.
+    #[serde(default = "default_port")]
+    pub vsock_port: u32,
+    /// Kernel modules to load, dependencies first, as guest paths.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// How long the agent waits, after every app has exited, for the host to
+    /// collect the status and ask for shutdown before it powers off alone.
+    #[serde(default = "default_linger")]
+    pub linger_secs: u64,
+    /// Grace period between SIGTERM and SIGKILL when the host gives none.
+    #[serde(default = "default_grace")]
+    pub grace_ms: u32,
+    /// 9p `msize`: larger is faster; the virtio transport caps it at 512000.
+    #[serde(default = "default_msize")]
+    pub ninep_msize: u32,
+    /// Per-app log buffer in bytes: a chatty app cannot exhaust guest memory.
+    #[serde(default = "default_log_buffer")]
+    pub log_buffer_bytes: u64,
+    /// Print debug lines on the console.
+    #[serde(default)]
+    pub debug: bool,
+}
+
+fn default_port() -> u32 {
+    DEFAULT_VSOCK_PORT
+}
+fn default_linger() -> u64 {
+    300
+}
+fn default_grace() -> u32 {
+    10_000
+}
+fn default_msize() -> u32 {
+    512_000
+}
+fn default_log_buffer() -> u64 {
+    1 << 20
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            vsock_port: default_port(),
+            modules: Vec::new(),
+            linger_secs: default_linger(),
+            grace_ms: default_grace(),
+            ninep_msize: default_msize(),
+            log_buffer_bytes: default_log_buffer(),
+            debug: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_takes_defaults() {
+        let c: AgentConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, AgentConfig::default());
+        assert_eq!(c.vsock_port, 1024);
+    }
+}

@@ -1,0 +1,35 @@
+//! Where things live in the guest. host-ctl and rootfs-builder write these
+//! paths into the initramfs; the agent reads them.
+
+use std::path::PathBuf;
+
+/// The agent, started by the kernel as PID 1 (the initramfs default `rdinit`).
+pub const INIT: &str = "/init";
+/// The manifest, as validated (and with host paths resolved) by host-ctl.
+pub const MANIFEST: &str = "/etc/kvmpod/pod.json";
+/// The agent's own settings ([`crate::config::AgentConfig`]).
+pub const AGENT_CONFIG: &str = "/etc/kvmpod/agent.json";
+/// Where kernel modules are copied, under `<kernel version>/`.
+pub const MODULES_DIR: &str = "/lib/modules";
+/// Each volume's guest directory: `/mnt/<volume>`.
+pub const VOLUMES_DIR: &str = "/mnt";
+/// Each app's directory: `/opt/stage2/<app>/rootfs` is its root.
+pub const STAGE2_DIR: &str = "/opt/stage2";
+
+/// The agent's vsock port, unless the host asks for another.
+pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+
+/// `/mnt/<volume>`.
+pub fn volume_dir(volume: &str) -> PathBuf {
+    PathBuf::from(VOLUMES_DIR).join(volume)
+}
+
+/// `/opt/stage2/<app>/rootfs`, the app's root in the guest.
+pub fn app_rootfs(app: &str) -> PathBuf {
+    PathBuf::from(STAGE2_DIR).join(app).join("rootfs")
+}
+
+/// Path of the initramfs entry for `guest_path` (no leading `/`).
+pub fn archive_path(guest_path: &str) -> &str {
+    guest_path.trim_start_matches('/')
+}

@@ -1,0 +1,12 @@
+//! What host-ctl, rootfs-builder and the guest agent must agree on: the pod
+//! manifest and its validation, the guest's file layout, the agent's
+//! configuration and the ttrpc protocol between host and agent.
+
+pub mod config;
+pub mod layout;
+pub mod manifest;
+pub mod protocol;
+pub mod tag;
+pub mod validate;
+
+pub use manifest::PodManifest;

@@ -1,0 +1,286 @@
+//! The pod manifest: what a user writes to describe a pod.
+//!
+//! Semantics follow the appc pod manifest as rkt used it. The same types are
+//! read by host-ctl (from the user's file) and by the agent (from the copy
+//! host-ctl validated and put into the initramfs).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A pod: apps that share volumes, run in one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodManifest {
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    pub apps: Vec<App>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeKind {
+    /// A host directory shared into the guest over 9p.
+    Host,
+    /// A fresh directory in guest memory (its own tmpfs), shared by the apps.
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Volume {
+    pub name: String,
+    pub kind: VolumeKind,
+    /// Host directory (`host` volumes only). A relative path is resolved
+    /// against the manifest's own directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// When set, overrides every mount point's `readOnly` (rkt's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Permission bits of an empty volume's root, as an octal string
+    /// ("0755", the default).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_mode",
+        serialize_with = "ser_mode"
+    )]
+    pub mode: Option<u32>,
+    /// Owner of an empty volume's root (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group of an empty volume's root (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Size limit of an empty volume's tmpfs, in bytes or with a K, M or G
+    /// suffix ("64M"). Without it the kernel's tmpfs default applies.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_size"
+    )]
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    pub name: String,
+    /// The app's root: a host directory or a tar archive (optionally
+    /// gzip-compressed). A relative path is resolved against the manifest's
+    /// own directory.
+    pub rootfs: PathBuf,
+    /// The program and its arguments. A program without a `/` is looked up
+    /// in the app's `PATH`, inside its root.
+    pub exec: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// A user name (looked up in the app's `/etc/passwd`) or a uid; default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group name (looked up in the app's `/etc/group`) or a gid; default
+    /// the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Absolute path inside the app's root; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_points: Vec<MountPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountPoint {
+    /// The name of a volume of the pod.
+    pub volume: String,
+    /// Absolute path inside the app's root.
+    pub path: String,
+    /// Ignored when the volume sets `readOnly` itself.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl PodManifest {
+    pub fn volume(&self, name: &str) -> Option<&Volume> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
+
+    /// Whether the host must export `volume` read-only: true when no app
+    /// mounts it writable. Read-only must hold against the guest's own root
+    /// too, which a guest-side remount cannot promise.
+    pub fn exported_read_only(&self, volume: &Volume) -> bool {
+        !self
+            .apps
+            .iter()
+            .flat_map(|app| app.mount_points.iter())
+            .any(|mp| mp.volume == volume.name && !is_mount_read_only(volume, mp))
+    }
+}
+
+/// rkt's `IsMountReadOnly`: a volume's `readOnly`, when set, overrides the
+/// mount point's; when unset, the mount point decides.
+pub fn is_mount_read_only(volume: &Volume, mount_point: &MountPoint) -> bool {
+    volume.read_only.unwrap_or(mount_point.read_only)
+}
+
+fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_mode(&text).map(Some).map_err(serde::de::Error::custom)
+}
+
+fn ser_mode<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match mode {
+        Some(m) => s.serialize_str(&format!("{m:04o}")),
+        None => s.serialize_none(),
+    }
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(t) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses an octal permission string such as "0755" or "1777".
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if !digits.is_empty() && m <= 0o7777 => Ok(m),
+        _ => Err(format!(
+            "invalid mode {text:?}: expected octal permission bits such as \"0755\""
+        )),
+    }
+}
+
+/// Parses a size such as "65536", "64K", "64M" or "1G" (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size {text:?}: expected bytes, or a number with a K, M or G suffix such as \"64M\"");
+    let t = text.trim();
+    let (digits, shift) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(read_only: Option<bool>) -> Volume {
+        Volume {
+            name: "data".into(),
+            kind: VolumeKind::Host,
+            source: Some("/srv".into()),
+            read_only,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+        }
+    }
+
+    fn mp(read_only: bool) -> MountPoint {
+        MountPoint {
+            volume: "data".into(),
+            path: "/data".into(),
+            read_only,
+        }
+    }
+
+    #[test]
+    fn read_only_rule_is_rkts() {
+        // The volume's setting, when present, wins in both directions.
+        assert!(is_mount_read_only(&vol(Some(true)), &mp(false)));
+        assert!(!is_mount_read_only(&vol(Some(false)), &mp(true)));
+        // Unset: the mount point decides.
+        assert!(is_mount_read_only(&vol(None), &mp(true)));
+        assert!(!is_mount_read_only(&vol(None), &mp(false)));
+    }
+
+    #[test]
+    fn export_is_read_only_only_when_no_mount_writes() {
+        let app = |mps: Vec<MountPoint>| App {
+            name: "a".into(),
+            rootfs: "/r".into(),
+            exec: vec!["/bin/true".into()],
+            env: vec![],
+            user: None,
+            group: None,
+            working_directory: None,
+            mount_points: mps,
+        };
+        let pod = |v: Volume, mps: Vec<MountPoint>| PodManifest {
+            volumes: vec![v],
+            apps: vec![app(mps)],
+        };
+        let p = pod(vol(None), vec![mp(true), mp(false)]);
+        assert!(!p.exported_read_only(&p.volumes[0]));
+        let p = pod(vol(None), vec![mp(true), mp(true)]);
+        assert!(p.exported_read_only(&p.volumes[0]));
+        let p = pod(vol(Some(true)), vec![mp(false)]);
+        assert!(p.exported_read_only(&p.volumes[0]));
+        let p = pod(vol(Some(false)), vec![mp(true)]);
+        assert!(!p.exported_read_only(&p.volumes[0]));
+        // Mounted by nobody: nothing may write it.
+        let p = pod(vol(None), vec![]);
+        assert!(p.exported_read_only(&p.volumes[0]));
+    }
+
+    #[test]
+    fn sizes_and_modes_parse() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("64Q").unwrap_err().contains("invalid size \"64Q\""));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999G").is_err());
+        assert_eq!(parse_mode("0755"), Ok(0o755));
+        assert_eq!(parse_mode("1777"), Ok(0o1777));
+        assert!(parse_mode("0789").is_err());
+        assert!(parse_mode("17777").is_err());
+        assert!(parse_mode("").is_err());
+    }
+
+    #[test]
+    fn manifest_round_trips_through_json() {
+        let text = r#"{
+            "volumes": [
+                {"name": "data", "kind": "host", "source": "/srv/data", "readOnly": true},
+                {"name": "scratch", "kind": "empty", "mode": "1777", "size": "16M"}
+            ],
+            "apps": [{
+                "name": "web", "rootfs": "/srv/root", "exec": ["/bin/sh", "-c", "true"],
+                "env": [{"name": "A", "value": "b"}], "user": "nobody",
+                "workingDirectory": "/tmp",
+                "mountPoints": [{"volume": "data", "path": "/data", "readOnly": false}]
+            }]
+        }"#;
+        let pod: PodManifest = serde_json::from_str(text).unwrap();
+        assert_eq!(pod.volumes[1].mode, Some(0o1777));
+        assert_eq!(pod.volumes[1].size, Some(16 << 20));
+        let again: PodManifest =
+            serde_json::from_str(&serde_json::to_string(&pod).unwrap()).unwrap();
+        assert_eq!(pod, again);
+    }
+}

@@ -1,0 +1,679 @@
+//! Manifest loading and validation.
+//!
+//! Every rule names the field it refuses (`apps[1].mountPoints[0].volume`),
+//! and all problems are reported at once so a user fixes a manifest in one
+//! pass. Structural rules ([`validate`]) run on the host and again in the
+//! guest; rules about host paths ([`resolve_host_paths`]) only on the host.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::manifest::{PodManifest, VolumeKind};
+use crate::tag::nine_p_tag;
+
+/// The longest app or volume name accepted.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Host volumes each take a PCI slot (QEMU) or a virtio device (lkvm).
+pub const MAX_HOST_VOLUMES: usize = 24;
+
+/// One problem with one field of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where, as a path into the JSON document: `apps[0].exec`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Why a manifest file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read pod manifest {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("pod manifest {}: {error}", path.display())]
+    Parse { path: PathBuf, error: FieldError },
+    #[error("pod manifest {} is invalid:\n{}", path.display(), list(errors))]
+    Invalid {
+        path: PathBuf,
+        errors: Vec<FieldError>,
+    },
+}
+
+fn list(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads, parses and fully validates a manifest file on the host. Relative
+/// `source` and `rootfs` paths are resolved against the file's directory and
+/// replaced by their canonical absolute paths.
+pub fn load(path: &Path) -> Result<PodManifest, ManifestError> {
+    let text = fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut pod = parse(&text).map_err(|error| ManifestError::Parse {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut errors = validate(&pod);
+    errors.extend(resolve_host_paths(&mut pod, base));
+    if errors.is_empty() {
+        Ok(pod)
+    } else {
+        Err(ManifestError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
+    }
+}
+
+/// Parses manifest JSON; unknown fields and wrong types are refused with
+/// the path of the field and the line and column.
+pub fn parse(text: &str) -> Result<PodManifest, FieldError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { String::new() } else { field };
+        FieldError::new(field, e.inner().to_string())
+    })
+}
+
+/// The structural rules, which need no file system.
+pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+
+    if pod.apps.is_empty() {
+        errs.push(FieldError::new("apps", "a pod needs at least one app"));
+    }
+
+    let mut volume_names: HashMap<&str, usize> = HashMap::new();
+    let mut tags: HashMap<String, usize> = HashMap::new();
+    let mut host_volumes = 0;
+    for (i, v) in pod.volumes.iter().enumerate() {
+        let at = format!("volumes[{i}]");
+        check_name(&mut errs, &format!("{at}.name"), &v.name);
+        if let Some(first) = volume_names.insert(&v.name, i) {
+            errs.push(FieldError::new(
+                format!("{at}.name"),
+                format!("{:?} is also the name of volumes[{first}]", v.name),
+            ));
+        }
+        match v.kind {
+            VolumeKind::Host => {
+                host_volumes += 1;
+                if v.source.is_none() {
+                    errs.push(FieldError::new(
+                        format!("{at}.source"),
+                        "a host volume needs the host directory to share",
+                    ));
+                }
+                for (field, set) in [
+                    ("mode", v.mode.is_some()),
+                    ("uid", v.uid.is_some()),
+                    ("gid", v.gid.is_some()),
+                    ("size", v.size.is_some()),
+                ] {
+                    if set {
+                        errs.push(FieldError::new(
+                            format!("{at}.{field}"),
+                            "applies only to empty volumes; a host volume keeps its directory's",
+                        ));
+                    }
+                }
+                let tag = nine_p_tag(&v.name);
+                if let Some(other) = tags.insert(tag.clone(), i) {
+                    errs.push(FieldError::new(
+                        format!("{at}.name"),
+                        format!("its 9p tag {tag:?} is also the tag of volumes[{other}]; rename one"),
+                    ));
+                }
+            }
+            VolumeKind::Empty => {
+                if v.source.is_some() {
+                    errs.push(FieldError::new(
+                        format!("{at}.source"),
+                        "an empty volume has no source (did you mean kind \"host\"?)",
+                    ));
+                }
+                if v.size == Some(0) {
+                    errs.push(FieldError::new(format!("{at}.size"), "must be above 0"));
+                }
+            }
+        }
+    }
+    if host_volumes > MAX_HOST_VOLUMES {
+        errs.push(FieldError::new(
+            "volumes",
+            format!("{host_volumes} host volumes; at most {MAX_HOST_VOLUMES} are supported"),
+        ));
+    }
+
+    let mut app_names: HashMap<&str, usize> = HashMap::new();
+    for (i, app) in pod.apps.iter().enumerate() {
+        let at = format!("apps[{i}]");
+        check_name(&mut errs, &format!("{at}.name"), &app.name);
+        if let Some(first) = app_names.insert(&app.name, i) {
+            errs.push(FieldError::new(
+                format!("{at}.name"),
+                format!("{:?} is also the name of apps[{first}]", app.name),
+            ));
+        }
+        if app.rootfs.as_os_str().is_empty() {
+            errs.push(FieldError::new(
+                format!("{at}.rootfs"),
+                "must name a directory or tar archive",
+            ));
+        }
+
+        match app.exec.first() {
+            None => errs.push(FieldError::new(
+                format!("{at}.exec"),
+                "must name the program to run (it is empty)",
+            )),
+            Some(p) if p.is_empty() => errs.push(FieldError::new(
+                format!("{at}.exec[0]"),
+                "must name the program to run (it is an empty string)",
+            )),
+            Some(_) => {}
+        }
+        for (j, arg) in app.exec.iter().enumerate() {
+            if arg.contains('\0') {
+                errs.push(FieldError::new(
+                    format!("{at}.exec[{j}]"),
+                    "contains a NUL character",
+                ));
+            }
+        }
+
+        let mut env_names: HashMap<&str, usize> = HashMap::new();
+        for (j, var) in app.env.iter().enumerate() {
+            let f = format!("{at}.env[{j}]");
+            if var.name.is_empty() || var.name.contains(['=', '\0']) {
+                errs.push(FieldError::new(
+                    format!("{f}.name"),
+                    format!("{:?} is not a valid variable name (it must be non-empty, without '=' or NUL)", var.name),
+                ));
+            }
+            if var.value.contains('\0') {
+                errs.push(FieldError::new(
+                    format!("{f}.value"),
+                    "contains a NUL character",
+                ));
+            }
+            if let Some(first) = env_names.insert(&var.name, j) {
+                errs.push(FieldError::new(
+                    format!("{f}.name"),
+                    format!("{:?} is also set by env[{first}]", var.name),
+                ));
+            }
+        }
+
+        for (field, value) in [("user", &app.user), ("group", &app.group)] {
+            if let Some(v) = value {
+                if v.is_empty() || v.contains([':', '\0', '\n']) {
+                    errs.push(FieldError::new(
+                        format!("{at}.{field}"),
+                        format!("{v:?} is neither a name nor a number"),
+                    ));
+                } else if v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_err() {
+                    errs.push(FieldError::new(
+                        format!("{at}.{field}"),
+                        format!("{v} is out of range for an id"),
+                    ));
+                }
+            }
+        }
+
+        if let Some(wd) = &app.working_directory {
+            if let Err(why) = normalize_guest_path(wd) {
+                errs.push(FieldError::new(format!("{at}.workingDirectory"), why));
+            }
+        }
+
+        let mut paths: HashMap<String, usize> = HashMap::new();
+        for (j, mp) in app.mount_points.iter().enumerate() {
+            let f = format!("{at}.mountPoints[{j}]");
+            if pod.volume(&mp.volume).is_none() {
+                let known: Vec<&str> = pod.volumes.iter().map(|v| v.name.as_str()).collect();
+                let known = if known.is_empty() {
+                    "the pod has no volumes".to_string()
+                } else {
+                    format!("the pod has: {}", known.join(", "))
+                };
+                errs.push(FieldError::new(
+                    format!("{f}.volume"),
+                    format!("no volume is named {:?} ({known})", mp.volume),
+                ));
+            }
+            match normalize_guest_path(&mp.path) {
+                Err(why) => errs.push(FieldError::new(format!("{f}.path"), why)),
+                Ok(p) if p == "/" => errs.push(FieldError::new(
+                    format!("{f}.path"),
+                    "\"/\" would cover the app's whole root; mount the volume at a directory",
+                )),
+                Ok(p) => {
+                    if let Some(first) = paths.insert(p.clone(), j) {
+                        errs.push(FieldError::new(
+                            format!("{f}.path"),
+                            format!("{p:?} is also the path of mountPoints[{first}]"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    errs
+}
+
+/// Resolves `source` and `rootfs` against `base` to canonical absolute
+/// paths, checking that each exists and is of the right kind.
+pub fn resolve_host_paths(pod: &mut PodManifest, base: &Path) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for (i, v) in pod.volumes.iter_mut().enumerate() {
+        let Some(source) = &v.source else { continue };
+        let field = format!("volumes[{i}].source");
+        match canonical(base, source) {
+            Ok(p) if p.is_dir() => v.source = Some(p),
+            Ok(p) => errs.push(FieldError::new(
+                field,
+                format!("{} is not a directory", p.display()),
+            )),
+            Err(e) => errs.push(FieldError::new(field, e)),
+        }
+    }
+    for (i, app) in pod.apps.iter_mut().enumerate() {
+        if app.rootfs.as_os_str().is_empty() {
+            continue;
+        }
+        let field = format!("apps[{i}].rootfs");
+        match canonical(base, &app.rootfs) {
+            Ok(p) if p.is_dir() || p.is_file() => app.rootfs = p,
+            Ok(p) => errs.push(FieldError::new(
+                field,
+                format!("{} is neither a directory nor a tar archive", p.display()),
+            )),
+            Err(e) => errs.push(FieldError::new(field, e)),
+        }
+    }
+    errs
+}
+
+fn canonical(base: &Path, path: &Path) -> Result<PathBuf, String> {
+    let joined = base.join(path);
+    fs::canonicalize(&joined).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("{} does not exist", joined.display()),
+        _ => format!("{}: {e}", joined.display()),
+    })
+}
+
+fn check_name(errs: &mut Vec<FieldError>, field: &str, name: &str) {
+    if let Err(why) = check_acname(name) {
+        errs.push(FieldError::new(field, why));
+    }
+}
+
+/// appc's ACName: lowercase letters and digits, in groups joined by single
+/// `-`. Names become 9p tags, directory names and log prefixes.
+pub fn check_acname(name: &str) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if !well_formed {
+        return Err(format!(
+            "{name:?} is not a valid name: use lowercase letters, digits and single '-' between them"
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{name:?} is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a path inside an app's root and returns it normalised (no `.`,
+/// no repeated or trailing `/`). Refuses relative paths and any `..`.
+pub fn normalize_guest_path(path: &str) -> Result<String, String> {
+    if path.contains('\0') {
+        return Err("contains a NUL character".into());
+    }
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must be an absolute path"));
+    }
+    let mut out = String::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => {
+                out.push('/');
+                out.push_str(&part.to_string_lossy());
+            }
+            Component::ParentDir => {
+                return Err(format!("{path:?} must not contain \"..\""));
+            }
+            Component::Prefix(_) => return Err(format!("{path:?} is not a Linux path")),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{App, MountPoint, Volume};
+
+    fn good() -> PodManifest {
+        parse(
+            r#"{
+            "volumes": [
+                {"name": "data", "kind": "host", "source": "/tmp"},
+                {"name": "scratch", "kind": "empty"}
+            ],
+            "apps": [
+                {"name": "one", "rootfs": "/tmp", "exec": ["/bin/true"],
+                 "mountPoints": [{"volume": "data", "path": "/data"},
+                                 {"volume": "scratch", "path": "/scratch"}]},
+                {"name": "two", "rootfs": "/tmp", "exec": ["true"]}
+            ]
+        }"#,
+        )
+        .unwrap()
+    }
+
+    /// The single error `edit` causes in an otherwise good manifest.
+    fn one_error(edit: impl FnOnce(&mut PodManifest)) -> FieldError {
+        let mut pod = good();
+        edit(&mut pod);
+        let errs = validate(&pod);
+        assert_eq!(errs.len(), 1, "expected one error, got {errs:?}");
+        errs.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_good_manifest_passes() {
+        assert_eq!(validate(&good()), vec![]);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for bad in ["", "Data", "da_ta", "-data", "data-", "da--ta", "dätä", "a/b", "a.b"] {
+            // Without mount points, so that none dangles after the rename.
+            let e = one_error(|p| {
+                p.apps[0].mount_points.clear();
+                p.volumes[0].name = bad.into();
+            });
+            assert_eq!(e.field, "volumes[0].name", "{bad}");
+            assert!(e.message.contains("not a valid name"), "{e}");
+        }
+        let e = one_error(|p| p.apps[1].name = "Web_Server".into());
+        assert_eq!(e.field, "apps[1].name");
+        assert!(e.message.contains("\"Web_Server\" is not a valid name"));
+        let e = one_error(|p| p.apps[1].name = "a".repeat(64));
+        assert!(e.message.contains("at most 63"), "{e}");
+        for ok in ["a", "0", "web-1", "a1-b2-c3"] {
+            assert_eq!(check_acname(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = one_error(|p| p.apps[1].name = "one".into());
+        assert_eq!(e.field, "apps[1].name");
+        assert!(e.message.contains("also the name of apps[0]"), "{e}");
+
+        let mut pod = good();
+        pod.volumes[1].name = "data".into();
+        let errs = validate(&pod);
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "volumes[1].name" && e.message.contains("volumes[0]")));
+
+        let e = one_error(|p| p.apps[0].mount_points[1].path = "/data/".into());
+        assert_eq!(e.field, "apps[0].mountPoints[1].path");
+        assert!(e.message.contains("also the path of mountPoints[0]"), "{e}");
+    }
+
+    #[test]
+    fn mount_point_of_a_missing_volume_is_refused() {
+        let e = one_error(|p| p.apps[0].mount_points[0].volume = "dta".into());
+        assert_eq!(e.field, "apps[0].mountPoints[0].volume");
+        assert_eq!(
+            e.message,
+            "no volume is named \"dta\" (the pod has: data, scratch)"
+        );
+    }
+
+    #[test]
+    fn relative_and_dotdot_paths_are_refused() {
+        let e = one_error(|p| p.apps[0].mount_points[0].path = "data".into());
+        assert_eq!(e.field, "apps[0].mountPoints[0].path");
+        assert!(e.message.contains("must be an absolute path"));
+        let e = one_error(|p| p.apps[0].mount_points[0].path = "/data/../../etc".into());
+        assert!(e.message.contains("must not contain \"..\""));
+        let e = one_error(|p| p.apps[0].mount_points[0].path = "/".into());
+        assert!(e.message.contains("whole root"));
+        let e = one_error(|p| p.apps[0].working_directory = Some("srv".into()));
+        assert_eq!(e.field, "apps[0].workingDirectory");
+        let e = one_error(|p| p.apps[0].working_directory = Some("/srv/../..".into()));
+        assert!(e.message.contains(".."));
+    }
+
+    #[test]
+    fn empty_exec_is_refused() {
+        let e = one_error(|p| p.apps[0].exec.clear());
+        assert_eq!(e.field, "apps[0].exec");
+        assert!(e.message.contains("it is empty"));
+        let e = one_error(|p| p.apps[0].exec = vec![String::new()]);
+        assert_eq!(e.field, "apps[0].exec[0]");
+        let e = one_error(|p| p.apps[0].exec.push("a\0b".into()));
+        assert_eq!(e.field, "apps[0].exec[1]");
+    }
+
+    #[test]
+    fn host_volume_rules() {
+        let e = one_error(|p| p.volumes[0].source = None);
+        assert_eq!(e.field, "volumes[0].source");
+        assert!(e.message.contains("needs the host directory"));
+        let e = one_error(|p| p.volumes[1].source = Some("/srv".into()));
+        assert_eq!(e.field, "volumes[1].source");
+        let e = one_error(|p| p.volumes[0].mode = Some(0o700));
+        assert_eq!(e.field, "volumes[0].mode");
+        assert!(e.message.contains("only to empty volumes"));
+        let e = one_error(|p| p.volumes[1].size = Some(0));
+        assert_eq!(e.field, "volumes[1].size");
+    }
+
+    #[test]
+    fn env_user_and_group_rules() {
+        let e = one_error(|p| {
+            p.apps[0].env = vec![crate::manifest::EnvVar {
+                name: "A=B".into(),
+                value: "c".into(),
+            }]
+        });
+        assert_eq!(e.field, "apps[0].env[0].name");
+        let e = one_error(|p| {
+            let v = crate::manifest::EnvVar {
+                name: "A".into(),
+                value: "c".into(),
+            };
+            p.apps[0].env = vec![v.clone(), v];
+        });
+        assert_eq!(e.field, "apps[0].env[1].name");
+        let e = one_error(|p| p.apps[0].user = Some("99999999999".into()));
+        assert_eq!(e.field, "apps[0].user");
+        assert!(e.message.contains("out of range"));
+        let e = one_error(|p| p.apps[0].group = Some("a:b".into()));
+        assert_eq!(e.field, "apps[0].group");
+    }
+
+    #[test]
+    fn a_pod_needs_an_app_and_bounded_host_volumes() {
+        let e = one_error(|p| p.apps.clear());
+        assert_eq!(e.field, "apps");
+        let mut pod = good();
+        pod.apps[0].mount_points.clear();
+        pod.volumes = (0..=MAX_HOST_VOLUMES)
+            .map(|i| Volume {
+                name: format!("v{i}"),
+                kind: VolumeKind::Host,
+                source: Some("/tmp".into()),
+                read_only: None,
+                mode: None,
+                uid: None,
+                gid: None,
+                size: None,
+            })
+            .collect();
+        let errs = validate(&pod);
+        assert!(errs.iter().any(|e| e.field == "volumes"), "{errs:?}");
+    }
+
+    #[test]
+    fn long_names_that_share_a_tag_are_refused() {
+        // Two names whose hashed tags collide cannot be built by hand, but
+        // a short name equal to a long name's derived tag can.
+        let long = format!("{}-tail", "v".repeat(40));
+        let mut pod = good();
+        pod.apps[0].mount_points.clear();
+        pod.volumes[0].name = long.clone();
+        pod.volumes[1] = Volume {
+            name: nine_p_tag(&long),
+            kind: VolumeKind::Host,
+            source: Some("/tmp".into()),
+            read_only: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+        };
+        let errs = validate(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("9p tag"));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse(r#"{"apps": [{"name": "a", "rootfs": "/", "exec": ["x"], "readonly": true}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "apps[0].readonly");
+        assert!(e.message.contains("unknown field `readonly`"), "{e}");
+        let e = parse(r#"{"volumes": [{"name": "a", "kind": "hots"}], "apps": []}"#).unwrap_err();
+        assert_eq!(e.field, "volumes[0].kind");
+        assert!(e.message.contains("unknown variant `hots`"), "{e}");
+        let e = parse(r#"{"volumes": [{"name": "a", "kind": "empty", "mode": "999"}], "apps": []}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "volumes[0].mode");
+        let e = parse("{").unwrap_err();
+        assert!(e.message.contains("EOF"), "{e}");
+        let e = parse(r#"{"volumes": []}"#).unwrap_err();
+        assert!(e.message.contains("missing field `apps`"), "{e}");
+    }
+
+    #[test]
+    fn host_paths_resolve_against_the_manifest_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("data")).unwrap();
+        fs::create_dir(dir.path().join("root")).unwrap();
+        fs::write(dir.path().join("file"), b"x").unwrap();
+        let mut pod = good();
+        pod.volumes[0].source = Some("data".into());
+        pod.apps[0].rootfs = "root".into();
+        pod.apps[1].rootfs = "missing".into();
+        let errs = resolve_host_paths(&mut pod, dir.path());
+        let base = fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(pod.volumes[0].source.as_deref(), Some(&*base.join("data")));
+        assert_eq!(pod.apps[0].rootfs, base.join("root"));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "apps[1].rootfs");
+        assert!(errs[0].message.ends_with("missing does not exist"));
+
+        pod.volumes[0].source = Some("file".into());
+        let errs = resolve_host_paths(&mut pod, dir.path());
+        assert!(errs
+            .iter()
+            .any(|e| e.field == "volumes[0].source" && e.message.contains("not a directory")));
+    }
+
+    #[test]
+    fn load_reports_every_problem_with_the_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pod.json");
+        let pod = PodManifest {
+            volumes: vec![],
+            apps: vec![App {
+                name: "Bad".into(),
+                rootfs: "nowhere".into(),
+                exec: vec![],
+                env: vec![],
+                user: None,
+                group: None,
+                working_directory: None,
+                mount_points: vec![MountPoint {
+                    volume: "x".into(),
+                    path: "rel".into(),
+                    read_only: false,
+                }],
+            }],
+        };
+        fs::write(&path, serde_json::to_string(&pod).unwrap()).unwrap();
+        let msg = load(&path).unwrap_err().to_string();
+        for needle in [
+            "pod.json is invalid",
+            "apps[0].name",
+            "apps[0].exec",
+            "apps[0].mountPoints[0].volume",
+            "apps[0].mountPoints[0].path",
+            "apps[0].rootfs",
+        ] {
+            assert!(msg.contains(needle), "{needle} missing from:\n{msg}");
+        }
+        let missing = load(&dir.path().join("nope.json")).unwrap_err().to_string();
+        assert!(missing.contains("cannot read pod manifest"), "{missing}");
+    }
+
+    #[test]
+    fn guest_paths_normalise() {
+        assert_eq!(normalize_guest_path("/a//b/./c/").unwrap(), "/a/b/c");
+        assert_eq!(normalize_guest_path("/").unwrap(), "/");
+        assert!(normalize_guest_path("/a/../b").is_err());
+    }
+}
