@@ -1,0 +1,103 @@
+//! The agent's whole life, in order: the guest's own file systems, kernel
+//! modules, the vsock server, volumes, apps; then waiting for shutdown.
+//!
+//! Until the vsock server is up, a failure can only be told on the console:
+//! one `FATAL` line, then power-off. After that the failure is recorded in
+//! the pod's status for the host to collect.
+
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvmpod_api::config::AgentConfig;
+use kvmpod_api::layout;
+use kvmpod_api::manifest::PodManifest;
+
+use crate::pod::Pod;
+use crate::reaper::Reaper;
+use crate::timeline::Timeline;
+use crate::{console, early, kmod, power, service, shutdown, supervisor, volumes};
+
+/// Reports a failure on the console and powers off.
+fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
+    console::fatal(stage, error);
+    power::power_off()
+}
+
+fn read_config() -> Result<AgentConfig, String> {
+    let text = fs::read(layout::AGENT_CONFIG).map_err(|e| format!("{}: {e}", layout::AGENT_CONFIG))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", layout::AGENT_CONFIG))
+}
+
+fn read_manifest() -> Result<PodManifest, String> {
+    let text = fs::read_to_string(layout::MANIFEST).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
+    let pod = kvmpod_api::validate::parse(&text).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
+    let errors = kvmpod_api::validate::validate(&pod);
+    if let Some(first) = errors.first() {
+        return Err(format!("{}: {first}", layout::MANIFEST));
+    }
+    Ok(pod)
+}
+
+/// Runs the pod; returns when it is time to power off.
+pub async fn run(init_ns: u64) {
+    let timeline = Timeline::default();
+    timeline.mark_at("init", init_ns);
+
+    if let Err(e) = early::mount_base() {
+        fatal("mounting the guest's file systems", &e);
+    }
+    let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
+    console::init_logger(config.debug);
+    early::protect_from_oom();
+    let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
+
+    if let Err(e) = kmod::load_all(&config.modules) {
+        fatal("loading kernel modules", &e);
+    }
+    timeline.mark("modules-loaded");
+    console::stage("modules-loaded");
+
+    let reaper = Reaper::new();
+    if let Err(e) = reaper.start() {
+        fatal("starting the reaper", &e);
+    }
+    let linger = Duration::from_secs(config.linger_secs);
+    let addr = format!("vsock://-1:{}", config.vsock_port);
+    let pod = Pod::new(manifest, config, timeline, reaper);
+    // Kept alive for the life of the agent: dropping it stops serving.
+    let _server = match service::serve(Arc::clone(&pod), &addr).await {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("serving the agent API on {addr}"), &e),
+    };
+    pod.timeline.mark("agent-ready");
+    console::stage("agent-ready");
+
+    match volumes::mount_all(&pod.manifest, &pod.config) {
+        Ok(()) => {
+            pod.timeline.mark("volumes-mounted");
+            console::stage("volumes-mounted");
+            supervisor::start_apps(&pod);
+        }
+        Err(e) => {
+            // The host learns this from the status; the console line helps
+            // whoever reads the console file.
+            console::fatal("mounting volumes", &e);
+            pod.fail(e.to_string());
+        }
+    }
+
+    // Until the host asks for shutdown, or the apps are done and the host
+    // did not come for the final status within the linger time.
+    let grace = tokio::select! {
+        grace = pod.stop_requested() => grace,
+        _ = async {
+            pod.wait_all().await;
+            tokio::time::sleep(linger).await;
+        } => {
+            console::line(format_args!("no shutdown request {linger:?} after the apps exited; powering off"));
+            Duration::from_millis(u64::from(pod.config.grace_ms))
+        }
+    };
+    shutdown::stop(&pod, grace).await;
+}

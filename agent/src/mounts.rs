@@ -1,0 +1,261 @@
+//! Mounting into app roots: bind mounts of volumes (read-only where rkt's
+//! rule says so), and each app's `/proc`, `/sys` and `/dev`; and taking it
+//! all down again at shutdown.
+//!
+//! Binds use the new mount API: the source tree is cloned
+//! (`open_tree`), made read-only recursively *before* it is attached
+//! (`mount_setattr`), then attached on the resolved target handle
+//! (`move_mount`). An app never sees the mount writable, sub-mounts are
+//! read-only too, and the mount's other flags (`nosuid`, `nodev`, ...) are
+//! left as they are. Kernels before 5.12 get the classic bind and a remount
+//! that carries those flags over from `statvfs`.
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
+
+use crate::error::SysError;
+use crate::resolve::{ensure_target, fd_path, open_in_root, Kind, ResolveError};
+
+// From linux/mount.h and linux/fcntl.h (not all are in the libc crate).
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_EMPTY_PATH: libc::c_uint = 0x1000;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    #[error("mount target {0}")]
+    Target(#[from] ResolveError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+}
+
+fn sys(context: impl Into<String>) -> impl FnOnce(Errno) -> MountError {
+    let context = context.into();
+    move |errno| MountError::Sys(SysError { context, errno })
+}
+
+/// Bind-mounts `source` (a guest path) onto `path` inside the app root
+/// `root`, creating the target to match the source's kind, and makes it
+/// read-only when `read_only`.
+pub fn bind_into_root(
+    root: &OwnedFd,
+    source: &Path,
+    path: &str,
+    read_only: bool,
+) -> Result<(), MountError> {
+    let meta = fs::metadata(source).map_err(|e| {
+        sys(format!("bind source {}", source.display()))(Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
+    })?;
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let target = ensure_target(root, path, kind)?;
+    let what = format!("bind-mounting {} at {path}", source.display());
+    match attach_clone(source, &target, read_only) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOSYS) => {
+            // Pre-5.12 kernel: classic bind, then remount read-only.
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+            mount(Some(source), &fd_path(&target), None::<&str>, flags, None::<&str>)
+                .map_err(sys(what))?;
+            if read_only {
+                // Re-resolve: the old handle is the covered directory, not
+                // the new mount's root.
+                let mounted = open_in_root(root, path, nix::fcntl::OFlag::O_PATH)?;
+                remount_read_only(&fd_path(&mounted))
+                    .map_err(sys(format!("remounting {path} read-only")))?;
+            }
+            Ok(())
+        }
+        Err(errno) => Err(sys(what)(errno)),
+    }
+}
+
+/// open_tree + mount_setattr + move_mount, as described in the module docs.
+fn attach_clone(source: &Path, target: &OwnedFd, read_only: bool) -> Result<(), Errno> {
+    let src = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: plain system calls on valid, NUL-terminated strings and fds;
+    // the returned fd is owned by us from here on.
+    let tree = unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
+        );
+        Errno::result(fd)?;
+        OwnedFd::from_raw_fd(fd as i32)
+    };
+    if read_only {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: `attr` outlives the call and its size is passed.
+        Errno::result(unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                AT_EMPTY_PATH | AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        })?;
+    }
+    // SAFETY: both fds are valid for the duration of the call.
+    Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+/// A bind remount to read-only must repeat the mount's locked flags
+/// (`nosuid`, `nodev`, `noexec`, atime), or the kernel refuses it or drops
+/// them.
+fn remount_read_only(path: &Path) -> Result<(), Errno> {
+    let st = statvfs(path)?;
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (have, set) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+    ] {
+        if st.flags().contains(have) {
+            flags |= set;
+        }
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+}
+
+/// Gives an app root its own `/proc`, a read-only `/sys` and the guest's
+/// `/dev` (with `/dev/pts` and `/dev/shm`).
+pub fn mount_app_system_dirs(root: &OwnedFd) -> Result<(), MountError> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc = ensure_target(root, "/proc", Kind::Dir)?;
+    mount(
+        Some("proc"),
+        &fd_path(&proc),
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None::<&str>,
+    )
+    .map_err(sys("mounting /proc"))?;
+    let sysfs = ensure_target(root, "/sys", Kind::Dir)?;
+    mount(
+        Some("sysfs"),
+        &fd_path(&sysfs),
+        Some("sysfs"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(sys("mounting /sys"))?;
+    bind_into_root(root, Path::new("/dev"), "/dev", false)
+}
+
+/// Unmounts every mount at or below one of `prefixes`, deepest and newest
+/// first. A busy mount is detached instead. Returns the failures, which
+/// only get reported: shutdown goes on regardless.
+pub fn unmount_under(prefixes: &[&str]) -> Vec<SysError> {
+    let mut failures = Vec::new();
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return failures;
+    };
+    let mut targets: Vec<String> = mount_points(&info)
+        .into_iter()
+        .filter(|p| {
+            prefixes
+                .iter()
+                .any(|pre| p == pre || p.starts_with(&format!("{pre}/")))
+        })
+        .collect();
+    // mountinfo lists mounts oldest first; undo them newest first.
+    targets.reverse();
+    for t in targets {
+        if umount2(t.as_str(), MntFlags::empty()).is_err() {
+            if let Err(errno) = umount2(t.as_str(), MntFlags::MNT_DETACH) {
+                failures.push(SysError {
+                    context: format!("unmounting {t}"),
+                    errno,
+                });
+            }
+        }
+    }
+    failures
+}
+
+/// The mount points of a `/proc/self/mountinfo` text, in its order, with
+/// the kernel's octal escapes (`\040` for a space) decoded.
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_points_are_decoded_in_order() {
+        let info = "\
+22 1 0:20 / / rw - rootfs rootfs rw
+23 22 0:21 / /proc rw,nosuid - proc proc rw
+40 22 0:33 / /mnt/data rw - 9p data rw,trans=virtio
+41 22 0:33 / /opt/stage2/web/rootfs/my\\040data rw - 9p data rw
+";
+        assert_eq!(
+            mount_points(info),
+            ["/", "/proc", "/mnt/data", "/opt/stage2/web/rootfs/my data"]
+        );
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("tail\\04"), "tail\\04");
+    }
+}

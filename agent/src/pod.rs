@@ -1,0 +1,271 @@
+//! The pod's live state: each app's status and logs, the pod's phase and the
+//! boot timeline. State is split per app, each behind its own small lock, so
+//! a slow reader of one part never stalls the others (Kata #13452).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kvmpod_api::config::AgentConfig;
+use kvmpod_api::manifest::{App, PodManifest};
+use kvmpod_api::protocol as pb;
+use tokio::sync::watch;
+
+use crate::logbuf::LogBuffer;
+use crate::reaper::{Exit, Reaper};
+use crate::timeline::{boottime_ns, Timeline};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppState {
+    Pending,
+    Running,
+    Exited,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStatus {
+    pub state: AppState,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub error: String,
+    pub started_ns: u64,
+    pub exited_ns: u64,
+}
+
+pub struct AppRecord {
+    pub manifest: App,
+    status: Mutex<AppStatus>,
+    pub logs: LogBuffer,
+    /// True once the app has exited or failed to start.
+    done: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AppRecord {
+    fn new(manifest: App, log_capacity: usize) -> Self {
+        AppRecord {
+            manifest,
+            status: Mutex::new(AppStatus {
+                state: AppState::Pending,
+                pid: 0,
+                exit_code: 0,
+                signal: 0,
+                error: String::new(),
+                started_ns: 0,
+                exited_ns: 0,
+            }),
+            logs: LogBuffer::new(log_capacity),
+            done: watch::channel(false).0,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub fn status(&self) -> AppStatus {
+        lock(&self.status).clone()
+    }
+
+    pub fn set_running(&self, pid: i32, at: u64) {
+        let mut s = lock(&self.status);
+        s.state = AppState::Running;
+        s.pid = pid;
+        s.started_ns = at;
+    }
+
+    pub fn set_exited(&self, exit: Exit, at: u64) {
+        {
+            let mut s = lock(&self.status);
+            s.state = AppState::Exited;
+            s.exit_code = exit.code;
+            s.signal = exit.signal;
+            s.exited_ns = at;
+        }
+        self.done.send_replace(true);
+    }
+
+    /// The app could not be started: recorded with an exit status (125,
+    /// 126 or 127, as a shell would) and the reason.
+    pub fn set_failed(&self, code: i32, error: String, at: u64) {
+        {
+            let mut s = lock(&self.status);
+            s.state = AppState::Failed;
+            s.exit_code = code;
+            s.error = error;
+            s.exited_ns = at;
+        }
+        self.logs.close();
+        self.done.send_replace(true);
+    }
+
+    /// The pid to signal, while the app runs.
+    pub fn running_pid(&self) -> Option<i32> {
+        let s = lock(&self.status);
+        (s.state == AppState::Running && s.pid > 0).then_some(s.pid)
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+
+    pub async fn wait(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Running,
+    Exited,
+    Failed,
+    Stopping,
+}
+
+pub struct Pod {
+    pub manifest: PodManifest,
+    pub config: AgentConfig,
+    pub apps: Vec<Arc<AppRecord>>,
+    pub timeline: Timeline,
+    pub reaper: Arc<Reaper>,
+    phase: Mutex<(Phase, String)>,
+    /// The grace period of the first shutdown request.
+    stop: watch::Sender<Option<Duration>>,
+    stopping: AtomicBool,
+}
+
+impl Pod {
+    pub fn new(manifest: PodManifest, config: AgentConfig, timeline: Timeline, reaper: Arc<Reaper>) -> Arc<Self> {
+        let capacity = usize::try_from(config.log_buffer_bytes).unwrap_or(usize::MAX);
+        let apps = manifest
+            .apps
+            .iter()
+            .map(|a| Arc::new(AppRecord::new(a.clone(), capacity)))
+            .collect();
+        Arc::new(Pod {
+            manifest,
+            config,
+            apps,
+            timeline,
+            reaper,
+            phase: Mutex::new((Phase::Starting, String::new())),
+            stop: watch::channel(None).0,
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn app(&self, name: &str) -> Option<&Arc<AppRecord>> {
+        self.apps.iter().find(|a| a.name() == name)
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        let mut p = lock(&self.phase);
+        // Failed and Stopping are final as far as the apps are concerned.
+        if !matches!(p.0, Phase::Failed | Phase::Stopping) || phase == Phase::Stopping {
+            p.0 = phase;
+        }
+    }
+
+    /// Pod setup failed: no (further) app starts. Apps not started yet are
+    /// failed with the same reason.
+    pub fn fail(&self, error: String) {
+        *lock(&self.phase) = (Phase::Failed, error.clone());
+        for app in &self.apps {
+            if app.status().state == AppState::Pending {
+                app.set_failed(125, format!("pod setup failed: {error}"), boottime_ns());
+            }
+        }
+    }
+
+    /// Called when an app is done; the pod is done when every app is.
+    pub fn app_done(&self) {
+        if self.apps.iter().all(|a| a.is_done()) {
+            self.set_phase(Phase::Exited);
+        }
+    }
+
+    pub async fn wait_all(&self) {
+        for app in &self.apps {
+            app.wait().await;
+        }
+    }
+
+    /// Asks for shutdown; only the first request counts. Returns whether
+    /// this one did.
+    pub fn request_stop(&self, grace: Duration) -> bool {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.stop.send_replace(Some(grace));
+        true
+    }
+
+    /// Resolves with the grace period once shutdown was asked for.
+    pub async fn stop_requested(&self) -> Duration {
+        let mut rx = self.stop.subscribe();
+        let default = Duration::from_millis(u64::from(self.config.grace_ms));
+        let grace = match rx.wait_for(Option::is_some).await {
+            Ok(g) => g.unwrap_or(default),
+            Err(_) => default,
+        };
+        grace
+    }
+
+    /// The wire form of the pod's status.
+    pub fn status(&self) -> pb::PodStatus {
+        let (phase, error) = lock(&self.phase).clone();
+        let mut st = pb::PodStatus::new();
+        st.state = match phase {
+            Phase::Starting => pb::PodState::POD_STATE_STARTING,
+            Phase::Running => pb::PodState::POD_STATE_RUNNING,
+            Phase::Exited => pb::PodState::POD_STATE_EXITED,
+            Phase::Failed => pb::PodState::POD_STATE_FAILED,
+            Phase::Stopping => pb::PodState::POD_STATE_STOPPING,
+        }
+        .into();
+        st.error = error;
+        st.apps = self
+            .apps
+            .iter()
+            .map(|a| {
+                let s = a.status();
+                let mut out = pb::AppStatus::new();
+                out.name = a.name().to_string();
+                out.state = match s.state {
+                    AppState::Pending => pb::AppState::APP_STATE_PENDING,
+                    AppState::Running => pb::AppState::APP_STATE_RUNNING,
+                    AppState::Exited => pb::AppState::APP_STATE_EXITED,
+                    AppState::Failed => pb::AppState::APP_STATE_FAILED,
+                }
+                .into();
+                out.pid = s.pid;
+                out.exit_code = s.exit_code;
+                out.signal = s.signal;
+                out.error = s.error;
+                out.started_ns = s.started_ns;
+                out.exited_ns = s.exited_ns;
+                out
+            })
+            .collect();
+        st.timeline = self
+            .timeline
+            .snapshot()
+            .into_iter()
+            .map(|(name, ns)| {
+                let mut e = pb::TimelineEvent::new();
+                e.name = name;
+                e.boottime_ns = ns;
+                e
+            })
+            .collect();
+        st.now_ns = boottime_ns();
+        st
+    }
+}

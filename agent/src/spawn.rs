@@ -1,0 +1,283 @@
+//! Turning an app of the manifest into a process: its program found in its
+//! own `PATH`, its environment, identity and working directory, started
+//! chrooted into its root in a session of its own.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use kvmpod_api::manifest::App;
+use kvmpod_api::validate::normalize_guest_path;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, SFlag};
+
+use crate::resolve::open_in_root;
+use crate::users::Identity;
+
+/// `PATH` for apps that do not set one (appc's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Exit status recorded for an app that could not be set up (mounts, user):
+/// the convention of `docker run` for errors of the runtime itself.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// ... for a program that exists but cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// ... for a program that does not exist.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{program:?} was not found in the app's PATH ({path})")]
+    NotInPath { program: String, path: String },
+    #[error("{0:?} does not exist in the app's root")]
+    Missing(String),
+    #[error("{0:?} is not an executable file")]
+    NotExecutable(String),
+    #[error("{0}: contains a NUL byte")]
+    Nul(String),
+    #[error("starting {program:?}: {reason}")]
+    Exec { program: String, reason: String, code: i32 },
+}
+
+impl SpawnError {
+    /// The exit status the app is recorded with.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotInPath { .. } | SpawnError::Missing(_) => EXIT_NOT_FOUND,
+            SpawnError::NotExecutable(_) => EXIT_CANNOT_EXECUTE,
+            SpawnError::Nul(_) => EXIT_SETUP_FAILED,
+            SpawnError::Exec { code, .. } => *code,
+        }
+    }
+}
+
+/// The environment an app starts with: appc's defaults, then its own.
+pub fn environment(app: &App, id: &Identity) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
+        ("HOME".to_string(), id.home.clone()),
+        ("AC_APP_NAME".to_string(), app.name.clone()),
+    ];
+    for var in &app.env {
+        match env.iter_mut().find(|(k, _)| *k == var.name) {
+            Some(slot) => slot.1 = var.value.clone(),
+            None => env.push((var.name.clone(), var.value.clone())),
+        }
+    }
+    env
+}
+
+/// Finds the program to execute, as a path inside the app's root. A name
+/// without `/` is searched in `PATH`, inside the root; any other path must
+/// name an executable file there.
+pub fn find_program(root: &OwnedFd, program: &str, path_var: &str, cwd: &str) -> Result<String, SpawnError> {
+    if program.contains('/') {
+        let full = if program.starts_with('/') {
+            program.to_string()
+        } else {
+            format!("{}/{program}", cwd.trim_end_matches('/'))
+        };
+        return match is_executable(root, &full) {
+            Some(true) => Ok(program.to_string()),
+            Some(false) => Err(SpawnError::NotExecutable(program.to_string())),
+            None => Err(SpawnError::Missing(program.to_string())),
+        };
+    }
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = format!("{}/{program}", dir.trim_end_matches('/'));
+        if is_executable(root, &candidate) == Some(true) {
+            return Ok(candidate);
+        }
+    }
+    Err(SpawnError::NotInPath {
+        program: program.to_string(),
+        path: path_var.to_string(),
+    })
+}
+
+/// Some(true) for an executable regular file, Some(false) for something
+/// else that exists, None when nothing is there.
+fn is_executable(root: &OwnedFd, path: &str) -> Option<bool> {
+    let fd = open_in_root(root, path, OFlag::O_PATH).ok()?;
+    let st = fstat(&fd).ok()?;
+    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    Some(regular && st.st_mode & 0o111 != 0)
+}
+
+/// Everything needed to start an app, prepared before `fork` so the child
+/// only makes system calls.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub root: PathBuf,
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+    pub identity: Identity,
+}
+
+impl Launch {
+    pub fn new(app: &App, root_path: &Path, root: &OwnedFd, identity: Identity) -> Result<Self, SpawnError> {
+        let env = environment(app, &identity);
+        let cwd = app
+            .working_directory
+            .as_deref()
+            .map(|w| normalize_guest_path(w).unwrap_or_else(|_| "/".into()))
+            .unwrap_or_else(|| "/".into());
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        let first = app.exec.first().cloned().unwrap_or_default();
+        let program = find_program(root, &first, path_var, &cwd)?;
+        Ok(Launch {
+            root: root_path.to_path_buf(),
+            program,
+            args: app.exec.iter().skip(1).cloned().collect(),
+            env,
+            cwd,
+            identity,
+        })
+    }
+
+    /// The command, with stdin from `/dev/null` and stdout and stderr piped
+    /// to the agent. In the child, just before `exec`: chroot into the
+    /// app's root, change to its working directory, start a new session
+    /// (so signals reach the app's whole process group), and drop to its
+    /// groups, gid and uid.
+    pub fn command(&self, argv0: &str) -> Result<Command, SpawnError> {
+        let cstr = |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
+        let root = cstr(self.root.as_os_str().as_bytes(), "root")?;
+        let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
+        let uid = self.identity.uid;
+        let gid = self.identity.gid;
+        let groups: Vec<libc::gid_t> = self.identity.groups.clone();
+
+        let mut cmd = Command::new(&self.program);
+        cmd.arg0(argv0)
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe system calls on data prepared above.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Mark every inherited descriptor close-on-exec: the app gets
+                // its stdio and nothing of the agent's.
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::chdir(cwd.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+}
+
+/// Maps a failed `spawn` to the error recorded for the app.
+pub fn exec_error(program: &str, e: &std::io::Error) -> SpawnError {
+    let code = match e.raw_os_error() {
+        Some(libc::ENOENT) => EXIT_NOT_FOUND,
+        Some(libc::EACCES) | Some(libc::ENOEXEC) | Some(libc::EPERM) => EXIT_CANNOT_EXECUTE,
+        _ => EXIT_SETUP_FAILED,
+    };
+    SpawnError::Exec {
+        program: program.to_string(),
+        reason: e.to_string(),
+        code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::open_root;
+    use kvmpod_api::manifest::EnvVar;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn app(exec: &[&str], env: &[(&str, &str)]) -> App {
+        App {
+            name: "web".into(),
+            rootfs: "/r".into(),
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(n, v)| EnvVar {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            user: None,
+            group: None,
+            working_directory: None,
+            mount_points: vec![],
+        }
+    }
+
+    fn id() -> Identity {
+        Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/root".into(),
+        }
+    }
+
+    #[test]
+    fn environment_has_defaults_that_the_app_can_override() {
+        let env = environment(&app(&["x"], &[("PATH", "/opt/bin"), ("A", "1")]), &id());
+        assert_eq!(
+            env,
+            [
+                ("PATH".to_string(), "/opt/bin".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+                ("AC_APP_NAME".to_string(), "web".to_string()),
+                ("A".to_string(), "1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_are_found_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("data")).unwrap();
+        fs::write(root.join("bin/tool"), "").unwrap();
+        fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("bin/plain"), "").unwrap();
+        let r = open_root(root).unwrap();
+        assert_eq!(find_program(&r, "tool", "/usr/bin:/bin", "/").unwrap(), "/bin/tool");
+        assert_eq!(find_program(&r, "/bin/tool", "", "/").unwrap(), "/bin/tool");
+        assert_eq!(find_program(&r, "../bin/tool", "", "/data").unwrap(), "../bin/tool");
+        let e = find_program(&r, "sh", "/usr/bin:/bin", "/").unwrap_err();
+        assert_eq!(e.exit_code(), 127);
+        assert_eq!(e.to_string(), "\"sh\" was not found in the app's PATH (/usr/bin:/bin)");
+        // The host's /bin/sh does not count: the search stays in the root.
+        assert!(find_program(&r, "/bin/sh", "", "/").is_err());
+        let e = find_program(&r, "/bin/plain", "", "/").unwrap_err();
+        assert_eq!(e.exit_code(), 126);
+        assert_eq!(find_program(&r, "/nope", "", "/").unwrap_err().exit_code(), 127);
+    }
+}
