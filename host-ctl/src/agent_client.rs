@@ -1,0 +1,61 @@
+//! Connecting to a pod's agent and talking to it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kvmpod_api::protocol::agent_ttrpc::AgentClient;
+use kvmpod_api::protocol::StatusRequest;
+use ttrpc::context::{self, Context};
+use ttrpc::r#async::transport::Socket;
+use ttrpc::r#async::Client;
+
+use crate::child::Supervised;
+use crate::vsock::{backoff, connect_hybrid};
+
+/// A request context without a deadline (waits and streams).
+pub fn no_deadline() -> Context {
+    context::with_timeout(0)
+}
+
+/// A request context with a deadline.
+pub fn deadline(d: Duration) -> Context {
+    context::with_timeout(d.as_nanos() as i64)
+}
+
+/// Why the agent could not be reached.
+pub enum ConnectError {
+    /// The VM process ended first.
+    VmExited(std::process::ExitStatus),
+    /// The deadline passed; the last error seen.
+    Timeout(String),
+}
+
+/// Connects to the agent through the hybrid vsock socket `uds`, retrying
+/// with backoff (10 ms rising to 500 ms) until `until`, and confirms the
+/// connection with a status request.
+pub async fn connect(uds: &Path, port: u32, vm: &mut Supervised, until: Instant) -> Result<AgentClient, ConnectError> {
+    let mut last = String::from("no attempt finished");
+    for attempt in 0.. {
+        if let Some(status) = vm.exited() {
+            return Err(ConnectError::VmExited(status));
+        }
+        match connect_hybrid(uds, port).await {
+            Ok(stream) => {
+                let client = AgentClient::new(Client::new(Socket::new(stream)));
+                match client
+                    .status(deadline(Duration::from_secs(10)), &StatusRequest::new())
+                    .await
+                {
+                    Ok(_) => return Ok(client),
+                    Err(e) => last = format!("the agent did not answer a status request: {e}"),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if Instant::now() >= until {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Err(ConnectError::Timeout(last))
+}

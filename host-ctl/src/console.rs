@@ -1,0 +1,62 @@
+//! Reading the guest's serial console (kept in the pod directory) for what
+//! the user needs when the agent does not answer: how far the boot got, and
+//! the agent's `FATAL` line if it wrote one.
+
+/// What the console says about the boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootProgress {
+    /// The last stage the agent announced, or a kernel-side description.
+    pub stage: String,
+    /// The agent's `FATAL: ...` line, if any.
+    pub fatal: Option<String>,
+}
+
+const AGENT: &str = "kvmpod-agent: ";
+
+pub fn progress(console: &str) -> BootProgress {
+    let mut stage = None;
+    let mut fatal = None;
+    let mut kernel_started = false;
+    let mut panicked = None;
+    for line in console.lines() {
+        if let Some(rest) = line.find(AGENT).map(|i| &line[i + AGENT.len()..]) {
+            if let Some(s) = rest.strip_prefix("stage ") {
+                stage = Some(s.trim().to_string());
+            } else if let Some(f) = rest.strip_prefix("FATAL: ") {
+                fatal = Some(f.trim().to_string());
+            }
+        } else if line.contains("Kernel panic") {
+            panicked = Some(line.trim().to_string());
+        } else if line.starts_with('[') || line.contains("Linux version") {
+            kernel_started = true;
+        }
+    }
+    let stage = match (stage, panicked) {
+        (Some(s), _) => format!("agent stage \"{s}\""),
+        (None, Some(p)) => format!("kernel panic before the agent started ({p})"),
+        (None, None) if kernel_started => "the kernel started, but the agent (/init) never ran".into(),
+        (None, None) => "nothing on the console: the kernel did not start (or booted with `quiet`, before /init)".into(),
+    };
+    BootProgress { stage, fatal }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_stage_and_fatal_line_are_found() {
+        let c = "[    0.1] Linux version 6.1\nkvmpod-agent: stage init\nkvmpod-agent: stage modules-loaded\nkvmpod-agent: FATAL: loading kernel modules: /lib/x.ko: No such file\n";
+        let p = progress(c);
+        assert_eq!(p.stage, "agent stage \"modules-loaded\"");
+        assert_eq!(p.fatal.as_deref(), Some("loading kernel modules: /lib/x.ko: No such file"));
+    }
+
+    #[test]
+    fn kernel_only_consoles_are_described() {
+        assert!(progress("").stage.contains("did not start"));
+        assert!(progress("[    0.000000] Linux version 6.1.0\n").stage.contains("never ran"));
+        let p = progress("[ 1.0] Kernel panic - not syncing: No working init found.\n");
+        assert!(p.stage.contains("kernel panic"), "{}", p.stage);
+    }
+}

@@ -1,0 +1,67 @@
+//! What a pod's VM is made of, independent of the hypervisor: each backend
+//! turns a [`VmSpec`] into its own command line.
+
+use std::path::PathBuf;
+
+use kvmpod_api::manifest::{PodManifest, VolumeKind};
+use kvmpod_api::tag::nine_p_tag;
+
+use crate::accel::Accel;
+
+/// A host directory exported to the guest over virtio-9p.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    pub source: PathBuf,
+    /// Exported read-only: no app mounts it writable.
+    pub read_only: bool,
+}
+
+/// How the host reaches the agent's vsock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vsock {
+    /// vhost-user backend (vhost-device-vsock) listening on `socket`.
+    VhostUser { socket: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// Where the serial console is written.
+    pub console_log: PathBuf,
+    pub shares: Vec<Share>,
+    pub vsock: Vsock,
+}
+
+/// The 9p shares of a pod's host volumes, read-only where no app writes.
+pub fn shares(pod: &PodManifest) -> Vec<Share> {
+    pod.volumes
+        .iter()
+        .filter(|v| v.kind == VolumeKind::Host)
+        .filter_map(|v| {
+            Some(Share {
+                tag: nine_p_tag(&v.name),
+                source: v.source.clone()?,
+                read_only: pod.exported_read_only(v),
+            })
+        })
+        .collect()
+}
+
+/// The guest kernel's command line. `quiet` keeps the emulated serial
+/// console (slow under TCG) for errors and the agent's stage lines;
+/// `panic=-1` turns a kernel panic into a reboot, which `-no-reboot` turns
+/// into QEMU exiting, so a broken guest never hangs.
+pub fn kernel_cmdline(verbose: bool) -> String {
+    let mut parts = vec!["console=ttyS0", "panic=-1"];
+    if !verbose {
+        parts.push("quiet");
+    }
+    parts.join(" ")
+}
