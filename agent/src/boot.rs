@@ -25,13 +25,16 @@ fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
 }
 
 fn read_config() -> Result<AgentConfig, String> {
-    let text = fs::read(layout::AGENT_CONFIG).map_err(|e| format!("{}: {e}", layout::AGENT_CONFIG))?;
+    let text =
+        fs::read(layout::AGENT_CONFIG).map_err(|e| format!("{}: {e}", layout::AGENT_CONFIG))?;
     serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", layout::AGENT_CONFIG))
 }
 
 fn read_manifest() -> Result<PodManifest, String> {
-    let text = fs::read_to_string(layout::MANIFEST).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
-    let pod = kvmpod_api::validate::parse(&text).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
+    let text =
+        fs::read_to_string(layout::MANIFEST).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
+    let pod =
+        kvmpod_api::validate::parse(&text).map_err(|e| format!("{}: {e}", layout::MANIFEST))?;
     let errors = kvmpod_api::validate::validate(&pod);
     if let Some(first) = errors.first() {
         return Err(format!("{}: {first}", layout::MANIFEST));

@@ -73,8 +73,14 @@ pub fn bind_into_root(
         Err(Errno::ENOSYS) => {
             // Pre-5.12 kernel: classic bind, then remount read-only.
             let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-            mount(Some(source), &fd_path(&target), None::<&str>, flags, None::<&str>)
-                .map_err(sys(what))?;
+            mount(
+                Some(source),
+                &fd_path(&target),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(sys(what))?;
             if read_only {
                 // Re-resolve: the old handle is the covered directory, not
                 // the new mount's root.
@@ -227,7 +233,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;

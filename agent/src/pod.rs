@@ -142,7 +142,12 @@ pub struct Pod {
 }
 
 impl Pod {
-    pub fn new(manifest: PodManifest, config: AgentConfig, timeline: Timeline, reaper: Arc<Reaper>) -> Arc<Self> {
+    pub fn new(
+        manifest: PodManifest,
+        config: AgentConfig,
+        timeline: Timeline,
+        reaper: Arc<Reaper>,
+    ) -> Arc<Self> {
         let capacity = usize::try_from(config.log_buffer_bytes).unwrap_or(usize::MAX);
         let apps = manifest
             .apps

@@ -119,18 +119,36 @@ mod tests {
     async fn exits_are_reported_with_codes_and_signals() {
         let reaper = Reaper::new();
         reaper.start().unwrap();
-        let (_c, rx) = reaper.spawn(Command::new("/bin/sh").args(["-c", "exit 7"])).unwrap();
-        let exit = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+        let (_c, rx) = reaper
+            .spawn(Command::new("/bin/sh").args(["-c", "exit 7"]))
+            .unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(exit, Exit { code: 7, signal: 0 });
 
-        let (_c, rx) = reaper.spawn(Command::new("/bin/sh").args(["-c", "kill -9 $$"])).unwrap();
-        let exit = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
-        assert_eq!(exit, Exit { code: 137, signal: 9 });
+        let (_c, rx) = reaper
+            .spawn(Command::new("/bin/sh").args(["-c", "kill -9 $$"]))
+            .unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            exit,
+            Exit {
+                code: 137,
+                signal: 9
+            }
+        );
 
         // A failed exec is std's to wait for; the shared lock keeps the
         // reaper from stealing that status (which would panic std).
         for _ in 0..20 {
-            assert!(reaper.spawn(&mut Command::new("/nonexistent/program")).is_err());
+            assert!(reaper
+                .spawn(&mut Command::new("/nonexistent/program"))
+                .is_err());
         }
     }
 }

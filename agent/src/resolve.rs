@@ -67,7 +67,10 @@ pub fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<OwnedFd,
 /// says. Returns an `O_PATH` handle on the target, which must already be of
 /// the right kind when it exists.
 pub fn ensure_target(root: &OwnedFd, path: &str, kind: Kind) -> Result<OwnedFd, ResolveError> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let mut parent = nix::unistd::dup(root).map_err(|errno| ResolveError::Sys {
         path: "/".into(),
         errno,
@@ -236,7 +239,9 @@ mod tests {
         );
         assert_eq!(
             ensure_target(&r, "/etc", Kind::File).unwrap_err(),
-            ResolveError::IsDir { path: "/etc".into() }
+            ResolveError::IsDir {
+                path: "/etc".into()
+            }
         );
         assert!(matches!(
             ensure_target(&r, "/etc/passwd/x", Kind::Dir).unwrap_err(),

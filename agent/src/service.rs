@@ -31,7 +31,10 @@ impl AgentService {
                 let known: Vec<&str> = self.pod.apps.iter().map(|a| a.name()).collect();
                 Err(rpc_error(
                     ttrpc::Code::NOT_FOUND,
-                    format!("no app named {app:?} in this pod (apps: {})", known.join(", ")),
+                    format!(
+                        "no app named {app:?} in this pod (apps: {})",
+                        known.join(", ")
+                    ),
                 ))
             }
         }
@@ -40,11 +43,19 @@ impl AgentService {
 
 #[async_trait]
 impl agent_ttrpc::Agent for AgentService {
-    async fn status(&self, _ctx: &TtrpcContext, _req: pb::StatusRequest) -> ttrpc::Result<pb::PodStatus> {
+    async fn status(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: pb::StatusRequest,
+    ) -> ttrpc::Result<pb::PodStatus> {
         Ok(self.pod.status())
     }
 
-    async fn wait(&self, _ctx: &TtrpcContext, req: pb::WaitRequest) -> ttrpc::Result<pb::PodStatus> {
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::WaitRequest,
+    ) -> ttrpc::Result<pb::PodStatus> {
         for app in self.select(&req.app)? {
             app.wait().await;
         }
@@ -96,7 +107,11 @@ impl agent_ttrpc::Agent for AgentService {
         }
     }
 
-    async fn shutdown(&self, _ctx: &TtrpcContext, req: pb::ShutdownRequest) -> ttrpc::Result<pb::ShutdownResponse> {
+    async fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::ShutdownRequest,
+    ) -> ttrpc::Result<pb::ShutdownResponse> {
         let ms = if req.grace_ms == 0 {
             self.pod.config.grace_ms
         } else {

@@ -39,7 +39,11 @@ pub enum SpawnError {
     #[error("{0}: contains a NUL byte")]
     Nul(String),
     #[error("starting {program:?}: {reason}")]
-    Exec { program: String, reason: String, code: i32 },
+    Exec {
+        program: String,
+        reason: String,
+        code: i32,
+    },
 }
 
 impl SpawnError {
@@ -73,7 +77,12 @@ pub fn environment(app: &App, id: &Identity) -> Vec<(String, String)> {
 /// Finds the program to execute, as a path inside the app's root. A name
 /// without `/` is searched in `PATH`, inside the root; any other path must
 /// name an executable file there.
-pub fn find_program(root: &OwnedFd, program: &str, path_var: &str, cwd: &str) -> Result<String, SpawnError> {
+pub fn find_program(
+    root: &OwnedFd,
+    program: &str,
+    path_var: &str,
+    cwd: &str,
+) -> Result<String, SpawnError> {
     if program.contains('/') {
         let full = if program.starts_with('/') {
             program.to_string()
@@ -120,7 +129,12 @@ pub struct Launch {
 }
 
 impl Launch {
-    pub fn new(app: &App, root_path: &Path, root: &OwnedFd, identity: Identity) -> Result<Self, SpawnError> {
+    pub fn new(
+        app: &App,
+        root_path: &Path,
+        root: &OwnedFd,
+        identity: Identity,
+    ) -> Result<Self, SpawnError> {
         let env = environment(app, &identity);
         let cwd = app
             .working_directory
@@ -150,7 +164,8 @@ impl Launch {
     /// (so signals reach the app's whole process group), and drop to its
     /// groups, gid and uid.
     pub fn command(&self, argv0: &str) -> Result<Command, SpawnError> {
-        let cstr = |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
+        let cstr =
+            |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
         let root = cstr(self.root.as_os_str().as_bytes(), "root")?;
         let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
         let uid = self.identity.uid;
@@ -171,7 +186,12 @@ impl Launch {
             cmd.pre_exec(move || {
                 // Mark every inherited descriptor close-on-exec: the app gets
                 // its stdio and nothing of the agent's.
-                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -268,16 +288,28 @@ mod tests {
         fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
         fs::write(root.join("bin/plain"), "").unwrap();
         let r = open_root(root).unwrap();
-        assert_eq!(find_program(&r, "tool", "/usr/bin:/bin", "/").unwrap(), "/bin/tool");
+        assert_eq!(
+            find_program(&r, "tool", "/usr/bin:/bin", "/").unwrap(),
+            "/bin/tool"
+        );
         assert_eq!(find_program(&r, "/bin/tool", "", "/").unwrap(), "/bin/tool");
-        assert_eq!(find_program(&r, "../bin/tool", "", "/data").unwrap(), "../bin/tool");
+        assert_eq!(
+            find_program(&r, "../bin/tool", "", "/data").unwrap(),
+            "../bin/tool"
+        );
         let e = find_program(&r, "sh", "/usr/bin:/bin", "/").unwrap_err();
         assert_eq!(e.exit_code(), 127);
-        assert_eq!(e.to_string(), "\"sh\" was not found in the app's PATH (/usr/bin:/bin)");
+        assert_eq!(
+            e.to_string(),
+            "\"sh\" was not found in the app's PATH (/usr/bin:/bin)"
+        );
         // The host's /bin/sh does not count: the search stays in the root.
         assert!(find_program(&r, "/bin/sh", "", "/").is_err());
         let e = find_program(&r, "/bin/plain", "", "/").unwrap_err();
         assert_eq!(e.exit_code(), 126);
-        assert_eq!(find_program(&r, "/nope", "", "/").unwrap_err().exit_code(), 127);
+        assert_eq!(
+            find_program(&r, "/nope", "", "/").unwrap_err().exit_code(),
+            127
+        );
     }
 }

@@ -69,10 +69,11 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
         app.manifest.group.as_deref(),
     )
     .map_err(StartError::setup)?;
-    let launch = Launch::new(&app.manifest, &root_path, &root, identity).map_err(|e| StartError {
-        code: e.exit_code(),
-        message: e.to_string(),
-    })?;
+    let launch =
+        Launch::new(&app.manifest, &root_path, &root, identity).map_err(|e| StartError {
+            code: e.exit_code(),
+            message: e.to_string(),
+        })?;
     let argv0 = app.manifest.exec.first().cloned().unwrap_or_default();
     let mut cmd = launch.command(&argv0).map_err(StartError::setup)?;
     let (mut child, exit) = pod.reaper.spawn(&mut cmd).map_err(|e| {
@@ -90,7 +91,13 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
 
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
-    tokio::spawn(supervise(Arc::clone(pod), Arc::clone(app), stdout, stderr, exit));
+    tokio::spawn(supervise(
+        Arc::clone(pod),
+        Arc::clone(app),
+        stdout,
+        stderr,
+        exit,
+    ));
     Ok(())
 }
 
@@ -145,7 +152,8 @@ async fn supervise(
     let at = boottime_ns();
     app.set_exited(exit, at);
     app.logs.close();
-    pod.timeline.mark_at(format!("app-exited:{}", app.name()), at);
+    pod.timeline
+        .mark_at(format!("app-exited:{}", app.name()), at);
     pod.app_done();
 }
 

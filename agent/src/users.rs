@@ -26,7 +26,10 @@ pub enum UserError {
     #[error("group {0:?} is not in the app's /etc/group")]
     NoSuchGroup(String),
     #[error("reading the app's {file}: {source}")]
-    Read { file: &'static str, source: ResolveError },
+    Read {
+        file: &'static str,
+        source: ResolveError,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,12 +104,16 @@ fn resolve_with(
     let group_list = parse_group(groups);
     let user = user.unwrap_or("0");
     let entry = match numeric(user) {
-        Some(uid) => users.iter().find(|u| u.uid == uid).cloned().or(Some(PasswdEntry {
-            name: String::new(),
-            uid,
-            gid: 0,
-            home: if uid == 0 { "/root".into() } else { "/".into() },
-        })),
+        Some(uid) => users
+            .iter()
+            .find(|u| u.uid == uid)
+            .cloned()
+            .or(Some(PasswdEntry {
+                name: String::new(),
+                uid,
+                gid: 0,
+                home: if uid == 0 { "/root".into() } else { "/".into() },
+            })),
         None => users.iter().find(|u| u.name == user).cloned(),
     }
     .ok_or_else(|| UserError::NoSuchUser(user.to_string()))?;
@@ -127,7 +134,7 @@ fn resolve_with(
     } else {
         group_list
             .iter()
-            .filter(|e| e.members.iter().any(|m| *m == entry.name))
+            .filter(|e| e.members.contains(&entry.name))
             .map(|e| e.gid)
             .collect()
     };
@@ -172,7 +179,11 @@ fn read_image_file(root: &OwnedFd, path: &'static str) -> Result<String, UserErr
 }
 
 /// Resolves an app's identity inside its root.
-pub fn resolve(root: &OwnedFd, user: Option<&str>, group: Option<&str>) -> Result<Identity, UserError> {
+pub fn resolve(
+    root: &OwnedFd,
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Identity, UserError> {
     let passwd = read_image_file(root, "/etc/passwd")?;
     let groups = read_image_file(root, "/etc/group")?;
     resolve_with(user, group, &passwd, &groups)
@@ -222,7 +233,9 @@ web:x:1000:
     #[test]
     fn unknown_names_are_errors() {
         assert_eq!(
-            resolve_with(Some("ghost"), None, PASSWD, GROUP).unwrap_err().to_string(),
+            resolve_with(Some("ghost"), None, PASSWD, GROUP)
+                .unwrap_err()
+                .to_string(),
             "user \"ghost\" is not in the app's /etc/passwd"
         );
         assert_eq!(

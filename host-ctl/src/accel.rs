@@ -61,22 +61,26 @@ pub fn choose(request: AccelRequest) -> Result<Choice, String> {
                 accel: Accel::Kvm,
                 reason: "--accel kvm; the KVM probe passed".into(),
             }),
-            Err(KvmProblem::Unusable(why)) => Err(format!("--accel kvm: KVM is unusable here: {why}")),
+            Err(KvmProblem::Unusable(why)) => {
+                Err(format!("--accel kvm: KVM is unusable here: {why}"))
+            }
             Err(KvmProblem::Suspect(why)) => Ok(Choice {
                 accel: Accel::Kvm,
                 reason: format!("--accel kvm, although {why}"),
             }),
         },
-        AccelRequest::Auto => Ok(match probe(Path::new("/dev/kvm"), Path::new("/sys/module")) {
-            Ok(()) => Choice {
-                accel: Accel::Kvm,
-                reason: "KVM works (a probe guest ran)".into(),
+        AccelRequest::Auto => Ok(
+            match probe(Path::new("/dev/kvm"), Path::new("/sys/module")) {
+                Ok(()) => Choice {
+                    accel: Accel::Kvm,
+                    reason: "KVM works (a probe guest ran)".into(),
+                },
+                Err(KvmProblem::Unusable(why) | KvmProblem::Suspect(why)) => Choice {
+                    accel: Accel::Tcg,
+                    reason: why,
+                },
             },
-            Err(KvmProblem::Unusable(why) | KvmProblem::Suspect(why)) => Choice {
-                accel: Accel::Tcg,
-                reason: why,
-            },
-        }),
+        ),
     }
 }
 
@@ -91,14 +95,18 @@ pub enum KvmProblem {
 /// Checks KVM: the device, known-bad implementations, then a probe guest.
 pub fn probe(dev: &Path, sys_module: &Path) -> Result<(), KvmProblem> {
     if !dev.exists() {
-        return Err(KvmProblem::Unusable(format!("{} does not exist", dev.display())));
+        return Err(KvmProblem::Unusable(format!(
+            "{} does not exist",
+            dev.display()
+        )));
     }
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
         return Err(KvmProblem::Unusable(format!("{}: {e}", dev.display())));
     }
     if sys_module.join("kvm_pvm").exists() {
         return Err(KvmProblem::Suspect(
-            "this host's KVM is PVM (the kvm_pvm module), which hangs stock kernels in early boot".into(),
+            "this host's KVM is PVM (the kvm_pvm module), which hangs stock kernels in early boot"
+                .into(),
         ));
     }
     run_probe_guest().map_err(KvmProblem::Unusable)
@@ -125,7 +133,10 @@ fn probe_guest() -> Result<(), String> {
     const SIZE: usize = 0x1000;
     let kvm = Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
     if kvm.get_api_version() != 12 {
-        return Err(format!("unexpected KVM API version {}", kvm.get_api_version()));
+        return Err(format!(
+            "unexpected KVM API version {}",
+            kvm.get_api_version()
+        ));
     }
     let vm = kvm.create_vm().map_err(|e| format!("creating a VM: {e}"))?;
     // Guest memory: one page, leaked on purpose (the probe runs once, and
@@ -141,19 +152,31 @@ fn probe_guest() -> Result<(), String> {
     };
     // SAFETY: the region points at leaked memory that stays valid for the
     // life of the process, and its size is the buffer's.
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("mapping guest memory: {e}"))?;
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("creating a vCPU: {e}"))?;
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("reading vCPU state: {e}"))?;
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(|e| format!("mapping guest memory: {e}"))?;
+    let mut vcpu = vm
+        .create_vcpu(0)
+        .map_err(|e| format!("creating a vCPU: {e}"))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| format!("reading vCPU state: {e}"))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).map_err(|e| format!("setting vCPU state: {e}"))?;
-    let mut regs = vcpu.get_regs().map_err(|e| format!("reading vCPU registers: {e}"))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| format!("setting vCPU state: {e}"))?;
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(|e| format!("reading vCPU registers: {e}"))?;
     regs.rip = GUEST_ADDR;
     regs.rflags = 2;
-    vcpu.set_regs(&regs).map_err(|e| format!("setting vCPU registers: {e}"))?;
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("setting vCPU registers: {e}"))?;
     let mut saw_out = false;
     for _ in 0..4 {
-        match vcpu.run().map_err(|e| format!("running the probe guest: {e}"))? {
+        match vcpu
+            .run()
+            .map_err(|e| format!("running the probe guest: {e}"))?
+        {
             VcpuExit::IoOut(0x10, [0x42]) => saw_out = true,
             VcpuExit::Hlt if saw_out => return Ok(()),
             other => return Err(format!("the probe guest stopped unexpectedly: {other:?}")),
@@ -170,7 +193,10 @@ mod tests {
     fn missing_device_is_unusable() {
         let dir = tempfile::tempdir().unwrap();
         let e = probe(&dir.path().join("kvm"), dir.path()).unwrap_err();
-        assert!(matches!(e, KvmProblem::Unusable(ref w) if w.ends_with("kvm does not exist")), "{e:?}");
+        assert!(
+            matches!(e, KvmProblem::Unusable(ref w) if w.ends_with("kvm does not exist")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -180,7 +206,10 @@ mod tests {
         std::fs::write(&dev, "").unwrap();
         std::fs::create_dir(dir.path().join("kvm_pvm")).unwrap();
         let e = probe(&dev, dir.path()).unwrap_err();
-        assert!(matches!(e, KvmProblem::Suspect(ref w) if w.contains("PVM")), "{e:?}");
+        assert!(
+            matches!(e, KvmProblem::Suspect(ref w) if w.contains("PVM")),
+            "{e:?}"
+        );
     }
 
     #[test]

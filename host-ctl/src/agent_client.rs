@@ -33,7 +33,12 @@ pub enum ConnectError {
 /// Connects to the agent through the hybrid vsock socket `uds`, retrying
 /// with backoff (10 ms rising to 500 ms) until `until`, and confirms the
 /// connection with a status request.
-pub async fn connect(uds: &Path, port: u32, vm: &mut Supervised, until: Instant) -> Result<AgentClient, ConnectError> {
+pub async fn connect(
+    uds: &Path,
+    port: u32,
+    vm: &mut Supervised,
+    until: Instant,
+) -> Result<AgentClient, ConnectError> {
     let mut last = String::from("no attempt finished");
     for attempt in 0.. {
         if let Some(status) = vm.exited() {

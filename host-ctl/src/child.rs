@@ -56,7 +56,10 @@ impl Supervised {
 
     /// Waits up to `limit` for it to exit by itself.
     pub async fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait()).await.ok()?.ok()
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// SIGKILL and reap.

@@ -16,7 +16,7 @@ const AGENT: &str = "kvmpod-agent: ";
 pub fn progress(console: &str) -> BootProgress {
     let mut stage = None;
     let mut fatal = None;
-    let mut kernel_started = false;
+    let mut printed = false;
     let mut panicked = None;
     for line in console.lines() {
         if let Some(rest) = line.find(AGENT).map(|i| &line[i + AGENT.len()..]) {
@@ -27,15 +27,20 @@ pub fn progress(console: &str) -> BootProgress {
             }
         } else if line.contains("Kernel panic") {
             panicked = Some(line.trim().to_string());
-        } else if line.starts_with('[') || line.contains("Linux version") {
-            kernel_started = true;
+        } else if !line.trim().is_empty() {
+            printed = true;
         }
     }
     let stage = match (stage, panicked) {
         (Some(s), _) => format!("agent stage \"{s}\""),
         (None, Some(p)) => format!("kernel panic before the agent started ({p})"),
-        (None, None) if kernel_started => "the kernel started, but the agent (/init) never ran".into(),
-        (None, None) => "nothing on the console: the kernel did not start (or booted with `quiet`, before /init)".into(),
+        (None, None) if printed => {
+            "the guest wrote to its console, but the kvmpod agent never started (is /init the agent?)".into()
+        }
+        (None, None) => {
+            "nothing on the console: the guest never reached /init (the kernel runs with `quiet`; --debug shows its messages)"
+                .into()
+        }
     };
     BootProgress { stage, fatal }
 }
@@ -49,13 +54,21 @@ mod tests {
         let c = "[    0.1] Linux version 6.1\nkvmpod-agent: stage init\nkvmpod-agent: stage modules-loaded\nkvmpod-agent: FATAL: loading kernel modules: /lib/x.ko: No such file\n";
         let p = progress(c);
         assert_eq!(p.stage, "agent stage \"modules-loaded\"");
-        assert_eq!(p.fatal.as_deref(), Some("loading kernel modules: /lib/x.ko: No such file"));
+        assert_eq!(
+            p.fatal.as_deref(),
+            Some("loading kernel modules: /lib/x.ko: No such file")
+        );
     }
 
     #[test]
     fn kernel_only_consoles_are_described() {
-        assert!(progress("").stage.contains("did not start"));
-        assert!(progress("[    0.000000] Linux version 6.1.0\n").stage.contains("never ran"));
+        assert!(progress("").stage.contains("never reached /init"));
+        assert!(progress("[    0.000000] Linux version 6.1.0\n")
+            .stage
+            .contains("agent never started"));
+        assert!(progress("Please press Enter to activate this console.\n")
+            .stage
+            .contains("is /init the agent?"));
         let p = progress("[ 1.0] Kernel panic - not syncing: No working init found.\n");
         assert!(p.stage.contains("kernel panic"), "{}", p.stage);
     }

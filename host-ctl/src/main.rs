@@ -93,7 +93,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // One thread: child processes get PR_SET_PDEATHSIG from the thread that
     // spawned them, which must live as long as host-ctl.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("host-ctl: error: starting the async runtime: {e}");

@@ -55,7 +55,11 @@ impl Printer {
 
     /// Prints what is left of unfinished lines.
     pub fn flush(&mut self) {
-        let mut rest: Vec<_> = self.partial.drain().filter(|(_, b)| !b.is_empty()).collect();
+        let mut rest: Vec<_> = self
+            .partial
+            .drain()
+            .filter(|(_, b)| !b.is_empty())
+            .collect();
         rest.sort();
         for ((app, is_err), data) in rest {
             let mut out = format!("{app:w$} | ", w = self.width).into_bytes();

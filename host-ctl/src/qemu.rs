@@ -26,11 +26,32 @@ pub fn argv(spec: &VmSpec) -> Vec<String> {
     ]);
     push(&[
         "-object",
-        &format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib),
+        &format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            spec.memory_mib
+        ),
     ]);
-    push(&["-cpu", if spec.accel == Accel::Kvm { "host" } else { "max" }]);
-    push(&["-smp", &spec.cpus.to_string(), "-m", &format!("{}M", spec.memory_mib)]);
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+    push(&[
+        "-cpu",
+        if spec.accel == Accel::Kvm {
+            "host"
+        } else {
+            "max"
+        },
+    ]);
+    push(&[
+        "-smp",
+        &spec.cpus.to_string(),
+        "-m",
+        &format!("{}M", spec.memory_mib),
+    ]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
     push(&["-kernel", &escape(&spec.kernel)]);
     push(&["-initrd", &escape(&spec.initrd)]);
     push(&["-append", &spec.cmdline]);
@@ -56,7 +77,10 @@ pub fn argv(spec: &VmSpec) -> Vec<String> {
     }
     match &spec.vsock {
         Vsock::VhostUser { socket } => {
-            push(&["-chardev", &format!("socket,id=vsock,path={}", escape(socket))]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=vsock,path={}", escape(socket)),
+            ]);
             push(&["-device", "vhost-user-vsock-pci,chardev=vsock"]);
         }
     }

@@ -12,7 +12,9 @@ use kvmpod_api::config::AgentConfig;
 use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use kvmpod_api::manifest::{PodManifest, VolumeKind};
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
-use kvmpod_api::protocol::{AppState, LogsRequest, PodState, PodStatus, ShutdownRequest, WaitRequest};
+use kvmpod_api::protocol::{
+    AppState, LogsRequest, PodState, PodStatus, ShutdownRequest, WaitRequest,
+};
 use rootfs_builder::{build_archive, write_initramfs, Compression, InitramfsSpec, KernelModules};
 
 use crate::accel::{self, AccelRequest};
@@ -47,7 +49,10 @@ pub struct RunOptions {
 
 /// The kernel modules a pod needs, before their dependencies.
 pub fn needed_modules(pod: &PodManifest) -> Vec<String> {
-    let mut m = vec!["virtio_pci".to_string(), "vmw_vsock_virtio_transport".to_string()];
+    let mut m = vec![
+        "virtio_pci".to_string(),
+        "vmw_vsock_virtio_transport".to_string(),
+    ];
     if pod.volumes.iter().any(|v| v.kind == VolumeKind::Host) {
         m.push("9pnet_virtio".into());
         m.push("9p".into());
@@ -79,11 +84,26 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let agent = tools::agent(opts.agent.as_deref())?;
     let kernel = tools::kernel(opts.kernel.as_deref(), opts.modules_dir.as_deref())?;
     let choice = accel::choose(opts.accel).map_err(|e| anyhow!(e))?;
-    eprintln!("host-ctl: accelerator {}: {}", choice.accel.name(), choice.reason);
+    eprintln!(
+        "host-ctl: accelerator {}: {}",
+        choice.accel.name(),
+        choice.reason
+    );
     clock.mark("validated");
 
     let dir = PodDir::create(&opts.state_dir)?;
-    let result = run_in(&opts, &pod, &dir, &qemu_bin, &vhost_bin, &agent, &kernel, choice.accel, &mut clock).await;
+    let result = run_in(
+        &opts,
+        &pod,
+        &dir,
+        &qemu_bin,
+        &vhost_bin,
+        &agent,
+        &kernel,
+        choice.accel,
+        &mut clock,
+    )
+    .await;
     dir.tidy();
     if opts.rm {
         if let Err(e) = dir.remove() {
@@ -124,7 +144,8 @@ async fn run_in(
         }),
     };
     let archive = build_archive(&spec).context("building the initramfs")?;
-    write_initramfs(&archive, &dir.initramfs(), Compression::Gzip).context("writing the initramfs")?;
+    write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
+        .context("writing the initramfs")?;
     clock.mark("initramfs-built");
 
     let vhost_args = vec![
@@ -135,7 +156,12 @@ async fn run_in(
             dir.vsock_socket().display()
         ),
     ];
-    let mut vhost = Supervised::spawn("vhost-device-vsock", vhost_bin, &vhost_args, &dir.vhost_log())?;
+    let mut vhost = Supervised::spawn(
+        "vhost-device-vsock",
+        vhost_bin,
+        &vhost_args,
+        &dir.vhost_log(),
+    )?;
     wait_for_socket(&mut vhost, &dir.vhost_socket(), Duration::from_secs(5)).await?;
 
     let vm_spec = VmSpec {
@@ -156,7 +182,14 @@ async fn run_in(
     clock.mark("vm-started");
 
     let until = Instant::now() + opts.boot_timeout;
-    let client = match agent_client::connect(&dir.vsock_socket(), DEFAULT_VSOCK_PORT, &mut vm, until).await {
+    let client = match agent_client::connect(
+        &dir.vsock_socket(),
+        DEFAULT_VSOCK_PORT,
+        &mut vm,
+        until,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => {
             vm.kill().await;
@@ -176,7 +209,11 @@ async fn run_in(
     let _ = client
         .shutdown(agent_client::deadline(Duration::from_secs(5)), &req)
         .await;
-    if vm.wait_for(opts.grace + Duration::from_secs(15)).await.is_none() {
+    if vm
+        .wait_for(opts.grace + Duration::from_secs(15))
+        .await
+        .is_none()
+    {
         eprintln!("host-ctl: the VM did not power off; killing it");
         vm.kill().await;
     }
@@ -263,16 +300,42 @@ fn report_failures(status: &PodStatus) {
         eprintln!("host-ctl: the pod could not be set up: {}", status.error);
     }
     for app in &status.apps {
-        if app.state.enum_value_or_default() == AppState::APP_STATE_FAILED {
-            eprintln!(
-                "host-ctl: app {:?} could not start (status {}): {}",
-                app.name, app.exit_code, app.error
-            );
+        if let Some(line) = app_outcome(app) {
+            eprintln!("host-ctl: {line}");
         }
     }
 }
 
-fn boot_failure(dir: &PodDir, vm: &Supervised, e: ConnectError, timeout: Duration) -> anyhow::Error {
+/// A line about an app that did not succeed, or None if it did.
+pub fn app_outcome(app: &kvmpod_api::protocol::AppStatus) -> Option<String> {
+    match app.state.enum_value_or_default() {
+        AppState::APP_STATE_FAILED => Some(format!(
+            "app {:?} could not start (status {}): {}",
+            app.name, app.exit_code, app.error
+        )),
+        AppState::APP_STATE_EXITED if app.signal != 0 => {
+            let name = nix::sys::signal::Signal::try_from(app.signal)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("signal {}", app.signal));
+            Some(format!(
+                "app {:?} was killed by {name} (status {})",
+                app.name, app.exit_code
+            ))
+        }
+        AppState::APP_STATE_EXITED if app.exit_code != 0 => Some(format!(
+            "app {:?} exited with status {}",
+            app.name, app.exit_code
+        )),
+        _ => None,
+    }
+}
+
+fn boot_failure(
+    dir: &PodDir,
+    vm: &Supervised,
+    e: ConnectError,
+    timeout: Duration,
+) -> anyhow::Error {
     let console_text = std::fs::read_to_string(dir.console_log()).unwrap_or_default();
     let progress = console::progress(&console_text);
     let what = match e {
@@ -298,10 +361,17 @@ fn boot_failure(dir: &PodDir, vm: &Supervised, e: ConnectError, timeout: Duratio
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-async fn wait_for_socket(backend: &mut Supervised, path: &std::path::Path, limit: Duration) -> Result<()> {
+async fn wait_for_socket(
+    backend: &mut Supervised,
+    path: &std::path::Path,
+    limit: Duration,
+) -> Result<()> {
     let until = Instant::now() + limit;
     while !path.exists() {
         if let Some(status) = backend.exited() {
@@ -313,7 +383,11 @@ async fn wait_for_socket(backend: &mut Supervised, path: &std::path::Path, limit
             );
         }
         if Instant::now() >= until {
-            bail!("{} did not create {} within {limit:?}", backend.what, path.display());
+            bail!(
+                "{} did not create {} within {limit:?}",
+                backend.what,
+                path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -327,7 +401,10 @@ fn print_timings(status: &PodStatus, clock: &HostClock) {
     }
     eprintln!("host-ctl: host timeline (wall clock, from host-ctl start):");
     for (name, at) in &clock.marks {
-        eprintln!("  {:>9.3}s  {name}", at.duration_since(clock.start).as_secs_f64());
+        eprintln!(
+            "  {:>9.3}s  {name}",
+            at.duration_since(clock.start).as_secs_f64()
+        );
     }
 }
 
@@ -360,12 +437,37 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_name_codes_and_signals() {
+        let mut a = AppStatus::new();
+        a.name = "web".into();
+        a.state = AppState::APP_STATE_EXITED.into();
+        assert_eq!(app_outcome(&a), None);
+        a.exit_code = 7;
+        assert_eq!(app_outcome(&a).unwrap(), "app \"web\" exited with status 7");
+        a.exit_code = 143;
+        a.signal = 15;
+        assert_eq!(
+            app_outcome(&a).unwrap(),
+            "app \"web\" was killed by SIGTERM (status 143)"
+        );
+        a.state = AppState::APP_STATE_FAILED.into();
+        a.exit_code = 127;
+        a.error = "\"x\" was not found".into();
+        assert!(app_outcome(&a)
+            .unwrap()
+            .contains("could not start (status 127)"));
+    }
+
+    #[test]
     fn modules_follow_the_volumes() {
         let pod: PodManifest = kvmpod_api::validate::parse(
             r#"{"volumes": [{"name": "s", "kind": "empty"}], "apps": [{"name": "a", "rootfs": "/", "exec": ["x"]}]}"#,
         )
         .unwrap();
-        assert_eq!(needed_modules(&pod), ["virtio_pci", "vmw_vsock_virtio_transport"]);
+        assert_eq!(
+            needed_modules(&pod),
+            ["virtio_pci", "vmw_vsock_virtio_transport"]
+        );
         let pod: PodManifest = kvmpod_api::validate::parse(
             r#"{"volumes": [{"name": "h", "kind": "host", "source": "/"}], "apps": [{"name": "a", "rootfs": "/", "exec": ["x"]}]}"#,
         )

@@ -112,7 +112,8 @@ pub fn agent(flag: Option<&Path>) -> Result<PathBuf> {
 /// The agent runs as PID 1 of a guest with no C library or loader: it must
 /// be a static executable (an ELF without a `PT_INTERP` program header).
 pub fn check_static(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     match elf_interpreter(&bytes) {
         Ok(false) => Ok(()),
         Ok(true) => bail!(
@@ -127,7 +128,10 @@ pub fn check_static(path: &Path) -> Result<()> {
 fn elf_interpreter(b: &[u8]) -> Result<bool, &'static str> {
     const PT_INTERP: u32 = 3;
     let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
     let u64_at = |o: usize| {
         b.get(o..o + 8)
             .map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
@@ -162,10 +166,20 @@ pub struct Kernel {
 /// `--kernel` and `--modules-dir`, or the newest `/boot/vmlinuz-<version>`
 /// with its `/lib/modules/<version>`.
 pub fn kernel(image: Option<&Path>, modules: Option<&Path>) -> Result<Kernel> {
-    kernel_in(Path::new("/boot"), Path::new("/lib/modules"), image, modules)
+    kernel_in(
+        Path::new("/boot"),
+        Path::new("/lib/modules"),
+        image,
+        modules,
+    )
 }
 
-fn kernel_in(boot: &Path, lib_modules: &Path, image: Option<&Path>, modules: Option<&Path>) -> Result<Kernel> {
+fn kernel_in(
+    boot: &Path,
+    lib_modules: &Path,
+    image: Option<&Path>,
+    modules: Option<&Path>,
+) -> Result<Kernel> {
     let image = match image {
         Some(p) if p.is_file() => p.to_path_buf(),
         Some(p) => bail!("--kernel {}: no such file", p.display()),

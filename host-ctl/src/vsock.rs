@@ -39,7 +39,10 @@ pub async fn connect_hybrid(uds: &Path, port: u32) -> io::Result<UnixStream> {
             }
             reply.push(b[0]);
             if reply.len() > MAX_REPLY {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "handshake reply too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "handshake reply too long",
+                ));
             }
         }
         if reply.starts_with(b"OK ") {
@@ -47,7 +50,10 @@ pub async fn connect_hybrid(uds: &Path, port: u32) -> io::Result<UnixStream> {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("unexpected handshake reply {:?}", String::from_utf8_lossy(&reply)),
+                format!(
+                    "unexpected handshake reply {:?}",
+                    String::from_utf8_lossy(&reply)
+                ),
             ))
         }
     };
@@ -66,7 +72,10 @@ mod tests {
     use super::*;
     use tokio::net::UnixListener;
 
-    async fn fake_backend(reply: &'static [u8], then: &'static [u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    async fn fake_backend(
+        reply: &'static [u8],
+        then: &'static [u8],
+    ) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.sock");
         let listener = UnixListener::bind(&path).unwrap();

@@ -23,7 +23,10 @@ pub enum Data {
     Bytes(Vec<u8>),
     /// Streamed from the host at write time; `len` was read when the file
     /// was added, and a file that changed size since is an error.
-    HostFile { path: PathBuf, len: u64 },
+    HostFile {
+        path: PathBuf,
+        len: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +186,9 @@ impl Archive {
                 .rdev_major(major)
                 .rdev_minor(minor);
             w = match &entry.node {
-                Node::File(Data::Bytes(bytes)) => write_body(header, w, bytes.len() as u32, &mut &bytes[..])?,
+                Node::File(Data::Bytes(bytes)) => {
+                    write_body(header, w, bytes.len() as u32, &mut &bytes[..])?
+                }
                 Node::File(Data::HostFile { path: host, len }) => {
                     let mut body = header.write(w, *len as u32);
                     copy_host_file(host, *len, &mut body)?;
@@ -315,9 +320,13 @@ mod tests {
     #[test]
     fn round_trip_keeps_every_kind_and_creates_parents() {
         let mut a = Archive::new();
-        a.add("/init", Entry::file(b"agent".to_vec(), 0o755)).unwrap();
-        a.add("dev/console", Entry::root_owned(Node::CharDev { major: 5, minor: 1 }, 0o600))
+        a.add("/init", Entry::file(b"agent".to_vec(), 0o755))
             .unwrap();
+        a.add(
+            "dev/console",
+            Entry::root_owned(Node::CharDev { major: 5, minor: 1 }, 0o600),
+        )
+        .unwrap();
         a.add(
             "opt/stage2/web/rootfs/bin/sh",
             Entry {
@@ -338,7 +347,8 @@ mod tests {
             },
         )
         .unwrap();
-        a.add("run/fifo", Entry::root_owned(Node::Fifo, 0o644)).unwrap();
+        a.add("run/fifo", Entry::root_owned(Node::Fifo, 0o644))
+            .unwrap();
 
         let bytes = a.write(Vec::new()).unwrap();
         let back = read_all(&bytes[..]).unwrap();
@@ -392,22 +402,42 @@ mod tests {
         let p = dir.path().join("f");
         std::fs::write(&p, b"hello").unwrap();
         let mut a = Archive::new();
-        let host = |len| Entry::root_owned(Node::File(Data::HostFile { path: p.clone(), len }), 0o644);
+        let host = |len| {
+            Entry::root_owned(
+                Node::File(Data::HostFile {
+                    path: p.clone(),
+                    len,
+                }),
+                0o644,
+            )
+        };
         a.add("f", host(5)).unwrap();
         let back = read_all(&a.write(Vec::new()).unwrap()[..]).unwrap();
         assert_eq!(back[0].data, b"hello");
 
         a.add("f", host(3)).unwrap();
-        assert!(matches!(a.write(Vec::new()), Err(ArchiveError::Changed { .. })));
+        assert!(matches!(
+            a.write(Vec::new()),
+            Err(ArchiveError::Changed { .. })
+        ));
         a.add("f", host(9)).unwrap();
-        assert!(matches!(a.write(Vec::new()), Err(ArchiveError::Changed { .. })));
+        assert!(matches!(
+            a.write(Vec::new()),
+            Err(ArchiveError::Changed { .. })
+        ));
     }
 
     #[test]
     fn bad_paths_and_conflicts_are_refused() {
         let mut a = Archive::new();
-        assert!(matches!(a.add("/", Entry::dir(0o755)), Err(ArchiveError::BadPath { .. })));
-        assert!(matches!(a.add("a/../b", Entry::dir(0o755)), Err(ArchiveError::BadPath { .. })));
+        assert!(matches!(
+            a.add("/", Entry::dir(0o755)),
+            Err(ArchiveError::BadPath { .. })
+        ));
+        assert!(matches!(
+            a.add("a/../b", Entry::dir(0o755)),
+            Err(ArchiveError::BadPath { .. })
+        ));
         a.add("f", Entry::file(vec![], 0o644)).unwrap();
         assert!(matches!(
             a.add("f/g", Entry::file(vec![], 0o644)),

@@ -77,7 +77,14 @@ pub fn build_archive(spec: &InitramfsSpec) -> Result<Archive, BuildError> {
             gid: 0,
         },
     )?;
-    for dir in ["proc", "sys", "run", "mnt", "etc/kvmpod", layout::STAGE2_DIR] {
+    for dir in [
+        "proc",
+        "sys",
+        "run",
+        "mnt",
+        "etc/kvmpod",
+        layout::STAGE2_DIR,
+    ] {
         a.add(dir, Entry::dir(0o755))?;
     }
     a.add("tmp", Entry::dir(0o1777))?;
@@ -118,7 +125,10 @@ pub fn build_archive(spec: &InitramfsSpec) -> Result<Archive, BuildError> {
     }
 
     a.add(layout::AGENT_CONFIG, Entry::file(to_json(&config), 0o644))?;
-    a.add(layout::MANIFEST, Entry::file(to_json(&spec.manifest), 0o644))?;
+    a.add(
+        layout::MANIFEST,
+        Entry::file(to_json(&spec.manifest), 0o644),
+    )?;
 
     for app in &spec.manifest.apps {
         let prefix = layout::app_rootfs(&app.name);
@@ -188,7 +198,6 @@ pub fn read_initramfs(path: &Path) -> io::Result<Vec<crate::archive::ReadEntry>>
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,13 +242,21 @@ mod tests {
         let out = dir.path().join("initramfs.img");
         write_initramfs(&build_archive(&spec).unwrap(), &out, Compression::Gzip).unwrap();
         let entries = read_initramfs(&out).unwrap();
-        let get = |p: &str| entries.iter().find(|e| e.path == p).unwrap_or_else(|| panic!("{p}"));
+        let get = |p: &str| {
+            entries
+                .iter()
+                .find(|e| e.path == p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
         assert_eq!(get("init").data, b"\x7fELF agent");
         assert_eq!(get("init").mode, 0o100755);
         assert_eq!(get("dev/console").rdev, (5, 1));
         assert_eq!(get("tmp").mode, 0o41777);
         assert_eq!(get("opt/stage2/web/rootfs/bin/sh").data, b"busybox");
-        assert_eq!(get("lib/modules/6.1.0-test/kernel/virtio.ko").data, b"virtio");
+        assert_eq!(
+            get("lib/modules/6.1.0-test/kernel/virtio.ko").data,
+            b"virtio"
+        );
         let config: AgentConfig =
             serde_json::from_slice(&get("etc/kvmpod/agent.json").data).unwrap();
         assert_eq!(

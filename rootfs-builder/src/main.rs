@@ -11,7 +11,11 @@ use rootfs_builder::modules::ModuleIndex;
 use rootfs_builder::{build_archive, write_initramfs, Compression, InitramfsSpec, KernelModules};
 
 #[derive(Parser)]
-#[command(name = "rootfs-builder", version, about = "Build kvmpod guest initramfs images")]
+#[command(
+    name = "rootfs-builder",
+    version,
+    about = "Build kvmpod guest initramfs images"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -91,7 +95,11 @@ fn run(cli: Cli) -> Result<()> {
                 Codec::Gzip => Compression::Gzip,
             };
             let len = write_initramfs(&archive, &output, compression)?;
-            println!("{}: {} entries, {len} bytes", output.display(), archive.len());
+            println!(
+                "{}: {} entries, {len} bytes",
+                output.display(),
+                archive.len()
+            );
         }
         Command::Modules { modules_dir, names } => {
             let index = ModuleIndex::load(&modules_dir)?;

@@ -143,7 +143,13 @@ impl ModuleIndex {
         let mut done = HashSet::new();
         let mut path = Vec::new();
         for w in wanted {
-            self.visit(&normalize(w.as_ref()), true, &mut order, &mut done, &mut path)?;
+            self.visit(
+                &normalize(w.as_ref()),
+                true,
+                &mut order,
+                &mut done,
+                &mut path,
+            )?;
         }
         Ok(order)
     }
@@ -320,7 +326,12 @@ kernel/fs/jbd2/jbd2.ko:
     fn closure_in_dependency_first_order() {
         let idx = index("");
         let mods = idx
-            .resolve(&["virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport"])
+            .resolve(&[
+                "virtio_pci",
+                "9pnet_virtio",
+                "9p",
+                "vmw_vsock_virtio_transport",
+            ])
             .unwrap();
         assert_eq!(
             names(&mods),
@@ -369,8 +380,12 @@ kernel/fs/jbd2/jbd2.ko:
     fn unknown_module_and_cycles_are_errors() {
         let idx = index("");
         let e = idx.resolve(&["nosuch"]).unwrap_err().to_string();
-        assert!(e.contains("\"nosuch\" is neither in /lib/modules/6.1.0/modules.dep"), "{e}");
-        let cyclic = ModuleIndex::parse(Path::new("/m"), "a.ko: b.ko\nb.ko: a.ko\n", "", "").unwrap();
+        assert!(
+            e.contains("\"nosuch\" is neither in /lib/modules/6.1.0/modules.dep"),
+            "{e}"
+        );
+        let cyclic =
+            ModuleIndex::parse(Path::new("/m"), "a.ko: b.ko\nb.ko: a.ko\n", "", "").unwrap();
         let e = cyclic.resolve(&["a"]).unwrap_err().to_string();
         assert!(e.contains("a -> b -> a"), "{e}");
         let bad = ModuleIndex::parse(Path::new("/m"), "no colon here\n", "", "");

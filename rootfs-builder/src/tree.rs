@@ -142,7 +142,9 @@ pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<u
             continue; // the archive's own root, "./"
         };
         let header = item.header();
-        let mode = header.mode().map_err(|e| entry_err(&shown, e.to_string()))?;
+        let mode = header
+            .mode()
+            .map_err(|e| entry_err(&shown, e.to_string()))?;
         let uid = header.uid().map_err(|e| entry_err(&shown, e.to_string()))? as u32;
         let gid = header.gid().map_err(|e| entry_err(&shown, e.to_string()))? as u32;
         let dev = |h: &tar::Header| -> Result<(u32, u32), TreeError> {
@@ -179,7 +181,12 @@ pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<u
                     .map_err(|why| entry_err(&shown, why))?
                     .ok_or_else(|| entry_err(&shown, "hard link to the root".into()))?;
                 match archive.get(&format!("{prefix}/{target}")) {
-                    Some(e @ Entry { node: Node::File(_), .. }) => e.node.clone(),
+                    Some(
+                        e @ Entry {
+                            node: Node::File(_),
+                            ..
+                        },
+                    ) => e.node.clone(),
                     _ => {
                         return Err(entry_err(
                             &shown,
@@ -288,10 +295,18 @@ mod tests {
     #[test]
     fn tar_import_handles_every_kind_and_gzip() {
         let bytes = tar_with(|b| {
-            b.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), "./", &[][..])
-                .unwrap();
-            b.append_data(&mut header(tar::EntryType::Regular, 2, 0o644), "./etc/motd", &b"hi"[..])
-                .unwrap();
+            b.append_data(
+                &mut header(tar::EntryType::Directory, 0, 0o755),
+                "./",
+                &[][..],
+            )
+            .unwrap();
+            b.append_data(
+                &mut header(tar::EntryType::Regular, 2, 0o644),
+                "./etc/motd",
+                &b"hi"[..],
+            )
+            .unwrap();
             let mut h = header(tar::EntryType::Symlink, 0, 0o777);
             b.append_link(&mut h, "bin/sh", "busybox").unwrap();
             let mut h = header(tar::EntryType::Link, 0, 0o644);
@@ -331,8 +346,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("evil.tar");
         fs::write(&path, &bytes).unwrap();
-        let e = add_root(&mut Archive::new(), &path, "r").unwrap_err().to_string();
-        assert!(e.contains("../../etc/shadow") && e.contains("escape"), "{e}");
+        let e = add_root(&mut Archive::new(), &path, "r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("../../etc/shadow") && e.contains("escape"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub fn is_mount_read_only(volume: &Volume, mount_point: &MountPoint) -> bool {
 
 fn de_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let text = String::deserialize(d)?;
-    parse_mode(&text).map(Some).map_err(serde::de::Error::custom)
+    parse_mode(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn ser_mode<S: Serializer>(mode: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
@@ -170,7 +172,9 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 
 /// Parses a size such as "65536", "64K", "64M" or "1G" (binary units).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {text:?}: expected bytes, or a number with a K, M or G suffix such as \"64M\"");
+    let bad = || {
+        format!("invalid size {text:?}: expected bytes, or a number with a K, M or G suffix such as \"64M\"")
+    };
     let t = text.trim();
     let (digits, shift) = match t.as_bytes().last() {
         Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
@@ -252,7 +256,9 @@ mod tests {
         assert_eq!(parse_size("64K"), Ok(64 << 10));
         assert_eq!(parse_size("64m"), Ok(64 << 20));
         assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("64Q").unwrap_err().contains("invalid size \"64Q\""));
+        assert!(parse_size("64Q")
+            .unwrap_err()
+            .contains("invalid size \"64Q\""));
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999G").is_err());
         assert_eq!(parse_mode("0755"), Ok(0o755));

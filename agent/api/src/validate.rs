@@ -154,7 +154,9 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
                 if let Some(other) = tags.insert(tag.clone(), i) {
                     errs.push(FieldError::new(
                         format!("{at}.name"),
-                        format!("its 9p tag {tag:?} is also the tag of volumes[{other}]; rename one"),
+                        format!(
+                            "its 9p tag {tag:?} is also the tag of volumes[{other}]; rename one"
+                        ),
                     ));
                 }
             }
@@ -434,7 +436,9 @@ mod tests {
 
     #[test]
     fn bad_names_are_refused() {
-        for bad in ["", "Data", "da_ta", "-data", "data-", "da--ta", "dätä", "a/b", "a.b"] {
+        for bad in [
+            "", "Data", "da_ta", "-data", "data-", "da--ta", "dätä", "a/b", "a.b",
+        ] {
             // Without mount points, so that none dangles after the rename.
             let e = one_error(|p| {
                 p.apps[0].mount_points.clear();
@@ -592,15 +596,17 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let e = parse(r#"{"apps": [{"name": "a", "rootfs": "/", "exec": ["x"], "readonly": true}]}"#)
-            .unwrap_err();
+        let e =
+            parse(r#"{"apps": [{"name": "a", "rootfs": "/", "exec": ["x"], "readonly": true}]}"#)
+                .unwrap_err();
         assert_eq!(e.field, "apps[0].readonly");
         assert!(e.message.contains("unknown field `readonly`"), "{e}");
         let e = parse(r#"{"volumes": [{"name": "a", "kind": "hots"}], "apps": []}"#).unwrap_err();
         assert_eq!(e.field, "volumes[0].kind");
         assert!(e.message.contains("unknown variant `hots`"), "{e}");
-        let e = parse(r#"{"volumes": [{"name": "a", "kind": "empty", "mode": "999"}], "apps": []}"#)
-            .unwrap_err();
+        let e =
+            parse(r#"{"volumes": [{"name": "a", "kind": "empty", "mode": "999"}], "apps": []}"#)
+                .unwrap_err();
         assert_eq!(e.field, "volumes[0].mode");
         let e = parse("{").unwrap_err();
         assert!(e.message.contains("EOF"), "{e}");

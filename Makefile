@@ -1,0 +1,61 @@
+# kvmpod: run a pod inside its own lightweight VM.
+#
+#   make demo   install what is missing, build, boot the example pod
+#   make test   install what is missing, build, lint, unit and boot tests
+#
+# Both need root on a Debian host (QEMU, the guest kernel and vsock).
+
+SHELL       := /bin/sh
+CARGO       ?= cargo
+MUSL        := x86_64-unknown-linux-musl
+AGENT       := target/$(MUSL)/agent/kvmpod-agent
+HOST_CTL    := target/release/host-ctl
+DEMO        := examples/demo
+# Boot tests each boot a VM; under TCG two at a time suit a 2-core host.
+BOOT_TEST_THREADS ?= 2
+
+export PATH := $(PATH):$(HOME)/.cargo/bin
+
+.PHONY: all deps build agent host examples demo test lint unit-test boot-test clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: agent host
+
+agent:
+	$(CARGO) build --locked -p kvmpod-agent --profile agent --target $(MUSL)
+
+host:
+	$(CARGO) build --locked --release -p host-ctl -p rootfs-builder
+
+examples: $(DEMO)/rootfs/bin/busybox $(DEMO)/data
+
+$(DEMO)/rootfs/bin/busybox:
+	scripts/mkroot.sh $(DEMO)/rootfs
+
+$(DEMO)/data:
+	mkdir -p $@
+
+demo: deps build examples
+	$(HOST_CTL) run --rm --timings $(DEMO)/pod.json
+	@echo "demo: the producer's file on the host:"; cat $(DEMO)/data/last-run.txt
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit-test:
+	$(CARGO) test --locked --workspace --exclude kvmpod-tests
+
+boot-test: build
+	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
+	    $(CARGO) test --locked -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS)
+
+test: deps build lint unit-test boot-test
+
+clean:
+	$(CARGO) clean
+	rm -rf $(DEMO)/rootfs $(DEMO)/data
