@@ -60,6 +60,26 @@ pub fn bind_into_root(
     path: &str,
     read_only: bool,
 ) -> Result<(), MountError> {
+    bind_with(root, source, path, read_only, MountApi::New)
+}
+
+/// Which kernel interface a bind uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MountApi {
+    /// open_tree + mount_setattr + move_mount, falling back to `Classic`
+    /// where the kernel lacks them.
+    New,
+    /// mount(MS_BIND) then a remount read-only (kernels before 5.12).
+    Classic,
+}
+
+fn bind_with(
+    root: &OwnedFd,
+    source: &Path,
+    path: &str,
+    read_only: bool,
+    api: MountApi,
+) -> Result<(), MountError> {
     let meta = fs::metadata(source).map_err(|e| {
         sys(format!("bind source {}", source.display()))(Errno::from_raw(
             e.raw_os_error().unwrap_or(libc::EIO),
@@ -68,10 +88,13 @@ pub fn bind_into_root(
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let target = ensure_target(root, path, kind)?;
     let what = format!("bind-mounting {} at {path}", source.display());
-    match attach_clone(source, &target, read_only) {
+    let attached = match api {
+        MountApi::New => attach_clone(source, &target, read_only),
+        MountApi::Classic => Err(Errno::ENOSYS),
+    };
+    match attached {
         Ok(()) => Ok(()),
         Err(Errno::ENOSYS) => {
-            // Pre-5.12 kernel: classic bind, then remount read-only.
             let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
             mount(
                 Some(source),
@@ -251,6 +274,132 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::open_root;
+    use std::os::unix::fs::MetadataExt;
+
+    /// These tests mount for real: they need root (as `make test` runs)
+    /// and work in a mount namespace of their own thread.
+    fn private_mount_namespace() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts file systems: run it as root (`make test` does)"
+        );
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .expect("making / private");
+    }
+
+    fn tmpfs(at: &Path, flags: MsFlags) {
+        fs::create_dir_all(at).unwrap();
+        mount(Some("tmpfs"), at, Some("tmpfs"), flags, None::<&str>).unwrap();
+    }
+
+    fn is_erofs(path: &Path) -> bool {
+        matches!(fs::write(path, "x"), Err(e) if e.raw_os_error() == Some(libc::EROFS))
+    }
+
+    #[test]
+    fn read_only_binds_hold_keep_flags_and_cover_submounts() {
+        private_mount_namespace();
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
+        // A volume on its own nosuid,nodev tmpfs, with a mount inside it.
+        let vol = base.join("vol");
+        tmpfs(&vol, MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        tmpfs(&vol.join("sub"), MsFlags::empty());
+        let app = base.join("app");
+        fs::create_dir_all(&app).unwrap();
+        let root = open_root(&app).unwrap();
+
+        for (api, at) in [
+            (MountApi::New, "/new/ro"),
+            (MountApi::Classic, "/classic/ro"),
+        ] {
+            bind_with(&root, &vol, at, true, api).unwrap();
+            let target = app.join(&at[1..]);
+            assert!(is_erofs(&target.join("f")), "{api:?}: writable");
+            let st = statvfs(&target).unwrap();
+            assert!(
+                st.flags()
+                    .contains(FsFlags::ST_RDONLY | FsFlags::ST_NOSUID | FsFlags::ST_NODEV),
+                "{api:?}: {:?}",
+                st.flags()
+            );
+            // The new API makes the whole tree read-only; a classic remount
+            // only reaches the top mount.
+            assert_eq!(
+                is_erofs(&target.join("sub/f")),
+                api == MountApi::New,
+                "{api:?}: sub-mount"
+            );
+        }
+        bind_with(&root, &vol, "/rw", false, MountApi::New).unwrap();
+        fs::write(app.join("rw/f"), "x").unwrap();
+        assert_eq!(fs::read_to_string(vol.join("f")).unwrap(), "x");
+        // The read-only views never let the write through to their source
+        // either way, and the source itself stays writable.
+        assert_eq!(
+            fs::metadata(vol.join("f")).unwrap().ino(),
+            fs::metadata(app.join("new/ro/f")).unwrap().ino()
+        );
+
+        let failures = unmount_under(&[base.to_str().unwrap()]);
+        assert!(failures.is_empty(), "{failures:?}");
+        let left = mount_points(&fs::read_to_string("/proc/self/mountinfo").unwrap());
+        assert!(
+            !left.iter().any(|p| p.starts_with(base.to_str().unwrap())),
+            "{left:?}"
+        );
+    }
+
+    #[test]
+    fn binds_follow_no_symlink_out_of_the_root() {
+        private_mount_namespace();
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let vol = base.join("vol");
+        fs::create_dir_all(&vol).unwrap();
+        fs::write(vol.join("marker"), "volume").unwrap();
+        let outside = base.join("host-etc");
+        fs::create_dir_all(&outside).unwrap();
+        let app = base.join("app");
+        fs::create_dir_all(&app).unwrap();
+        std::os::unix::fs::symlink(&outside, app.join("data")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", app.join("up")).unwrap();
+        fs::create_dir_all(app.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", app.join("etclink")).unwrap();
+        let root = open_root(&app).unwrap();
+        // An absolute link out of the root resolves inside it, where its
+        // target does not exist: refused, not followed.
+        let e = bind_into_root(&root, &vol, "/data", false).unwrap_err();
+        assert_eq!(
+            e,
+            MountError::Target(ResolveError::DanglingSymlink {
+                path: "/data".into()
+            })
+        );
+        // Links that resolve inside the root get the mount there.
+        bind_into_root(&root, &vol, "/etclink", false).unwrap();
+        assert_eq!(
+            fs::read_to_string(app.join("etc/marker")).unwrap(),
+            "volume"
+        );
+        bind_into_root(&root, &vol, "/up/x", false).unwrap();
+        assert_eq!(fs::read_to_string(app.join("x/marker")).unwrap(), "volume");
+        // Nothing was mounted over (or created in) the directory outside,
+        // nor over the host's /etc.
+        assert!(!outside.join("marker").exists());
+        assert!(!Path::new("/etc/marker").exists());
+        assert!(fs::read_dir(&outside).unwrap().next().is_none());
+        let failures = unmount_under(&[base.to_str().unwrap()]);
+        assert!(failures.is_empty(), "{failures:?}");
+    }
 
     #[test]
     fn mountinfo_points_are_decoded_in_order() {

@@ -131,3 +131,141 @@ pub async fn serve(pod: Arc<Pod>, addr: &str) -> ttrpc::Result<Server> {
     server.start().await?;
     Ok(server)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logbuf::Stream;
+    use crate::reaper::{Exit, Reaper};
+    use crate::timeline::Timeline;
+    use kvmpod_api::config::AgentConfig;
+    use kvmpod_api::protocol::agent_ttrpc::AgentClient;
+
+    fn ctx() -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(10_000_000_000)
+    }
+
+    async fn setup() -> (tempfile::TempDir, Arc<Pod>, AgentClient, Server) {
+        let manifest = kvmpod_api::validate::parse(
+            r#"{"apps": [{"name": "a", "rootfs": "/", "exec": ["x"]}, {"name": "b", "rootfs": "/", "exec": ["y"]}]}"#,
+        )
+        .unwrap();
+        let pod = Pod::new(
+            manifest,
+            AgentConfig::default(),
+            Timeline::default(),
+            Reaper::new(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("unix://{}", dir.path().join("agent.sock").display());
+        let server = serve(Arc::clone(&pod), &addr).await.unwrap();
+        let client = AgentClient::new(ttrpc::r#async::Client::connect(&addr).await.unwrap());
+        (dir, pod, client, server)
+    }
+
+    async fn drain(
+        mut rx: ttrpc::r#async::ClientStreamReceiver<pb::LogChunk>,
+    ) -> Vec<(String, bool, Vec<u8>, u64)> {
+        let mut got = Vec::new();
+        while let Some(c) = rx.recv().await.unwrap() {
+            let err = c.stream.enum_value_or_default() == pb::LogStream::LOG_STREAM_STDERR;
+            got.push((c.app, err, c.data, c.dropped));
+        }
+        got
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn status_logs_and_wait_over_ttrpc() {
+        let (_d, pod, client, _server) = setup().await;
+        pod.apps[0].logs.append(Stream::Stdout, b"hello\n", 1);
+        pod.apps[0].logs.append(Stream::Stderr, b"oops\n", 2);
+
+        let st = client
+            .status(ctx(), &pb::StatusRequest::new())
+            .await
+            .unwrap();
+        let names: Vec<&str> = st.apps.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(
+            st.apps[0].state.enum_value_or_default(),
+            pb::AppState::APP_STATE_PENDING
+        );
+
+        let mut req = pb::LogsRequest::new();
+        req.app = "a".into();
+        let got = drain(client.logs(ctx(), &req).await.unwrap()).await;
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), false, b"hello\n".to_vec(), 0),
+                ("a".to_string(), true, b"oops\n".to_vec(), 0)
+            ]
+        );
+
+        // Following every app: the stream ends once both are done.
+        let mut req = pb::LogsRequest::new();
+        req.follow = true;
+        let follow = tokio::spawn(drain(client.logs(ctx(), &req).await.unwrap()));
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut w = pb::WaitRequest::new();
+                w.app = "b".into();
+                client.wait(ttrpc::context::with_timeout(0), &w).await
+            })
+        };
+        tokio::task::yield_now().await;
+        pod.apps[1].logs.append(Stream::Stdout, b"late\n", 3);
+        for (i, app) in pod.apps.iter().enumerate() {
+            app.set_exited(
+                Exit {
+                    code: i as i32 * 7,
+                    signal: 0,
+                },
+                4,
+            );
+            app.logs.close();
+        }
+        let st = waiter.await.unwrap().unwrap();
+        assert_eq!(st.apps[1].exit_code, 7);
+        let got = follow.await.unwrap();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[2], ("b".to_string(), false, b"late\n".to_vec(), 0));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unknown_apps_are_not_found_errors() {
+        let (_d, _pod, client, _server) = setup().await;
+        let mut w = pb::WaitRequest::new();
+        w.app = "nope".into();
+        let e = client.wait(ctx(), &w).await.unwrap_err();
+        let ttrpc::Error::RpcStatus(status) = e else {
+            panic!("expected an RPC status, got {e:?}")
+        };
+        assert_eq!(status.code(), ttrpc::Code::NOT_FOUND);
+        assert_eq!(
+            status.message(),
+            "no app named \"nope\" in this pod (apps: a, b)"
+        );
+        let mut l = pb::LogsRequest::new();
+        l.app = "../etc".into();
+        assert!(
+            client.logs(ctx(), &l).await.is_err() || {
+                // Streams report the error on the first receive.
+                let mut rx = client.logs(ctx(), &l).await.unwrap();
+                rx.recv().await.is_err()
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn shutdown_is_requested_once_with_its_grace() {
+        let (_d, pod, client, _server) = setup().await;
+        let mut req = pb::ShutdownRequest::new();
+        req.grace_ms = 1234;
+        client.shutdown(ctx(), &req).await.unwrap();
+        req.grace_ms = 99;
+        client.shutdown(ctx(), &req).await.unwrap();
+        assert_eq!(pod.stop_requested().await, Duration::from_millis(1234));
+    }
+}

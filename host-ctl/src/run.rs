@@ -209,12 +209,19 @@ async fn run_in(
     let _ = client
         .shutdown(agent_client::deadline(Duration::from_secs(5)), &req)
         .await;
-    if vm
-        .wait_for(opts.grace + Duration::from_secs(15))
-        .await
-        .is_none()
-    {
-        eprintln!("host-ctl: the VM did not power off; killing it");
+    let powered_off = tokio::select! {
+        exit = vm.wait_for(opts.grace + Duration::from_secs(15)) => {
+            if exit.is_none() {
+                eprintln!("host-ctl: the VM did not power off; killing it");
+            }
+            exit.is_some()
+        }
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("host-ctl: interrupted again; killing the VM");
+            false
+        }
+    };
+    if !powered_off {
         vm.kill().await;
     }
     vhost.kill().await;
