@@ -3,6 +3,7 @@
 
 mod accel;
 mod agent_client;
+mod bootkernel;
 mod child;
 mod console;
 mod output;

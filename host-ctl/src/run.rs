@@ -24,7 +24,7 @@ use crate::console;
 use crate::output::Printer;
 use crate::poddir::PodDir;
 use crate::vmspec::{self, VmSpec, Vsock};
-use crate::{qemu, tools};
+use crate::{bootkernel, qemu, tools};
 
 /// Exit status of host-ctl when it fails itself (not an app).
 pub const EXIT_HOST_ERROR: i32 = 125;
@@ -164,9 +164,11 @@ async fn run_in(
     )?;
     wait_for_socket(&mut vhost, &dir.vhost_socket(), Duration::from_secs(5)).await?;
 
+    let boot = bootkernel::boot_kernel(&kernel.image, &opts.state_dir.join("cache"));
+    clock.mark("kernel-ready");
     let vm_spec = VmSpec {
         name: dir.id.clone(),
-        kernel: kernel.image.clone(),
+        kernel: boot.path.clone(),
         initrd: dir.initramfs(),
         cmdline: vmspec::kernel_cmdline(opts.debug),
         memory_mib: opts.memory_mib,

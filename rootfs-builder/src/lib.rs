@@ -3,7 +3,9 @@
 //! load order) and every app's root.
 
 pub mod archive;
+pub mod compression;
 pub mod initramfs;
+pub mod kernel;
 pub mod modules;
 pub mod tree;
 

@@ -7,7 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
+
+use crate::compression::Codec;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -205,59 +207,28 @@ impl ModuleIndex {
             path: path.clone(),
             source,
         })?;
-        decompress(&path, strip_compression(&module.rel_path).1, raw)
+        match strip_compression(&module.rel_path).1 {
+            None => Ok(raw),
+            Some(codec) => codec.decompress(&raw).map_err(|e| ModuleError::Decompress {
+                path,
+                why: e.to_string(),
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ModuleCompression {
-    None,
-    Xz,
-    Zstd,
-    Gzip,
-}
-
-fn strip_compression(path: &str) -> (&str, ModuleCompression) {
-    for (suffix, kind) in [
-        (".xz", ModuleCompression::Xz),
-        (".zst", ModuleCompression::Zstd),
-        (".gz", ModuleCompression::Gzip),
+/// Splits a compression suffix off a module path.
+fn strip_compression(path: &str) -> (&str, Option<Codec>) {
+    for (suffix, codec) in [
+        (".xz", Codec::Xz),
+        (".zst", Codec::Zstd),
+        (".gz", Codec::Gzip),
     ] {
         if let Some(stem) = path.strip_suffix(suffix) {
-            return (stem, kind);
+            return (stem, Some(codec));
         }
     }
-    (path, ModuleCompression::None)
-}
-
-fn decompress(path: &Path, kind: ModuleCompression, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
-    let fail = |why: String| ModuleError::Decompress {
-        path: path.to_path_buf(),
-        why,
-    };
-    match kind {
-        ModuleCompression::None => Ok(raw),
-        ModuleCompression::Xz => {
-            let mut out = Vec::new();
-            lzma_rs::xz_decompress(&mut &raw[..], &mut out).map_err(|e| fail(e.to_string()))?;
-            Ok(out)
-        }
-        ModuleCompression::Zstd => {
-            let mut out = Vec::new();
-            ruzstd::decoding::StreamingDecoder::new(&raw[..])
-                .map_err(|e| fail(e.to_string()))?
-                .read_to_end(&mut out)
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(out)
-        }
-        ModuleCompression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(out)
-        }
-    }
+    (path, None)
 }
 
 /// `kernel/net/9p/9pnet_virtio.ko.xz` -> `9pnet_virtio`.
@@ -396,15 +367,9 @@ kernel/fs/jbd2/jbd2.ko:
     fn compressed_modules_are_stored_decompressed() {
         let dir = tempfile::tempdir().unwrap();
         let payload = b"\x7fELF pretend module".repeat(50);
-        let mut xz = Vec::new();
-        lzma_rs::xz_compress(&mut &payload[..], &mut xz).unwrap();
-        let zst = ruzstd::encoding::compress_to_vec(
-            &payload[..],
-            ruzstd::encoding::CompressionLevel::Fastest,
-        );
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &payload).unwrap();
-        let gz = gz.finish().unwrap();
+        let xz = crate::compression::tests::compress(Codec::Xz, &payload);
+        let zst = crate::compression::tests::compress(Codec::Zstd, &payload);
+        let gz = crate::compression::tests::compress(Codec::Gzip, &payload);
         fs::write(dir.path().join("a.ko.xz"), &xz).unwrap();
         fs::write(dir.path().join("b.ko.zst"), &zst).unwrap();
         fs::write(dir.path().join("c.ko.gz"), &gz).unwrap();
