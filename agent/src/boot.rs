@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout;
+use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
 
 use crate::pod::Pod;
 use crate::reaper::Reaper;
 use crate::timeline::Timeline;
-use crate::{console, early, kmod, power, service, shutdown, supervisor, volumes};
+use crate::{
+    cgroups, console, early, forward, kmod, net, power, service, shutdown, supervisor, volumes,
+};
 
 /// Reports a failure on the console and powers off.
 fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
@@ -53,6 +55,15 @@ pub async fn run(init_ns: u64) {
     let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
     console::init_logger(config.debug);
     early::protect_from_oom();
+    // Without these the pod still runs: apps lose their statistics and
+    // limits (an app that asks for limits then fails to start), or port
+    // forwarding finds nothing to connect to.
+    if let Err(e) = cgroups::setup() {
+        log::warn!("{e}");
+    }
+    if let Err(e) = net::loopback_up() {
+        log::warn!("{e}");
+    }
     let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
 
     if let Err(e) = kmod::load_all(&config.modules) {
@@ -73,6 +84,11 @@ pub async fn run(init_ns: u64) {
         Ok(s) => s,
         Err(e) => fatal(&format!("serving the agent API on {addr}"), &e),
     };
+    if let Err(e) = forward::start(FORWARD_VSOCK_PORT) {
+        log::warn!(
+            "port forwarding unavailable: listening on vsock port {FORWARD_VSOCK_PORT}: {e}"
+        );
+    }
     pod.timeline.mark("agent-ready");
     console::stage("agent-ready");
 

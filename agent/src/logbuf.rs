@@ -129,6 +129,11 @@ impl LogBuffer {
         }
     }
 
+    /// The position just past the last byte appended so far.
+    pub fn end(&self) -> u64 {
+        self.lock().end
+    }
+
     /// A receiver that changes whenever there is something new.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

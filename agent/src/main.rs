@@ -7,12 +7,17 @@
 //! panic: every path ends in a clean power-off.
 
 mod boot;
+mod cgroups;
 mod console;
 mod early;
 mod error;
+mod events;
+mod exec;
+mod forward;
 mod kmod;
 mod logbuf;
 mod mounts;
+mod net;
 mod pod;
 mod power;
 mod reaper;

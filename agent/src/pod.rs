@@ -3,7 +3,7 @@
 //! a slow reader of one part never stalls the others (Kata #13452).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
@@ -11,6 +11,8 @@ use kvmpod_api::manifest::{App, PodManifest};
 use kvmpod_api::protocol as pb;
 use tokio::sync::watch;
 
+use crate::cgroups::AppCgroup;
+use crate::events::EventLog;
 use crate::logbuf::LogBuffer;
 use crate::reaper::{Exit, Reaper};
 use crate::timeline::{boottime_ns, Timeline};
@@ -40,6 +42,10 @@ pub struct AppRecord {
     pub logs: LogBuffer,
     /// True once the app has exited or failed to start.
     done: watch::Sender<bool>,
+    /// The app's cgroup, once created.
+    pub cgroup: OnceLock<AppCgroup>,
+    /// The write end of the app's stdin (apps with `"stdin": true`).
+    stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,7 +67,33 @@ impl AppRecord {
             }),
             logs: LogBuffer::new(log_capacity),
             done: watch::channel(false).0,
+            cgroup: OnceLock::new(),
+            stdin: tokio::sync::Mutex::new(None),
         }
+    }
+
+    pub async fn set_stdin(&self, writer: tokio::net::unix::pipe::Sender) {
+        *self.stdin.lock().await = Some(writer);
+    }
+
+    /// Feeds the app's stdin. Fails when the app has none (or closed it).
+    pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self.stdin.lock().await.as_mut() {
+            Some(w) => w.write_all(data).await,
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!(
+                    "app {:?} has no stdin (start it with \"stdin\": true)",
+                    self.name()
+                ),
+            )),
+        }
+    }
+
+    /// Ends the app's stdin (it reads end of file).
+    pub async fn close_stdin(&self) {
+        self.stdin.lock().await.take();
     }
 
     pub fn name(&self) -> &str {
@@ -139,6 +171,8 @@ pub struct Pod {
     /// The grace period of the first shutdown request.
     stop: watch::Sender<Option<Duration>>,
     stopping: AtomicBool,
+    exited_reported: AtomicBool,
+    pub events: EventLog,
 }
 
 impl Pod {
@@ -163,6 +197,8 @@ impl Pod {
             phase: Mutex::new((Phase::Starting, String::new())),
             stop: watch::channel(None).0,
             stopping: AtomicBool::new(false),
+            exited_reported: AtomicBool::new(false),
+            events: EventLog::default(),
         })
     }
 
@@ -187,13 +223,21 @@ impl Pod {
                 app.set_failed(125, format!("pod setup failed: {error}"), boottime_ns());
             }
         }
+        self.app_done();
     }
 
     /// Called when an app is done; the pod is done when every app is.
     pub fn app_done(&self) {
         if self.apps.iter().all(|a| a.is_done()) {
             self.set_phase(Phase::Exited);
+            if !self.exited_reported.swap(true, Ordering::SeqCst) {
+                self.events.push("pod-exited", "", 0, 0, String::new());
+            }
         }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub async fn wait_all(&self) {

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::select_all;
-use kvmpod_api::protocol::{self as pb, agent_ttrpc};
-use ttrpc::r#async::{Server, ServerStreamSender, TtrpcContext};
+use kvmpod_api::protocol::{self as pb, agent_ttrpc, attach_input};
+use ttrpc::r#async::{Server, ServerStream, ServerStreamSender, TtrpcContext};
 
+use crate::exec;
 use crate::logbuf::Stream;
 use crate::pod::{AppRecord, Pod};
 
@@ -69,39 +70,143 @@ impl agent_ttrpc::Agent for AgentService {
         sink: ServerStreamSender<pb::LogChunk>,
     ) -> ttrpc::Result<()> {
         let apps = self.select(&req.app)?;
-        // Subscribe before the first read, so no append is missed between a
-        // read and the wait that follows it.
-        let mut subs: Vec<_> = apps.iter().map(|a| a.logs.subscribe()).collect();
-        let mut cursors = vec![0u64; apps.len()];
-        loop {
-            let mut all_finished = true;
-            for (app, cursor) in apps.iter().zip(cursors.iter_mut()) {
-                let read = app.logs.read_from(*cursor);
-                let mut dropped = read.dropped;
-                for c in read.chunks {
-                    let mut msg = pb::LogChunk::new();
-                    msg.app = app.name().to_string();
-                    msg.stream = match c.stream {
-                        Stream::Stdout => pb::LogStream::LOG_STREAM_STDOUT,
-                        Stream::Stderr => pb::LogStream::LOG_STREAM_STDERR,
-                    }
-                    .into();
-                    msg.data = c.data;
-                    msg.dropped = std::mem::take(&mut dropped);
-                    msg.boottime_ns = c.boottime_ns;
-                    if sink.send(&msg).await.is_err() {
-                        return Ok(()); // the client went away
+        if req.offset != 0 && apps.len() != 1 {
+            return Err(rpc_error(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "an offset applies to one app's output; name the app".into(),
+            ));
+        }
+        let cursors = vec![req.offset; apps.len()];
+        stream_logs(&apps, cursors, req.follow, |msg| {
+            let sink = &sink;
+            async move { sink.send(&msg).await }
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn signal(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::SignalRequest,
+    ) -> ttrpc::Result<pb::SignalResponse> {
+        let n = exec::valid_signal(req.signal)?;
+        let mut sent = 0;
+        for app in self.select(&req.app)? {
+            if let Some(pid) = app.running_pid() {
+                exec::signal_group(pid, n);
+                sent += 1;
+            }
+        }
+        if sent == 0 {
+            let what = if req.app.is_empty() {
+                "no app is running".to_string()
+            } else {
+                format!("app {:?} is not running", req.app)
+            };
+            return Err(rpc_error(ttrpc::Code::FAILED_PRECONDITION, what));
+        }
+        Ok(pb::SignalResponse::new())
+    }
+
+    async fn exec(
+        &self,
+        _ctx: &TtrpcContext,
+        stream: ServerStream<pb::ExecOutput, pb::ExecInput>,
+    ) -> ttrpc::Result<()> {
+        exec::serve(Arc::clone(&self.pod), stream).await
+    }
+
+    async fn attach(
+        &self,
+        _ctx: &TtrpcContext,
+        stream: ServerStream<pb::LogChunk, pb::AttachInput>,
+    ) -> ttrpc::Result<()> {
+        let (tx, mut rx) = stream.split();
+        let name = match rx.recv().await? {
+            Some(pb::AttachInput {
+                kind: Some(attach_input::Kind::App(name)),
+                ..
+            }) => name,
+            _ => {
+                return Err(rpc_error(
+                    ttrpc::Code::INVALID_ARGUMENT,
+                    "the first message of an attach must name the app".into(),
+                ))
+            }
+        };
+        let apps = self.select(&name)?;
+        let [app] = &apps[..] else {
+            return Err(rpc_error(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "attach needs an app's name".into(),
+            ));
+        };
+        // From now on: what the app prints next.
+        let cursor = app.logs.end();
+        let input = {
+            let app = Arc::clone(app);
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = rx.recv().await {
+                    match msg.kind {
+                        Some(attach_input::Kind::Stdin(data)) => {
+                            if let Err(e) = app.write_stdin(&data).await {
+                                log::debug!("attach: {e}");
+                            }
+                        }
+                        Some(attach_input::Kind::CloseStdin(_)) => app.close_stdin().await,
+                        _ => {}
                     }
                 }
-                *cursor = read.next;
-                all_finished &= read.finished;
+            })
+        };
+        stream_logs(&apps, vec![cursor], true, |msg| {
+            let tx = &tx;
+            async move { tx.send(&msg).await }
+        })
+        .await;
+        input.abort();
+        Ok(())
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::StatsRequest,
+    ) -> ttrpc::Result<pb::StatsResponse> {
+        let mut out = pb::StatsResponse::new();
+        for app in self.select(&req.app)? {
+            let u = app.cgroup.get().map(|cg| cg.usage()).unwrap_or_default();
+            let mut s = pb::AppStats::new();
+            s.app = app.name().to_string();
+            s.memory_current = u.memory_current;
+            s.memory_peak = u.memory_peak;
+            s.memory_max = u.memory_max;
+            s.cpu_usage_usec = u.cpu_usage_usec;
+            s.pids_current = u.pids_current;
+            s.oom_kills = u.oom_kills;
+            out.apps.push(s);
+        }
+        Ok(out)
+    }
+
+    async fn events(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::EventsRequest,
+        sink: ServerStreamSender<pb::Event>,
+    ) -> ttrpc::Result<()> {
+        let mut changed = self.pod.events.subscribe();
+        let mut after = req.after;
+        loop {
+            for e in self.pod.events.after(after) {
+                after = e.seq;
+                let last = e.kind == "pod-exited";
+                if sink.send(&e).await.is_err() || (last && req.follow) {
+                    return Ok(());
+                }
             }
-            if !req.follow || all_finished {
-                return Ok(());
-            }
-            let changed = subs.iter_mut().map(|rx| Box::pin(rx.changed()));
-            let (res, _, _) = select_all(changed).await;
-            if res.is_err() {
+            if !req.follow || changed.changed().await.is_err() {
                 return Ok(());
             }
         }
@@ -121,6 +226,52 @@ impl agent_ttrpc::Agent for AgentService {
             log::debug!("shutdown already under way");
         }
         Ok(pb::ShutdownResponse::new())
+    }
+}
+
+/// Sends the apps' output from `cursors` on (one per app) through `send`,
+/// following new output when `follow`, until every app is done and
+/// drained, or the client goes away.
+async fn stream_logs<F, Fut>(apps: &[Arc<AppRecord>], mut cursors: Vec<u64>, follow: bool, send: F)
+where
+    F: Fn(pb::LogChunk) -> Fut,
+    Fut: std::future::Future<Output = ttrpc::Result<()>>,
+{
+    // Subscribe before the first read, so no append is missed between a
+    // read and the wait that follows it.
+    let mut subs: Vec<_> = apps.iter().map(|a| a.logs.subscribe()).collect();
+    loop {
+        let mut all_finished = true;
+        for (app, cursor) in apps.iter().zip(cursors.iter_mut()) {
+            let read = app.logs.read_from(*cursor);
+            let mut dropped = read.dropped;
+            for c in read.chunks {
+                let mut msg = pb::LogChunk::new();
+                msg.app = app.name().to_string();
+                msg.stream = match c.stream {
+                    Stream::Stdout => pb::LogStream::LOG_STREAM_STDOUT,
+                    Stream::Stderr => pb::LogStream::LOG_STREAM_STDERR,
+                }
+                .into();
+                msg.offset = c.offset;
+                msg.data = c.data;
+                msg.dropped = std::mem::take(&mut dropped);
+                msg.boottime_ns = c.boottime_ns;
+                if send(msg).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            *cursor = read.next;
+            all_finished &= read.finished;
+        }
+        if !follow || all_finished {
+            return;
+        }
+        let changed = subs.iter_mut().map(|rx| Box::pin(rx.changed()));
+        let (res, _, _) = select_all(changed).await;
+        if res.is_err() {
+            return;
+        }
     }
 }
 
@@ -249,13 +400,114 @@ mod tests {
         );
         let mut l = pb::LogsRequest::new();
         l.app = "../etc".into();
-        assert!(
-            client.logs(ctx(), &l).await.is_err() || {
-                // Streams report the error on the first receive.
-                let mut rx = client.logs(ctx(), &l).await.unwrap();
-                rx.recv().await.is_err()
-            }
-        );
+        // A stream reports its error on the first receive.
+        let mut rx = client.logs(ctx(), &l).await.unwrap();
+        let (code, _) = rpc_code(rx.recv().await.unwrap_err());
+        assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    }
+
+    fn rpc_code(e: ttrpc::Error) -> (ttrpc::Code, String) {
+        match e {
+            ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+            other => panic!("expected an RPC status, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bad_signals_and_idle_apps_are_refused() {
+        let (_d, _pod, client, _server) = setup().await;
+        for bad in [0, -1, 65, i32::MAX, i32::MIN] {
+            let mut req = pb::SignalRequest::new();
+            req.app = "a".into();
+            req.signal = bad;
+            let (code, msg) = rpc_code(client.signal(ctx(), &req).await.unwrap_err());
+            assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT, "{bad}");
+            assert!(msg.contains("is not a signal number"), "{msg}");
+        }
+        let mut req = pb::SignalRequest::new();
+        req.app = "a".into();
+        req.signal = 15;
+        let (code, msg) = rpc_code(client.signal(ctx(), &req).await.unwrap_err());
+        assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(msg, "app \"a\" is not running");
+    }
+
+    /// The first error an exec stream reports for `first`.
+    async fn exec_error(client: &AgentClient, first: pb::ExecInput) -> (ttrpc::Code, String) {
+        let stream = client.exec(ctx()).await.unwrap();
+        let (tx, mut rx) = stream.split();
+        tx.send(&first).await.unwrap();
+        rpc_code(rx.recv().await.unwrap_err())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn malformed_exec_requests_are_refused() {
+        let (_d, _pod, client, _server) = setup().await;
+        let mut not_start = pb::ExecInput::new();
+        not_start.kind = Some(pb::exec_input::Kind::Stdin(b"x".to_vec()));
+        let (code, _) = exec_error(&client, not_start).await;
+        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+
+        let start = |app: &str, argv: Vec<String>| {
+            let mut s = pb::ExecStart::new();
+            s.app = app.into();
+            s.argv = argv;
+            let mut m = pb::ExecInput::new();
+            m.kind = Some(pb::exec_input::Kind::Start(s));
+            m
+        };
+        let (code, _) = exec_error(&client, start("nope", vec!["x".into()])).await;
+        assert_eq!(code, ttrpc::Code::NOT_FOUND);
+        let (code, _) = exec_error(&client, start("a", vec![])).await;
+        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+        let huge = vec!["y".repeat(64 * 1024); 8];
+        let (code, msg) = exec_error(&client, start("a", huge)).await;
+        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
+        assert!(msg.contains("at most"), "{msg}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hostile_frame_does_not_take_the_server_down() {
+        use tokio::io::AsyncWriteExt;
+        let (dir, _pod, _client, _server) = setup().await;
+        let path = dir.path().join("agent.sock");
+        // A ttrpc header announcing a 4 GiB request, then garbage.
+        let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+        raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 1, 0])
+            .await
+            .unwrap();
+        raw.write_all(&[0xab; 64]).await.unwrap();
+        drop(raw);
+        // And a request whose body is not a protobuf message.
+        let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+        raw.write_all(&[0, 0, 0, 8, 0, 0, 0, 3, 1, 0])
+            .await
+            .unwrap();
+        raw.write_all(&[0xff; 8]).await.unwrap();
+        drop(raw);
+        let addr = format!("unix://{}", path.display());
+        let fresh = AgentClient::new(ttrpc::r#async::Client::connect(&addr).await.unwrap());
+        let st = fresh
+            .status(ctx(), &pb::StatusRequest::new())
+            .await
+            .unwrap();
+        assert_eq!(st.apps.len(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn logs_offsets_apply_to_one_app() {
+        let (_d, pod, client, _server) = setup().await;
+        pod.apps[0].logs.append(Stream::Stdout, b"0123456789", 1);
+        let mut req = pb::LogsRequest::new();
+        req.app = "a".into();
+        req.offset = 4;
+        let got = drain(client.logs(ctx(), &req).await.unwrap()).await;
+        assert_eq!(got[0].2, b"456789");
+        let mut req = pb::LogsRequest::new();
+        req.offset = 4;
+        let mut rx = client.logs(ctx(), &req).await.unwrap();
+        let (code, _) = rpc_code(rx.recv().await.unwrap_err());
+        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
     }
 
     #[tokio::test(flavor = "current_thread")]

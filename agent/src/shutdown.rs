@@ -29,6 +29,8 @@ fn signal_apps(pod: &Pod, sig: Signal) {
 pub async fn stop(pod: &Pod, grace: Duration) {
     pod.set_phase(Phase::Stopping);
     pod.timeline.mark("stopping");
+    pod.events
+        .push("pod-stopping", "", 0, 0, format!("grace period {grace:?}"));
     signal_apps(pod, Signal::SIGTERM);
     if tokio::time::timeout(grace, pod.wait_all()).await.is_err() {
         log::warn!("apps still running after {grace:?}; killing them");

@@ -3,7 +3,7 @@
 //! chrooted into its root in a session of its own.
 
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,8 @@ pub enum SpawnError {
     NotExecutable(String),
     #[error("{0}: contains a NUL byte")]
     Nul(String),
+    #[error("{0}")]
+    Setup(String),
     #[error("starting {program:?}: {reason}")]
     Exec {
         program: String,
@@ -52,7 +54,7 @@ impl SpawnError {
         match self {
             SpawnError::NotInPath { .. } | SpawnError::Missing(_) => EXIT_NOT_FOUND,
             SpawnError::NotExecutable(_) => EXIT_CANNOT_EXECUTE,
-            SpawnError::Nul(_) => EXIT_SETUP_FAILED,
+            SpawnError::Nul(_) | SpawnError::Setup(_) => EXIT_SETUP_FAILED,
             SpawnError::Exec { code, .. } => *code,
         }
     }
@@ -116,26 +118,54 @@ fn is_executable(root: &OwnedFd, path: &str) -> Option<bool> {
     Some(regular && st.st_mode & 0o111 != 0)
 }
 
-/// Everything needed to start an app, prepared before `fork` so the child
-/// only makes system calls.
+/// Where a process's stdin, stdout and stderr go.
+pub enum Stdio3 {
+    /// stdout and stderr piped to the agent; stdin piped too, or
+    /// `/dev/null`.
+    Pipes { stdin: bool },
+    /// All three on this pseudo-terminal, which becomes the process's
+    /// controlling terminal.
+    Pty(OwnedFd),
+}
+
+/// Everything needed to start an app (or a command in its root), prepared
+/// before `fork` so the child only makes system calls.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub root: PathBuf,
     pub program: String,
+    pub argv0: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub cwd: String,
     pub identity: Identity,
 }
 
+/// A command ready to spawn, and the descriptors its child needs until
+/// then.
+pub struct Prepared {
+    pub command: Command,
+    _keep: Vec<OwnedFd>,
+}
+
 impl Launch {
+    /// The launch of `argv` (the app's own `exec` for the app) in `app`'s
+    /// root, with the app's environment plus `extra_env`.
     pub fn new(
         app: &App,
         root_path: &Path,
         root: &OwnedFd,
         identity: Identity,
+        argv: &[String],
+        extra_env: &[(String, String)],
     ) -> Result<Self, SpawnError> {
-        let env = environment(app, &identity);
+        let mut env = environment(app, &identity);
+        for (k, v) in extra_env {
+            match env.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
         let cwd = app
             .working_directory
             .as_deref()
@@ -146,46 +176,90 @@ impl Launch {
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_str())
             .unwrap_or(DEFAULT_PATH);
-        let first = app.exec.first().cloned().unwrap_or_default();
+        let first = argv.first().cloned().unwrap_or_default();
         let program = find_program(root, &first, path_var, &cwd)?;
         Ok(Launch {
             root: root_path.to_path_buf(),
             program,
-            args: app.exec.iter().skip(1).cloned().collect(),
+            argv0: first,
+            args: argv.iter().skip(1).cloned().collect(),
             env,
             cwd,
             identity,
         })
     }
 
-    /// The command, with stdin from `/dev/null` and stdout and stderr piped
-    /// to the agent. In the child, just before `exec`: chroot into the
-    /// app's root, change to its working directory, start a new session
-    /// (so signals reach the app's whole process group), and drop to its
-    /// groups, gid and uid.
-    pub fn command(&self, argv0: &str) -> Result<Command, SpawnError> {
+    /// The command. In the child, just before `exec`: join the app's
+    /// cgroup (through `cgroup_procs`), chroot into the app's root, change
+    /// to its working directory, start a new session (so signals reach the
+    /// whole process group; with a pty, take it as controlling terminal),
+    /// and drop to the app's groups, gid and uid.
+    pub fn command(
+        &self,
+        io: Stdio3,
+        cgroup_procs: Option<OwnedFd>,
+    ) -> Result<Prepared, SpawnError> {
         let cstr =
             |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
         let root = cstr(self.root.as_os_str().as_bytes(), "root")?;
         let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
+        for a in std::iter::once(&self.program).chain(&self.args) {
+            cstr(a.as_bytes(), "argument")?;
+        }
+        for (k, v) in &self.env {
+            cstr(k.as_bytes(), "environment")?;
+            cstr(v.as_bytes(), "environment")?;
+        }
         let uid = self.identity.uid;
         let gid = self.identity.gid;
         let groups: Vec<libc::gid_t> = self.identity.groups.clone();
 
         let mut cmd = Command::new(&self.program);
-        cmd.arg0(argv0)
+        cmd.arg0(&self.argv0)
             .args(&self.args)
             .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut keep = Vec::new();
+        let tty = match io {
+            Stdio3::Pipes { stdin } => {
+                cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                false
+            }
+            Stdio3::Pty(slave) => {
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map_err(|e| SpawnError::Setup(format!("duplicating the terminal: {e}")))
+                };
+                cmd.stdin(Stdio::from(dup(&slave)?))
+                    .stdout(Stdio::from(dup(&slave)?))
+                    .stderr(Stdio::from(slave));
+                true
+            }
+        };
+        let cgroup_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
+        // The agent shields itself from the OOM killer (-1000); children
+        // inherit that, so an app would be unkillable and a memory limit
+        // would only make it stall. Apps start at the default, 0.
+        let oom_score_adj = c"/proc/self/oom_score_adj";
+        keep.extend(cgroup_procs);
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls on data prepared above.
         unsafe {
             cmd.pre_exec(move || {
-                // Mark every inherited descriptor close-on-exec: the app gets
-                // its stdio and nothing of the agent's.
+                if let Some(fd) = cgroup_fd {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                let adj = libc::open(oom_score_adj.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if adj < 0 || libc::write(adj, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(adj);
+                // Mark every inherited descriptor close-on-exec: the process
+                // gets its stdio and nothing of the agent's.
                 libc::syscall(
                     libc::SYS_close_range,
                     3u32,
@@ -201,6 +275,9 @@ impl Launch {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                if tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::setgroups(groups.len(), groups.as_ptr()) != 0
                     || libc::setgid(gid) != 0
                     || libc::setuid(uid) != 0
@@ -210,7 +287,10 @@ impl Launch {
                 Ok(())
             });
         }
-        Ok(cmd)
+        Ok(Prepared {
+            command: cmd,
+            _keep: keep,
+        })
     }
 }
 
@@ -252,6 +332,8 @@ mod tests {
             group: None,
             working_directory: None,
             mount_points: vec![],
+            resources: Default::default(),
+            stdin: false,
         }
     }
 

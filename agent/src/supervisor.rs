@@ -14,12 +14,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use crate::cgroups::AppCgroup;
 use crate::logbuf::Stream;
 use crate::mounts::{bind_into_root, mount_app_system_dirs};
 use crate::pod::{AppRecord, Pod};
 use crate::reaper::Exit;
 use crate::resolve::open_root;
-use crate::spawn::{exec_error, Launch, EXIT_SETUP_FAILED};
+use crate::spawn::{exec_error, Launch, Stdio3, EXIT_SETUP_FAILED};
 use crate::timeline::boottime_ns;
 use crate::users;
 
@@ -50,6 +51,8 @@ pub fn start_apps(pod: &Arc<Pod>) {
             Ok(()) => {}
             Err(e) => {
                 log::error!("app {}: {}", app.name(), e.message);
+                pod.events
+                    .push("app-failed", app.name(), e.code, 0, e.message.clone());
                 app.set_failed(e.code, e.message, boottime_ns());
                 pod.timeline.mark(format!("app-failed:{}", app.name()));
                 pod.app_done();
@@ -69,26 +72,52 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
         app.manifest.group.as_deref(),
     )
     .map_err(StartError::setup)?;
-    let launch =
-        Launch::new(&app.manifest, &root_path, &root, identity).map_err(|e| StartError {
-            code: e.exit_code(),
-            message: e.to_string(),
-        })?;
-    let argv0 = app.manifest.exec.first().cloned().unwrap_or_default();
-    let mut cmd = launch.command(&argv0).map_err(StartError::setup)?;
-    let (mut child, exit) = pod.reaper.spawn(&mut cmd).map_err(|e| {
+    let launch = Launch::new(
+        &app.manifest,
+        &root_path,
+        &root,
+        identity,
+        &app.manifest.exec,
+        &[],
+    )
+    .map_err(|e| StartError {
+        code: e.exit_code(),
+        message: e.to_string(),
+    })?;
+    let cgroup = app_cgroup(app)?;
+    let procs = cgroup
+        .map(|cg| cg.procs_fd())
+        .transpose()
+        .map_err(StartError::setup)?;
+    let io = Stdio3::Pipes {
+        stdin: app.manifest.stdin,
+    };
+    let mut prepared = launch.command(io, procs).map_err(StartError::setup)?;
+    let (mut child, exit) = pod.reaper.spawn(&mut prepared.command).map_err(|e| {
         let err = exec_error(&launch.program, &e);
         StartError {
             code: err.exit_code(),
             message: err.to_string(),
         }
     })?;
+    drop(prepared);
     let pid = child.id() as i32;
     let started = boottime_ns();
     app.set_running(pid, started);
     pod.timeline.mark_at(format!("app-started:{name}"), started);
+    pod.events
+        .push("app-started", name, 0, 0, format!("pid {pid}"));
     pod.set_phase(crate::pod::Phase::Running);
 
+    if let Some(stdin) = child.stdin.take() {
+        match pipe::Sender::from_owned_fd(OwnedFd::from(stdin)) {
+            Ok(w) => {
+                let app = Arc::clone(app);
+                tokio::spawn(async move { app.set_stdin(w).await });
+            }
+            Err(e) => log::warn!("app {name}: its stdin cannot be written: {e}"),
+        }
+    }
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
     tokio::spawn(supervise(
@@ -99,6 +128,48 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
         exit,
     ));
     Ok(())
+}
+
+/// The app's cgroup, created on first use. Without limits a missing
+/// cgroup only costs the app its statistics; with limits it must exist.
+fn app_cgroup(app: &AppRecord) -> Result<Option<&AppCgroup>, StartError> {
+    if let Some(cg) = app.cgroup.get() {
+        return Ok(Some(cg));
+    }
+    match AppCgroup::create(app.name(), &app.manifest.resources) {
+        Ok(cg) => Ok(Some(app.cgroup.get_or_init(|| cg))),
+        Err(e) if app.manifest.resources.is_empty() => {
+            log::warn!("app {}: no cgroup, so no statistics: {e}", app.name());
+            Ok(None)
+        }
+        Err(e) => Err(StartError::setup(format!(
+            "applying the app's resource limits: {e}"
+        ))),
+    }
+}
+
+/// How often an app's OOM kill count is checked while it runs.
+const OOM_POLL: Duration = Duration::from_millis(500);
+
+/// Reports OOM kills in the app's cgroup as events; returns the count seen.
+fn check_oom(pod: &Pod, app: &AppRecord, seen: u64) -> u64 {
+    let Some(cg) = app.cgroup.get() else {
+        return seen;
+    };
+    let now = cg.oom_kills();
+    if now > seen {
+        pod.events.push(
+            "app-oom-killed",
+            app.name(),
+            0,
+            libc::SIGKILL,
+            format!(
+                "the OOM killer killed {} process(es) of the app (memory limit reached)",
+                now - seen
+            ),
+        );
+    }
+    now.max(seen)
 }
 
 /// The app's `/proc`, `/sys` and `/dev`, then its volumes, parents before
@@ -139,10 +210,15 @@ async fn supervise(
     ];
     // The reaper never drops a registered sender without sending, but if it
     // did, report the app as killed rather than leave it running forever.
-    let exit = exit.await.unwrap_or(Exit {
-        code: 137,
-        signal: 9,
-    });
+    let mut exit = std::pin::pin!(exit);
+    let mut oom_seen = check_oom(&pod, &app, 0);
+    let exit = loop {
+        tokio::select! {
+            status = &mut exit => break status.unwrap_or(Exit { code: 137, signal: 9 }),
+            _ = tokio::time::sleep(OOM_POLL) => oom_seen = check_oom(&pod, &app, oom_seen),
+        }
+    };
+    check_oom(&pod, &app, oom_seen);
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;
@@ -150,10 +226,18 @@ async fn supervise(
     })
     .await;
     let at = boottime_ns();
+    app.close_stdin().await;
     app.set_exited(exit, at);
     app.logs.close();
     pod.timeline
         .mark_at(format!("app-exited:{}", app.name()), at);
+    pod.events.push(
+        "app-exited",
+        app.name(),
+        exit.code,
+        exit.signal,
+        String::new(),
+    );
     pod.app_done();
 }
 

@@ -18,6 +18,12 @@ pub const STAGE2_DIR: &str = "/opt/stage2";
 
 /// The agent's vsock port, unless the host asks for another.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
+/// The agent's port-forwarding vsock port: a connection there sends
+/// `TCP <guest port>\n`, gets `OK\n` (or `ERR <why>\n`) and then carries
+/// the bytes of a TCP connection to that port on the guest's loopback.
+pub const FORWARD_VSOCK_PORT: u32 = 1025;
+/// The guest's cgroup v2 hierarchy; each app gets `<root>/app-<name>`.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// `/mnt/<volume>`.
 pub fn volume_dir(volume: &str) -> PathBuf {

@@ -88,6 +88,39 @@ pub struct App {
     pub working_directory: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_points: Vec<MountPoint>,
+    /// Limits, enforced by the app's cgroup in the guest.
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Give the app a stdin pipe that `host-ctl attach` can write to;
+    /// otherwise its stdin is `/dev/null`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stdin: bool,
+}
+
+/// An app's resource limits (cgroup v2 in the guest).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// `memory.max`: bytes, or with a K, M or G suffix ("64M"). The OOM
+    /// killer acts on the app's processes beyond it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_size"
+    )]
+    pub memory_limit: Option<u64>,
+    /// `cpu.weight`, 1 to 10000 (the default weight is 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_weight: Option<u32>,
+    /// `pids.max`: the most processes the app may have at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +265,8 @@ mod tests {
             group: None,
             working_directory: None,
             mount_points: mps,
+            resources: Resources::default(),
+            stdin: false,
         };
         let pod = |v: Volume, mps: Vec<MountPoint>| PodManifest {
             volumes: vec![v],
@@ -279,12 +314,16 @@ mod tests {
                 "name": "web", "rootfs": "/srv/root", "exec": ["/bin/sh", "-c", "true"],
                 "env": [{"name": "A", "value": "b"}], "user": "nobody",
                 "workingDirectory": "/tmp",
-                "mountPoints": [{"volume": "data", "path": "/data", "readOnly": false}]
+                "mountPoints": [{"volume": "data", "path": "/data", "readOnly": false}],
+                "resources": {"memoryLimit": "64M", "cpuWeight": 200, "pidsLimit": 64},
+                "stdin": true
             }]
         }"#;
         let pod: PodManifest = serde_json::from_str(text).unwrap();
         assert_eq!(pod.volumes[1].mode, Some(0o1777));
         assert_eq!(pod.volumes[1].size, Some(16 << 20));
+        assert_eq!(pod.apps[0].resources.memory_limit, Some(64 << 20));
+        assert!(pod.apps[0].stdin);
         let again: PodManifest =
             serde_json::from_str(&serde_json::to_string(&pod).unwrap()).unwrap();
         assert_eq!(pod, again);

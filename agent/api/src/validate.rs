@@ -256,6 +256,26 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
             }
         }
 
+        let r = &app.resources;
+        if r.memory_limit.is_some_and(|m| m < 1 << 20) {
+            errs.push(FieldError::new(
+                format!("{at}.resources.memoryLimit"),
+                "must be at least 1M",
+            ));
+        }
+        if r.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+            errs.push(FieldError::new(
+                format!("{at}.resources.cpuWeight"),
+                "must be between 1 and 10000",
+            ));
+        }
+        if r.pids_limit == Some(0) {
+            errs.push(FieldError::new(
+                format!("{at}.resources.pidsLimit"),
+                "must be above 0",
+            ));
+        }
+
         if let Some(wd) = &app.working_directory {
             if let Err(why) = normalize_guest_path(wd) {
                 errs.push(FieldError::new(format!("{at}.workingDirectory"), why));
@@ -550,6 +570,16 @@ mod tests {
     }
 
     #[test]
+    fn resource_limits_are_checked() {
+        let e = one_error(|p| p.apps[0].resources.memory_limit = Some(4096));
+        assert_eq!(e.field, "apps[0].resources.memoryLimit");
+        let e = one_error(|p| p.apps[0].resources.cpu_weight = Some(0));
+        assert_eq!(e.field, "apps[0].resources.cpuWeight");
+        let e = one_error(|p| p.apps[0].resources.pids_limit = Some(0));
+        assert_eq!(e.field, "apps[0].resources.pidsLimit");
+    }
+
+    #[test]
     fn a_pod_needs_an_app_and_bounded_host_volumes() {
         let e = one_error(|p| p.apps.clear());
         assert_eq!(e.field, "apps");
@@ -653,6 +683,8 @@ mod tests {
                 user: None,
                 group: None,
                 working_directory: None,
+                resources: Default::default(),
+                stdin: false,
                 mount_points: vec![MountPoint {
                     volume: "x".into(),
                     path: "rel".into(),
