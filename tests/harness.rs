@@ -171,14 +171,25 @@ impl Fixture {
     /// Runs `host-ctl run <args>` with this fixture's state directory,
     /// killing it after `limit`.
     pub fn run(&self, args: &[&str], limit: Duration) -> Outcome {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        self.host_ctl(&all, limit)
+    }
+
+    /// `host-ctl <args>` with this fixture's state directory.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.programs.host_ctl);
         cmd.arg("--state-dir")
             .arg(self.state_dir())
-            .arg("run")
             .args(args)
             .env("KVMPOD_AGENT", &self.programs.agent)
             .stdin(Stdio::null());
-        run_with_limit(cmd, limit)
+        cmd
+    }
+
+    /// Runs `host-ctl <args>`, killing it after `limit`.
+    pub fn host_ctl(&self, args: &[&str], limit: Duration) -> Outcome {
+        run_with_limit(self.command(args), limit)
     }
 }
 
@@ -330,13 +341,15 @@ impl Running {
 impl Fixture {
     /// Starts `host-ctl run <args>` without waiting for it.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut child = Command::new(&self.programs.host_ctl)
-            .arg("--state-dir")
-            .arg(self.state_dir())
-            .arg("run")
-            .args(args)
-            .env("KVMPOD_AGENT", &self.programs.agent)
-            .stdin(Stdio::null())
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        self.spawn_host_ctl(&all)
+    }
+
+    /// Starts `host-ctl <args>` without waiting for it.
+    pub fn spawn_host_ctl(&self, args: &[&str]) -> Running {
+        let mut child = self
+            .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -366,7 +379,7 @@ impl Fixture {
                 continue;
             };
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(&needle) && !cmdline.contains("host-ctl") {
+            if cmdline.contains(&needle) {
                 found.push(format!(
                     "{}: {cmdline}",
                     entry.file_name().to_string_lossy()

@@ -33,7 +33,7 @@ fn ctrl_c_stops_the_pod_gracefully_and_cleans_up() {
     let out = run.finish(Duration::from_secs(120));
     assert_eq!(out.code, Some(130), "{}", out.dump());
     assert!(
-        out.stderr.contains("interrupted; stopping the pod"),
+        out.stderr.contains("host-ctl: stopping pod"),
         "{}",
         out.dump()
     );

@@ -24,8 +24,8 @@ pub fn deadline(d: Duration) -> Context {
 
 /// Why the agent could not be reached.
 pub enum ConnectError {
-    /// The VM process ended first.
-    VmExited(std::process::ExitStatus),
+    /// The VM process ended first (how).
+    VmExited(String),
     /// The deadline passed; the last error seen.
     Timeout(String),
 }
@@ -63,4 +63,15 @@ pub async fn connect(
         tokio::time::sleep(backoff(attempt)).await;
     }
     Err(ConnectError::Timeout(last))
+}
+
+/// Connects once, for commands that talk to a running pod's agent.
+pub async fn connect_once(uds: &Path, port: u32) -> anyhow::Result<AgentClient> {
+    let stream = connect_hybrid(uds, port).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the pod's agent through {}: {e}",
+            uds.display()
+        )
+    })?;
+    Ok(AgentClient::new(Client::new(Socket::new(stream))))
 }

@@ -5,11 +5,20 @@ mod accel;
 mod agent_client;
 mod bootkernel;
 mod child;
+mod commands;
 mod console;
+mod hostlog;
+mod launch;
+mod monitor;
 mod output;
 mod poddir;
+mod pods;
 mod qemu;
+mod record;
 mod run;
+mod signals;
+mod table;
+mod terminal;
 mod tools;
 mod vmspec;
 mod vsock;
@@ -19,6 +28,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use commands::Format;
 
 #[derive(Parser)]
 #[command(
@@ -43,14 +53,128 @@ enum Command {
     ///
     /// The exit status is the first non-zero app exit status in manifest
     /// order (128 + N for an app killed by signal N), 0 when every app
-    /// succeeded, and 125 when host-ctl itself failed.
+    /// succeeded, 125 when host-ctl itself failed and 130 when interrupted.
+    /// With --detach, print the pod's ID once its agent answers and leave
+    /// it running under a monitor process.
     Run(RunArgs),
+    /// List the pods.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show a pod's state, its apps and its boot timeline.
+    Status {
+        pod: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Print apps' output (while the pod runs and after it exited).
+    Logs {
+        pod: String,
+        /// One app; all apps when omitted (each line prefixed by its app).
+        app: Option<String>,
+        /// Keep printing new output until the pod ends.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Prefix each line with the time it was written.
+        #[arg(long)]
+        timestamps: bool,
+        /// Only one stream.
+        #[arg(long, value_enum)]
+        stream: Option<StreamArg>,
+    },
+    /// Run a command in an app's root, with its environment and user.
+    Exec {
+        /// Pass stdin to the command.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give the command a terminal.
+        #[arg(short, long)]
+        tty: bool,
+        pod: String,
+        app: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Follow an app's output (and feed its stdin, if it has one).
+    Attach { pod: String, app: String },
+    /// Send a signal to an app, or to every app.
+    Kill {
+        pod: String,
+        app: Option<String>,
+        /// A name (TERM, SIGKILL, RTMIN+1) or a number.
+        #[arg(short, long, default_value = "TERM", value_parser = parse_signal)]
+        signal: i32,
+    },
+    /// Stop a pod: SIGTERM, a grace period, SIGKILL, sync, power off.
+    Stop {
+        pod: String,
+        /// Seconds between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        timeout: u64,
+    },
+    /// Show each app's memory, CPU and process figures.
+    Stats {
+        pod: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Stream a pod's events.
+    Events {
+        pod: String,
+        /// Print the events so far and stop.
+        #[arg(long)]
+        no_follow: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Forward a TCP port on the host's loopback to a port in the pod.
+    PortForward {
+        pod: String,
+        /// HOSTPORT:GUESTPORT (HOSTPORT 0 picks a free port).
+        ports: String,
+    },
+    /// Remove pods that have exited.
+    Rm {
+        #[arg(required = true)]
+        pods: Vec<String>,
+        /// Stop running pods first.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Remove every exited pod, after marking pods whose VM died.
+    Gc,
+    /// (internal) Own a detached pod's VM.
+    #[command(hide = true)]
+    Monitor {
+        /// Take over a running VM whose monitor died.
+        #[arg(long)]
+        adopt: bool,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StreamArg {
+    Stdout,
+    Stderr,
+}
+
+fn parse_signal(s: &str) -> Result<i32, String> {
+    signals::parse(s)
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
     /// The pod manifest (JSON).
     manifest: PathBuf,
+    /// Start the pod and return its ID once its agent answers.
+    #[arg(short, long)]
+    detach: bool,
     /// The guest kernel [default: the newest /boot/vmlinuz-*].
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -85,9 +209,90 @@ struct RunArgs {
     /// Verbose guest console (kernel messages and agent debug lines).
     #[arg(long)]
     debug: bool,
-    /// Remove the pod's directory when it ends.
-    #[arg(long)]
+    /// Remove the pod's directory when it ends (not with --detach).
+    #[arg(long, conflicts_with = "detach")]
     rm: bool,
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let state = cli.state_dir;
+    match cli.command {
+        Command::Run(a) => {
+            let settings = launch::Settings {
+                manifest: a.manifest,
+                state_dir: state,
+                kernel: a.kernel,
+                modules_dir: a.modules_dir,
+                agent: a.agent,
+                accel: a.accel,
+                memory_mib: a.memory,
+                cpus: a.cpus,
+                boot_timeout: Duration::from_secs(a.boot_timeout),
+                grace: Duration::from_secs(a.grace),
+                linger: Duration::from_secs(a.linger),
+                debug: a.debug,
+                detach: a.detach,
+            };
+            run::run(settings, a.timings, a.rm).await
+        }
+        Command::List { format } => commands::list::run(&state, format),
+        Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
+        Command::Logs {
+            pod,
+            app,
+            follow,
+            tail,
+            timestamps,
+            stream,
+        } => {
+            let stream = stream.map(|s| match s {
+                StreamArg::Stdout => hostlog::Stream::Stdout,
+                StreamArg::Stderr => hostlog::Stream::Stderr,
+            });
+            let o = commands::logs::Options {
+                app,
+                follow,
+                tail,
+                timestamps,
+                stream,
+            };
+            commands::logs::run(&state, &pod, o).await
+        }
+        Command::Exec {
+            interactive,
+            tty,
+            pod,
+            app,
+            command,
+        } => {
+            let o = commands::exec::Options {
+                app,
+                argv: command,
+                interactive,
+                tty,
+            };
+            commands::exec::run(&state, &pod, o).await
+        }
+        Command::Attach { pod, app } => commands::attach::run(&state, &pod, &app).await,
+        Command::Kill { pod, app, signal } => {
+            commands::kill::run(&state, &pod, app.as_deref(), signal).await
+        }
+        Command::Stop { pod, timeout } => {
+            commands::stop::run(&state, &pod, Duration::from_secs(timeout)).await
+        }
+        Command::Stats { pod, format } => commands::stats::run(&state, &pod, format).await,
+        Command::Events {
+            pod,
+            no_follow,
+            format,
+        } => commands::events::run(&state, &pod, !no_follow, format).await,
+        Command::PortForward { pod, ports } => {
+            commands::port_forward::run(&state, &pod, &ports).await
+        }
+        Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
+        Command::Gc => commands::rm::gc(&state),
+        Command::Monitor { adopt, dir } => run::monitor_main(&dir, adopt).await,
+    }
 }
 
 fn main() -> ExitCode {
@@ -104,29 +309,9 @@ fn main() -> ExitCode {
             return ExitCode::from(run::EXIT_HOST_ERROR as u8);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(a) => {
-                run::run(run::RunOptions {
-                    manifest: a.manifest,
-                    state_dir: cli.state_dir,
-                    kernel: a.kernel,
-                    modules_dir: a.modules_dir,
-                    agent: a.agent,
-                    accel: a.accel,
-                    memory_mib: a.memory,
-                    cpus: a.cpus,
-                    boot_timeout: Duration::from_secs(a.boot_timeout),
-                    grace: Duration::from_secs(a.grace),
-                    linger: Duration::from_secs(a.linger),
-                    timings: a.timings,
-                    debug: a.debug,
-                    rm: a.rm,
-                })
-                .await
-            }
-        }
-    });
+    let result = runtime.block_on(dispatch(cli));
+    // A task blocked reading stdin must not keep host-ctl from exiting.
+    runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

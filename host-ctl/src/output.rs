@@ -53,14 +53,19 @@ impl Printer {
         write_to(is_err, &out);
     }
 
-    /// Prints what is left of unfinished lines.
-    pub fn flush(&mut self) {
+    /// Prints what is left of one app's unfinished lines.
+    pub fn flush_app(&mut self, app: &str) {
         let mut rest: Vec<_> = self
             .partial
-            .drain()
-            .filter(|(_, b)| !b.is_empty())
+            .iter_mut()
+            .filter(|((a, _), b)| a == app && !b.is_empty())
+            .map(|(k, b)| (k.clone(), std::mem::take(b)))
             .collect();
         rest.sort();
+        self.write_partials(rest);
+    }
+
+    fn write_partials(&self, rest: Vec<((String, bool), Vec<u8>)>) {
         for ((app, is_err), data) in rest {
             let mut out = format!("{app:w$} | ", w = self.width).into_bytes();
             out.extend_from_slice(&data);

@@ -47,6 +47,22 @@ impl PodDir {
         Ok(dir)
     }
 
+    /// An existing pod directory.
+    pub fn open(path: &Path) -> Result<Self> {
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow::anyhow!("{} is not a pod directory", path.display()))?
+            .to_string();
+        if !path.join("state.json").is_file() {
+            bail!("{} is not a pod directory (no state.json)", path.display());
+        }
+        Ok(PodDir {
+            id,
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn manifest(&self) -> PathBuf {
         self.path.join("pod.json")
     }
@@ -77,10 +93,6 @@ impl PodDir {
         for p in [self.vhost_socket(), self.vsock_socket(), self.initramfs()] {
             let _ = fs::remove_file(p);
         }
-    }
-
-    pub fn remove(&self) -> std::io::Result<()> {
-        fs::remove_dir_all(&self.path)
     }
 }
 

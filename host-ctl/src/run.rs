@@ -1,64 +1,27 @@
-//! `host-ctl run`: a pod from manifest to exit code.
+//! `host-ctl run`: a pod from manifest to exit code, attached or detached.
 //!
-//! Validate, build the initramfs, start vhost-device-vsock and QEMU, connect
-//! to the agent, print the apps' output, wait for them, shut the VM down and
-//! exit with the first failing app's status (manifest order) or 0.
+//! Attached, this process is the pod's monitor: it prints the apps' output
+//! and exits with the first failing app's status (manifest order), 0 when
+//! all succeeded, 125 when host-ctl failed, 130 when interrupted. Detached,
+//! a monitor process of its own session takes the pod over and `run`
+//! prints the pod's ID once the agent has answered.
 
-use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
-use kvmpod_api::manifest::{PodManifest, VolumeKind};
-use kvmpod_api::protocol::agent_ttrpc::AgentClient;
-use kvmpod_api::protocol::{
-    AppState, LogsRequest, PodState, PodStatus, ShutdownRequest, WaitRequest,
-};
-use rootfs_builder::{build_archive, write_initramfs, Compression, InitramfsSpec, KernelModules};
+use anyhow::{bail, Context, Result};
+use kvmpod_api::protocol::{AppState, PodState, PodStatus};
 
-use crate::accel::{self, AccelRequest};
-use crate::agent_client::{self, ConnectError};
-use crate::child::{tail, Supervised};
-use crate::console;
+use crate::launch::{self, Settings};
+use crate::monitor::{self, Monitor};
 use crate::output::Printer;
 use crate::poddir::PodDir;
-use crate::vmspec::{self, VmSpec, Vsock};
-use crate::{bootkernel, qemu, tools};
+use crate::record::{self, State};
 
 /// Exit status of host-ctl when it fails itself (not an app).
 pub const EXIT_HOST_ERROR: i32 = 125;
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub manifest: PathBuf,
-    pub state_dir: PathBuf,
-    pub kernel: Option<PathBuf>,
-    pub modules_dir: Option<PathBuf>,
-    pub agent: Option<PathBuf>,
-    pub accel: AccelRequest,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    pub boot_timeout: Duration,
-    pub grace: Duration,
-    pub linger: Duration,
-    pub timings: bool,
-    pub debug: bool,
-    pub rm: bool,
-}
-
-/// The kernel modules a pod needs, before their dependencies.
-pub fn needed_modules(pod: &PodManifest) -> Vec<String> {
-    let mut m = vec![
-        "virtio_pci".to_string(),
-        "vmw_vsock_virtio_transport".to_string(),
-    ];
-    if pod.volumes.iter().any(|v| v.kind == VolumeKind::Host) {
-        m.push("9pnet_virtio".into());
-        m.push("9p".into());
-    }
-    m
-}
+/// Exit status after an interrupt, as a shell reports SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Host-side moments, for `--timings`.
 struct HostClock {
@@ -72,221 +35,145 @@ impl HostClock {
     }
 }
 
-pub async fn run(opts: RunOptions) -> Result<i32> {
+pub async fn run(s: Settings, timings: bool, rm: bool) -> Result<i32> {
     let mut clock = HostClock {
         start: Instant::now(),
         marks: Vec::new(),
     };
-    // Everything that can be refused is refused before any VM starts.
-    let pod = kvmpod_api::validate::load(&opts.manifest)?;
-    let qemu_bin = tools::qemu()?;
-    let vhost_bin = tools::vhost_device_vsock()?;
-    let agent = tools::agent(opts.agent.as_deref())?;
-    let kernel = tools::kernel(opts.kernel.as_deref(), opts.modules_dir.as_deref())?;
-    let choice = accel::choose(opts.accel).map_err(|e| anyhow!(e))?;
-    eprintln!(
-        "host-ctl: accelerator {}: {}",
-        choice.accel.name(),
-        choice.reason
-    );
-    clock.mark("validated");
-
-    let dir = PodDir::create(&opts.state_dir)?;
-    let result = run_in(
-        &opts,
-        &pod,
-        &dir,
-        &qemu_bin,
-        &vhost_bin,
-        &agent,
-        &kernel,
-        choice.accel,
-        &mut clock,
-    )
-    .await;
-    dir.tidy();
-    if opts.rm {
-        if let Err(e) = dir.remove() {
-            eprintln!("host-ctl: removing {}: {e}", dir.path.display());
-        }
+    let prepared = launch::prepare(&s, &mut |m| clock.mark(m))?;
+    if s.detach {
+        return detach(prepared.dir, &s).await;
     }
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_in(
-    opts: &RunOptions,
-    pod: &PodManifest,
-    dir: &PodDir,
-    qemu_bin: &std::path::Path,
-    vhost_bin: &std::path::Path,
-    agent: &std::path::Path,
-    kernel: &tools::Kernel,
-    accel: accel::Accel,
-    clock: &mut HostClock,
-) -> Result<i32> {
-    std::fs::write(dir.manifest(), serde_json::to_vec_pretty(pod)?)
-        .with_context(|| format!("writing {}", dir.manifest().display()))?;
-
-    let config = AgentConfig {
-        linger_secs: opts.linger.as_secs(),
-        grace_ms: u32::try_from(opts.grace.as_millis()).unwrap_or(u32::MAX),
-        debug: opts.debug,
-        ..AgentConfig::default()
-    };
-    let spec = InitramfsSpec {
-        agent: agent.to_path_buf(),
-        manifest: pod.clone(),
-        config,
-        modules: kernel.modules.as_ref().map(|d| KernelModules {
-            dir: d.clone(),
-            wanted: needed_modules(pod),
-        }),
-    };
-    let archive = build_archive(&spec).context("building the initramfs")?;
-    write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
-        .context("writing the initramfs")?;
-    clock.mark("initramfs-built");
-
-    let vhost_args = vec![
-        "--vm".to_string(),
-        format!(
-            "guest-cid=3,socket={},uds-path={}",
-            dir.vhost_socket().display(),
-            dir.vsock_socket().display()
-        ),
-    ];
-    let mut vhost = Supervised::spawn(
-        "vhost-device-vsock",
-        vhost_bin,
-        &vhost_args,
-        &dir.vhost_log(),
-    )?;
-    wait_for_socket(&mut vhost, &dir.vhost_socket(), Duration::from_secs(5)).await?;
-
-    let boot = bootkernel::boot_kernel(&kernel.image, &opts.state_dir.join("cache"));
-    clock.mark("kernel-ready");
-    let vm_spec = VmSpec {
-        name: dir.id.clone(),
-        kernel: boot.path.clone(),
-        initrd: dir.initramfs(),
-        cmdline: vmspec::kernel_cmdline(opts.debug),
-        memory_mib: opts.memory_mib,
-        cpus: opts.cpus,
-        accel,
-        console_log: dir.console_log(),
-        shares: vmspec::shares(pod),
-        vsock: Vsock::VhostUser {
-            socket: dir.vhost_socket(),
-        },
-    };
-    let mut vm = Supervised::spawn("QEMU", qemu_bin, &qemu::argv(&vm_spec), &dir.qemu_log())?;
-    clock.mark("vm-started");
-
-    let until = Instant::now() + opts.boot_timeout;
-    let client = match agent_client::connect(
-        &dir.vsock_socket(),
-        DEFAULT_VSOCK_PORT,
-        &mut vm,
-        until,
-    )
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            vm.kill().await;
-            vhost.kill().await;
-            return Err(boot_failure(dir, &vm, e, opts.boot_timeout));
-        }
-    };
+    let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
+    let dir_path = prepared.dir.path.clone();
+    let interrupts = monitor::interrupts()?;
+    clock.mark("vm-starting");
+    let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
     clock.mark("agent-answered");
-
-    let outcome = attached(&client, pod, &mut vm, opts).await;
-    clock.mark("pod-finished");
-
-    // Shut down whatever happened above; a lost reply is expected when the
-    // guest powers off first.
-    let mut req = ShutdownRequest::new();
-    req.grace_ms = u32::try_from(opts.grace.as_millis()).unwrap_or(u32::MAX);
-    let _ = client
-        .shutdown(agent_client::deadline(Duration::from_secs(5)), &req)
-        .await;
-    let powered_off = tokio::select! {
-        exit = vm.wait_for(opts.grace + Duration::from_secs(15)) => {
-            if exit.is_none() {
-                eprintln!("host-ctl: the VM did not power off; killing it");
-            }
-            exit.is_some()
-        }
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("host-ctl: interrupted again; killing the VM");
-            false
-        }
-    };
-    if !powered_off {
-        vm.kill().await;
-    }
-    vhost.kill().await;
+    let outcome = monitor.supervise(Some(printer), interrupts).await?;
     clock.mark("vm-exited");
 
-    let (status, code) = outcome?;
-    report_failures(&status);
-    if opts.timings {
-        print_timings(&status, clock);
+    if let Some(status) = &outcome.status {
+        report_failures(status);
+        if timings {
+            print_timings(status, &clock);
+        }
+    }
+    let code = if outcome.interrupted {
+        EXIT_INTERRUPTED
+    } else if let Some(status) = &outcome.status {
+        exit_code(status)
+    } else {
+        eprintln!(
+            "host-ctl: pod {} ended: {}",
+            outcome.record.id,
+            outcome.record.exit_reason.as_deref().unwrap_or("unknown")
+        );
+        EXIT_HOST_ERROR
+    };
+    if rm {
+        if let Err(e) = std::fs::remove_dir_all(&dir_path) {
+            eprintln!("host-ctl: removing {}: {e}", dir_path.display());
+        }
     }
     Ok(code)
 }
 
-/// Streams the apps' output and waits for the pod; Ctrl-C stops it.
-async fn attached(
-    client: &AgentClient,
-    pod: &PodManifest,
-    vm: &mut Supervised,
-    opts: &RunOptions,
-) -> Result<(PodStatus, i32)> {
-    let mut printer = Printer::new(pod.apps.iter().map(|a| a.name.as_str()));
-    let logs_client = client.clone();
-    let logs = tokio::spawn(async move {
-        let mut req = LogsRequest::new();
-        req.follow = true;
-        let mut rx = logs_client.logs(agent_client::no_deadline(), &req).await?;
-        while let Some(chunk) = rx.recv().await? {
-            printer.print(&chunk);
+/// Starts a monitor process for the prepared pod and waits until its agent
+/// answered (printing the pod's ID) or it failed (printing why).
+async fn detach(dir: PodDir, s: &Settings) -> Result<i32> {
+    let mut monitor = spawn_monitor(&s.state_dir, &dir, false)?;
+    let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
+    loop {
+        let rec = record::read(&dir.path)?;
+        match rec.state {
+            State::Running => {
+                println!("{}", dir.id);
+                return Ok(0);
+            }
+            State::Exited => bail!(
+                "pod {} did not start: {}",
+                dir.id,
+                rec.exit_reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            State::Prepared => {}
         }
-        printer.flush();
-        Ok::<_, ttrpc::Error>(())
-    });
-
-    let wait_req = WaitRequest::new();
-    let wait = client.wait(agent_client::no_deadline(), &wait_req);
-    let status = tokio::select! {
-        st = wait => st.context("waiting for the pod")?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!(
-                "host-ctl: interrupted; stopping the pod (apps get {}s after SIGTERM)",
-                opts.grace.as_secs()
-            );
-            logs.abort();
-            return Ok((PodStatus::new(), 130));
-        }
-        exit = vm.wait_for(Duration::MAX) => {
-            logs.abort();
+        if let Ok(Some(status)) = monitor.try_wait() {
             bail!(
-                "the VM exited ({}) before the pod finished; console tail:\n{}",
-                exit.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into()),
-                tail(&vm.log, 5)
+                "the monitor of pod {} exited ({status}) before the pod started:\n{}",
+                dir.id,
+                launch::indent(&crate::child::tail(&dir.path.join("monitor.log"), 10))
             );
         }
-    };
-    // Every app is done; its output is complete in the agent's buffer and
-    // the stream ends once it is delivered.
-    match tokio::time::timeout(Duration::from_secs(10), logs).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("host-ctl: app output stream: {e}"),
-        Ok(Err(_)) | Err(_) => eprintln!("host-ctl: app output did not finish streaming"),
+        if Instant::now() > until {
+            bail!(
+                "pod {} did not start in time; see {}",
+                dir.id,
+                dir.path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let code = exit_code(&status);
-    Ok((status, code))
+}
+
+/// Starts `host-ctl monitor <pod dir>` in a session of its own, logging to
+/// `<pod dir>/monitor.log`. With `adopt`, it takes over a running VM.
+pub fn spawn_monitor(
+    state_dir: &std::path::Path,
+    dir: &PodDir,
+    adopt: bool,
+) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("finding host-ctl's own path")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path.join("monitor.log"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir").arg(state_dir).arg("monitor");
+    if adopt {
+        cmd.arg("--adopt");
+    }
+    cmd.arg(&dir.path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().context("starting the pod's monitor")
+}
+
+/// `host-ctl monitor`: the detached monitor's life.
+pub async fn monitor_main(dir: &std::path::Path, adopt: bool) -> Result<i32> {
+    let dir = PodDir::open(dir)?;
+    let interrupts = monitor::interrupts()?;
+    let monitor = if adopt {
+        eprintln!(
+            "host-ctl monitor: adopting pod {} at {}",
+            dir.id,
+            record::now()
+        );
+        Monitor::adopt(dir).await?
+    } else {
+        let launch = launch::Launch::read(&dir.path)?;
+        let pod = serde_json::from_slice(&std::fs::read(dir.manifest())?)?;
+        Monitor::boot(dir, pod, &launch, false).await?
+    };
+    let outcome = monitor.supervise(None, interrupts).await?;
+    eprintln!(
+        "host-ctl monitor: pod {} ended at {}: {}",
+        outcome.record.id,
+        record::now(),
+        outcome.record.exit_reason.as_deref().unwrap_or("")
+    );
+    Ok(0)
 }
 
 /// The first non-zero app exit status, in manifest order, else 0.
@@ -304,7 +191,7 @@ pub fn exit_code(status: &PodStatus) -> i32 {
         .unwrap_or(0)
 }
 
-fn report_failures(status: &PodStatus) {
+pub fn report_failures(status: &PodStatus) {
     if status.state.enum_value_or_default() == PodState::POD_STATE_FAILED {
         eprintln!("host-ctl: the pod could not be set up: {}", status.error);
     }
@@ -322,85 +209,18 @@ pub fn app_outcome(app: &kvmpod_api::protocol::AppStatus) -> Option<String> {
             "app {:?} could not start (status {}): {}",
             app.name, app.exit_code, app.error
         )),
-        AppState::APP_STATE_EXITED if app.signal != 0 => {
-            let name = nix::sys::signal::Signal::try_from(app.signal)
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|_| format!("signal {}", app.signal));
-            Some(format!(
-                "app {:?} was killed by {name} (status {})",
-                app.name, app.exit_code
-            ))
-        }
+        AppState::APP_STATE_EXITED if app.signal != 0 => Some(format!(
+            "app {:?} was killed by {} (status {})",
+            app.name,
+            crate::signals::name(app.signal),
+            app.exit_code
+        )),
         AppState::APP_STATE_EXITED if app.exit_code != 0 => Some(format!(
             "app {:?} exited with status {}",
             app.name, app.exit_code
         )),
         _ => None,
     }
-}
-
-fn boot_failure(
-    dir: &PodDir,
-    vm: &Supervised,
-    e: ConnectError,
-    timeout: Duration,
-) -> anyhow::Error {
-    let console_text = std::fs::read_to_string(dir.console_log()).unwrap_or_default();
-    let progress = console::progress(&console_text);
-    let what = match e {
-        ConnectError::VmExited(status) => format!(
-            "the VM exited ({status}) before its agent answered; QEMU said:\n{}",
-            indent(&vm.log_tail(10))
-        ),
-        ConnectError::Timeout(last) => format!(
-            "the agent did not answer within {}s (last error: {last})",
-            timeout.as_secs()
-        ),
-    };
-    let mut msg = format!("{what}\nthe guest got to: {}", progress.stage);
-    if let Some(f) = progress.fatal {
-        msg.push_str(&format!("\nthe agent reported: {f}"));
-    }
-    msg.push_str(&format!(
-        "\nconsole ({}), last lines:\n{}",
-        dir.console_log().display(),
-        indent(&tail(&dir.console_log(), 15))
-    ));
-    anyhow!(msg)
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-async fn wait_for_socket(
-    backend: &mut Supervised,
-    path: &std::path::Path,
-    limit: Duration,
-) -> Result<()> {
-    let until = Instant::now() + limit;
-    while !path.exists() {
-        if let Some(status) = backend.exited() {
-            bail!(
-                "{} exited ({status}) before creating {}:\n{}",
-                backend.what,
-                path.display(),
-                indent(&backend.log_tail(10))
-            );
-        }
-        if Instant::now() >= until {
-            bail!(
-                "{} did not create {} within {limit:?}",
-                backend.what,
-                path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
 }
 
 fn print_timings(status: &PodStatus, clock: &HostClock) {
@@ -465,22 +285,5 @@ mod tests {
         assert!(app_outcome(&a)
             .unwrap()
             .contains("could not start (status 127)"));
-    }
-
-    #[test]
-    fn modules_follow_the_volumes() {
-        let pod: PodManifest = kvmpod_api::validate::parse(
-            r#"{"volumes": [{"name": "s", "kind": "empty"}], "apps": [{"name": "a", "rootfs": "/", "exec": ["x"]}]}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            needed_modules(&pod),
-            ["virtio_pci", "vmw_vsock_virtio_transport"]
-        );
-        let pod: PodManifest = kvmpod_api::validate::parse(
-            r#"{"volumes": [{"name": "h", "kind": "host", "source": "/"}], "apps": [{"name": "a", "rootfs": "/", "exec": ["x"]}]}"#,
-        )
-        .unwrap();
-        assert!(needed_modules(&pod).contains(&"9p".to_string()));
     }
 }

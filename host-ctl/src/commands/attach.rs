@@ -1,0 +1,112 @@
+//! `host-ctl attach <pod> <app>`: follows an app's output from now on and,
+//! for an app started with `"stdin": true`, feeds it this process's stdin.
+//! Ctrl-C detaches and leaves the app running; when the app exits, so does
+//! attach, with the app's status.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::protocol::{attach_input, AppState, AttachInput, LogStream, StatusRequest};
+use tokio::io::AsyncReadExt;
+
+use crate::agent_client;
+use crate::pods::Pod;
+
+fn input(kind: attach_input::Kind) -> AttachInput {
+    let mut m = AttachInput::new();
+    m.kind = Some(kind);
+    m
+}
+
+pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
+    let pod = Pod::open(state_dir, id)?;
+    let manifest: PodManifest = serde_json::from_slice(&std::fs::read(pod.dir.manifest())?)?;
+    let Some(spec) = manifest.apps.iter().find(|a| a.name == app) else {
+        anyhow::bail!("pod {} has no app named {app:?}", pod.record.id);
+    };
+    let client = pod.client().await?;
+    let stream = client
+        .attach(agent_client::no_deadline())
+        .await
+        .map_err(|e| anyhow!("attaching: {e}"))?;
+    let (tx, mut rx) = stream.split();
+    tx.send(&input(attach_input::Kind::App(app.to_string())))
+        .await
+        .map_err(|e| anyhow!("attaching: {e}"))?;
+    let feeder = spec.stdin.then(|| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(&input(attach_input::Kind::CloseStdin(true))).await;
+                        return;
+                    }
+                    Ok(n) => {
+                        if tx
+                            .send(&input(attach_input::Kind::Stdin(buf[..n].to_vec())))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    });
+
+    let detached = loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(chunk) => {
+                    let err = chunk.stream.enum_value_or_default() == LogStream::LOG_STREAM_STDERR;
+                    if err {
+                        let mut e = std::io::stderr().lock();
+                        let _ = e.write_all(&chunk.data);
+                        let _ = e.flush();
+                    } else {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&chunk.data);
+                        let _ = o.flush();
+                    }
+                }
+                // The stream ends when the app has exited and its output is out.
+                Err(_) => break false,
+            },
+            _ = tokio::signal::ctrl_c() => break true,
+        }
+    };
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    if detached {
+        eprintln!("host-ctl: detached from {app}; it keeps running");
+        return Ok(0);
+    }
+    let st = client
+        .status(
+            agent_client::deadline(Duration::from_secs(10)),
+            &StatusRequest::new(),
+        )
+        .await;
+    Ok(match st {
+        Ok(st) => st
+            .apps
+            .iter()
+            .find(|a| a.name == app)
+            .filter(|a| {
+                matches!(
+                    a.state.enum_value_or_default(),
+                    AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
+                )
+            })
+            .map_or(0, |a| a.exit_code),
+        Err(_) => 0,
+    })
+}

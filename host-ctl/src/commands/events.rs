@@ -1,0 +1,67 @@
+//! `host-ctl events <pod>`: the pod's events as they happen (apps started,
+//! exited, failed, OOM-killed; the pod stopping and exited).
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use kvmpod_api::protocol::EventsRequest;
+use serde::Serialize;
+
+use super::Format;
+use crate::agent_client;
+use crate::pods::Pod;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView<'a> {
+    seq: u64,
+    /// Seconds after the guest kernel started.
+    seconds: f64,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    app: &'a str,
+    exit_code: i32,
+    signal: i32,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+}
+
+pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Result<i32> {
+    let pod = Pod::open(state_dir, id)?;
+    let client = pod.client().await?;
+    let mut req = EventsRequest::new();
+    req.follow = follow;
+    let mut rx = client
+        .events(agent_client::no_deadline(), &req)
+        .await
+        .map_err(|e| anyhow!("asking for events: {e}"))?;
+    loop {
+        let e = match rx.recv().await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(0),
+            // The VM powered off: the stream is over.
+            Err(_) => return Ok(0),
+        };
+        let view = EventView {
+            seq: e.seq,
+            seconds: e.boottime_ns as f64 / 1e9,
+            kind: &e.kind,
+            app: &e.app,
+            exit_code: e.exit_code,
+            signal: e.signal,
+            message: &e.message,
+        };
+        if format == Format::Json {
+            println!("{}", serde_json::to_string(&view)?);
+        } else {
+            let mut line = format!("{:>9.3}s  {:<15} {}", view.seconds, view.kind, view.app);
+            if view.kind == "app-exited" || view.kind == "app-failed" {
+                line.push_str(&format!(" status {}", view.exit_code));
+            }
+            if !view.message.is_empty() {
+                line.push_str(&format!("  {}", view.message));
+            }
+            println!("{}", line.trim_end());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `host-ctl port-forward <pod> HOSTPORT:GUESTPORT`: relays TCP connections
+//! on the host's loopback to a port on the guest's loopback, each over its
+//! own vsock connection to the agent's forwarding port.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kvmpod_api::layout::FORWARD_VSOCK_PORT;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::pods::Pod;
+use crate::vsock::connect_hybrid;
+
+/// Parses `HOSTPORT:GUESTPORT` (HOSTPORT 0: any free port).
+pub fn parse_ports(spec: &str) -> Result<(u16, u16), String> {
+    let (h, g) = spec
+        .split_once(':')
+        .ok_or_else(|| format!("{spec:?} is not HOSTPORT:GUESTPORT"))?;
+    let host = h
+        .parse::<u16>()
+        .map_err(|_| format!("host port {h:?} is not a port number"))?;
+    let guest = g
+        .parse::<u16>()
+        .map_err(|_| format!("guest port {g:?} is not a port number"))?;
+    if guest == 0 {
+        return Err("the guest port cannot be 0".into());
+    }
+    Ok((host, guest))
+}
+
+pub async fn run(state_dir: &Path, id: &str, spec: &str) -> Result<i32> {
+    let (host_port, guest_port) = parse_ports(spec).map_err(|e| anyhow!(e))?;
+    let pod = Pod::open(state_dir, id)?;
+    if pod.record.state != crate::record::State::Running {
+        bail!("pod {} is not running", pod.record.id);
+    }
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
+        .await
+        .with_context(|| format!("listening on 127.0.0.1:{host_port}"))?;
+    let local = listener.local_addr()?;
+    println!(
+        "forwarding {local} -> pod {} port {guest_port}",
+        &pod.record.id[..8]
+    );
+    let uds = pod.record.vsock_socket.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, _) = accepted.context("accepting a connection")?;
+                tokio::spawn(relay(tcp, uds.clone(), guest_port));
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
+async fn relay(mut tcp: TcpStream, uds: std::path::PathBuf, port: u16) {
+    let mut guest = match connect_hybrid(&uds, FORWARD_VSOCK_PORT).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("host-ctl: port-forward: cannot reach the pod: {e}");
+            return;
+        }
+    };
+    if guest
+        .write_all(format!("TCP {port}\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut reply = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        match guest.read(&mut b).await {
+            Ok(1) if b[0] == b'\n' => break,
+            Ok(1) if reply.len() < 512 => reply.push(b[0]),
+            _ => {
+                eprintln!("host-ctl: port-forward: the agent did not answer");
+                return;
+            }
+        }
+    }
+    if reply != b"OK" {
+        eprintln!(
+            "host-ctl: port-forward: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut guest).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs_parse() {
+        assert_eq!(parse_ports("8080:80"), Ok((8080, 80)));
+        assert_eq!(parse_ports("0:80"), Ok((0, 80)));
+        assert!(parse_ports("80").is_err());
+        assert!(parse_ports("8080:0").is_err());
+        assert!(parse_ports("x:80").unwrap_err().contains("host port"));
+        assert!(parse_ports("80:99999").is_err());
+    }
+}
