@@ -52,7 +52,7 @@ unit-test:
 
 boot-test: build
 	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
-	    $(CARGO) test --locked -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS)
+	    $(CARGO) test --locked -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output
 
 test: deps build lint unit-test boot-test
 

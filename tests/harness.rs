@@ -199,6 +199,21 @@ impl Default for Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// A failed test may leave a detached pod running: its processes all
+    /// name the fixture's directory, and go with it.
+    fn drop(&mut self) {
+        for entry in self.leftover_processes() {
+            if let Some(pid) = entry.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a process found by its command line.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 /// Runs `cmd`, collecting its output, and kills it after `limit` (a boot
 /// test must fail, not hang CI).
 pub fn run_with_limit(mut cmd: Command, limit: Duration) -> Outcome {

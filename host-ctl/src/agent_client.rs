@@ -1,16 +1,14 @@
-//! Connecting to a pod's agent and talking to it.
+//! Connecting to a pod's agent.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
 use kvmpod_api::protocol::StatusRequest;
 use ttrpc::context::{self, Context};
-use ttrpc::r#async::transport::Socket;
 use ttrpc::r#async::Client;
 
 use crate::child::Supervised;
-use crate::vsock::{backoff, connect_hybrid};
+use crate::vsock::{self, backoff, Endpoint};
 
 /// A request context without a deadline (waits and streams).
 pub fn no_deadline() -> Context {
@@ -30,11 +28,11 @@ pub enum ConnectError {
     Timeout(String),
 }
 
-/// Connects to the agent through the hybrid vsock socket `uds`, retrying
-/// with backoff (10 ms rising to 500 ms) until `until`, and confirms the
-/// connection with a status request.
+/// Connects to the agent at `endpoint`, retrying with backoff (10 ms
+/// rising to 500 ms) until `until`, and confirms the connection with a
+/// status request.
 pub async fn connect(
-    uds: &Path,
+    endpoint: &Endpoint,
     port: u32,
     vm: &mut Supervised,
     until: Instant,
@@ -44,9 +42,9 @@ pub async fn connect(
         if let Some(status) = vm.exited() {
             return Err(ConnectError::VmExited(status));
         }
-        match connect_hybrid(uds, port).await {
-            Ok(stream) => {
-                let client = AgentClient::new(Client::new(Socket::new(stream)));
+        match vsock::connect(endpoint, port).await {
+            Ok(socket) => {
+                let client = AgentClient::new(Client::new(socket));
                 match client
                     .status(deadline(Duration::from_secs(10)), &StatusRequest::new())
                     .await
@@ -66,12 +64,9 @@ pub async fn connect(
 }
 
 /// Connects once, for commands that talk to a running pod's agent.
-pub async fn connect_once(uds: &Path, port: u32) -> anyhow::Result<AgentClient> {
-    let stream = connect_hybrid(uds, port).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the pod's agent through {}: {e}",
-            uds.display()
-        )
-    })?;
-    Ok(AgentClient::new(Client::new(Socket::new(stream))))
+pub async fn connect_once(endpoint: &Endpoint, port: u32) -> anyhow::Result<AgentClient> {
+    let socket = vsock::connect(endpoint, port)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the pod's agent ({endpoint:?}): {e}"))?;
+    Ok(AgentClient::new(Client::new(socket)))
 }

@@ -1,9 +1,11 @@
 //! Preparing a pod and starting its VM.
 //!
-//! Preparation (validation, the pod directory and record, the initramfs,
-//! the hypervisor's command line) happens in the `run` process, so every
-//! error is reported where the user is. What starting the VM needs is saved
-//! as `launch.json`, which a detached monitor reads.
+//! [`plan`] works out everything a pod needs without creating anything
+//! (`host-ctl args` prints its result); [`prepare`] then creates the pod's
+//! directory and record, leases its CID, builds its initramfs and mounts
+//! any share aliases. It runs in the `run` process, so every error is
+//! reported where the user is. What starting the VM needs is saved as
+//! `launch.json`, which a detached monitor reads.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,10 @@ use crate::accel::{self, AccelRequest};
 use crate::child::Supervised;
 use crate::poddir::PodDir;
 use crate::record::{self, PodRecord};
-use crate::vmspec::{self, VmSpec, Vsock};
-use crate::{bootkernel, qemu, tools};
+use crate::shares::{self, Alias};
+use crate::vmspec::{self, Hypervisor, VmSpec, Vsock};
+use crate::vsock::{self, Endpoint};
+use crate::{bootkernel, cids, tools};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -31,6 +35,8 @@ pub struct Settings {
     pub modules_dir: Option<PathBuf>,
     pub agent: Option<PathBuf>,
     pub accel: AccelRequest,
+    pub hypervisor: Hypervisor,
+    pub vsock: vsock::Mode,
     pub memory_mib: u32,
     pub cpus: u32,
     pub boot_timeout: Duration,
@@ -40,14 +46,22 @@ pub struct Settings {
     pub detach: bool,
 }
 
+/// A program and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cmd {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
 /// How to start a prepared pod's VM (`<pod dir>/launch.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Launch {
-    pub qemu: PathBuf,
-    pub qemu_args: Vec<String>,
-    pub vsock_backend: PathBuf,
-    pub vsock_backend_args: Vec<String>,
+    pub hypervisor: String,
+    pub vm: Cmd,
+    /// The vhost-user vsock backend, for hybrid vsock.
+    pub vsock_backend: Option<Cmd>,
+    pub endpoint: Endpoint,
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,
     pub accel: String,
@@ -74,107 +88,230 @@ pub fn needed_modules(pod: &PodManifest) -> Vec<String> {
     m
 }
 
-/// A pod ready to boot.
-pub struct Prepared {
+/// Everything a pod needs, worked out before anything is created.
+pub struct Plan {
     pub dir: PodDir,
     pub pod: PodManifest,
+    pub agent: PathBuf,
+    pub kernel: tools::Kernel,
     pub launch: Launch,
+    pub aliases: Vec<Alias>,
+    pub cid: u32,
+    /// What was chosen and why, for the user.
+    pub notes: Vec<String>,
 }
 
-/// Validates, creates the pod's directory and record, builds its
-/// initramfs and works out the hypervisor's command line. Nothing is
-/// created when the manifest or the host is not fit to run it.
-pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Prepared> {
+/// Validates the manifest and the host, and works out the VM's command
+/// lines. `dir` is where the pod would live; `cid` its CID; `boot_kernel`
+/// the image to boot (QEMU may boot an extracted, cached ELF). Unless
+/// `strict`, what this host lacks to run the pod is noted, not refused.
+fn plan_at(
+    s: &Settings,
+    dir: PodDir,
+    cid: u32,
+    boot_kernel: &dyn Fn(&Path) -> PathBuf,
+    strict: bool,
+) -> Result<Plan> {
     let pod = kvmpod_api::validate::load(&s.manifest)?;
-    let qemu_bin = tools::qemu()?;
-    let vhost_bin = tools::vhost_device_vsock()?;
     let agent = tools::agent(s.agent.as_deref())?;
     let kernel = tools::kernel(s.kernel.as_deref(), s.modules_dir.as_deref())?;
     let choice = accel::choose(s.accel).map_err(|e| anyhow!(e))?;
-    eprintln!(
-        "host-ctl: accelerator {}: {}",
-        choice.accel.name(),
-        choice.reason
-    );
-    mark("validated");
+    let mut notes = Vec::new();
+    let vhost_wanted = if s.hypervisor == Hypervisor::Lkvm && !strict {
+        vsock::Mode::Vhost
+    } else {
+        s.vsock
+    };
+    let (kind, why) = match vsock::choose(vhost_wanted, Path::new("/dev/vhost-vsock")) {
+        Ok(c) => c,
+        Err(e) if !strict => {
+            notes.push(format!("cannot run here: {e}"));
+            (vsock::Kind::Vhost, "lkvm needs it".to_string())
+        }
+        Err(e) => bail!(e),
+    };
+    notes.extend([
+        format!("accelerator {}: {}", choice.accel.name(), choice.reason),
+        format!(
+            "vsock {}: {why}",
+            if kind == vsock::Kind::Vhost {
+                "vhost (AF_VSOCK)"
+            } else {
+                "hybrid (vhost-device-vsock)"
+            }
+        ),
+    ]);
+    let (vm_bin, image) = match s.hypervisor {
+        Hypervisor::Qemu => (
+            tools::qemu().or_else(|e| lacking(&mut notes, strict, e, crate::qemu::QEMU))?,
+            boot_kernel(&kernel.image),
+        ),
+        // kvmtool boots bzImages, not ELF kernels.
+        Hypervisor::Lkvm => (
+            tools::lkvm().or_else(|e| lacking(&mut notes, strict, e, crate::lkvm::LKVM))?,
+            kernel.image.clone(),
+        ),
+    };
+    if s.hypervisor == Hypervisor::Lkvm && kind == vsock::Kind::Hybrid {
+        bail!("lkvm needs the host's vhost-vsock (AF_VSOCK), which is not usable here: {why}");
+    }
+    let (shares, aliases) = shares::for_hypervisor(s.hypervisor, &vmspec::shares(&pod), &dir.path);
+    let (vsock, endpoint, backend) = match kind {
+        vsock::Kind::Vhost => (Vsock::Kernel { cid }, Endpoint::Vhost { cid }, None),
+        vsock::Kind::Hybrid => (
+            Vsock::VhostUser {
+                socket: dir.vhost_socket(),
+            },
+            Endpoint::Hybrid {
+                socket: dir.vsock_socket(),
+                cid,
+            },
+            Some(Cmd {
+                program: tools::vhost_device_vsock()
+                    .or_else(|e| lacking(&mut notes, strict, e, "vhost-device-vsock"))?,
+                args: vec![
+                    "--vm".to_string(),
+                    format!(
+                        "guest-cid={cid},socket={},uds-path={}",
+                        dir.vhost_socket().display(),
+                        dir.vsock_socket().display()
+                    ),
+                ],
+            }),
+        ),
+    };
+    let spec = VmSpec {
+        name: dir.id.clone(),
+        kernel: image,
+        initrd: dir.initramfs(),
+        cmdline: vmspec::kernel_cmdline(s.debug),
+        memory_mib: s.memory_mib,
+        cpus: s.cpus,
+        accel: choice.accel,
+        console_log: dir.console_log(),
+        shares,
+        vsock,
+    };
+    if s.hypervisor == Hypervisor::Lkvm && choice.accel != accel::Accel::Kvm {
+        notes.push("lkvm always uses KVM".into());
+    }
+    let vm_args = s.hypervisor.argv(&spec).map_err(|e| anyhow!(e))?;
+    let launch = Launch {
+        hypervisor: s.hypervisor.name().into(),
+        vm: Cmd {
+            program: vm_bin,
+            args: vm_args,
+        },
+        vsock_backend: backend,
+        endpoint,
+        boot_timeout_secs: s.boot_timeout.as_secs(),
+        grace_ms: u32::try_from(s.grace.as_millis()).unwrap_or(u32::MAX),
+        accel: choice.accel.name().to_string(),
+    };
+    Ok(Plan {
+        dir,
+        pod,
+        agent,
+        kernel,
+        launch,
+        aliases,
+        cid,
+        notes,
+    })
+}
 
-    let dir = PodDir::create(&s.state_dir)?;
-    let mut rec = PodRecord::new(&dir, &s.manifest, s.detach);
-    rec.accel = Some(choice.accel.name().to_string());
-    rec.apps = pod
-        .apps
-        .iter()
-        .map(|a| record::AppSummary {
-            name: a.name.clone(),
-            state: "pending".into(),
-            exit_code: None,
-            signal: 0,
-            error: String::new(),
-        })
-        .collect();
-    record::create(&dir.path, &rec)?;
-    let result = (|| -> Result<Launch> {
-        fs::write(dir.manifest(), serde_json::to_vec_pretty(&pod)?)
+/// A program this host lacks: an error when `strict`, else a note and its
+/// bare name.
+fn lacking(notes: &mut Vec<String>, strict: bool, e: anyhow::Error, bare: &str) -> Result<PathBuf> {
+    if strict {
+        return Err(e);
+    }
+    notes.push(format!("cannot run here: {e:#}"));
+    Ok(PathBuf::from(bare))
+}
+
+/// The plan for a pod that is not created: for `host-ctl args`.
+pub fn plan(s: &Settings) -> Result<Plan> {
+    let dir = PodDir::planned(&s.state_dir);
+    let cid = cids::peek(&s.state_dir);
+    let cache = s.state_dir.join("cache");
+    plan_at(
+        s,
+        dir,
+        cid,
+        &|k| bootkernel::boot_kernel(k, &cache).path,
+        false,
+    )
+}
+
+/// Validates, creates the pod's directory and record, leases its CID,
+/// builds its initramfs and mounts its share aliases. Nothing is left
+/// behind when the manifest or the host is not fit to run it.
+pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Plan> {
+    // Every check first, with nothing created: the CID is not leased yet.
+    let cache = s.state_dir.join("cache");
+    let boot = |k: &Path| bootkernel::boot_kernel(k, &cache).path;
+    let dry = plan_at(s, PodDir::planned(&s.state_dir), cids::FIRST, &boot, true)?;
+    let dir = dry.dir;
+    dir.make(&s.state_dir)?;
+    record::create(&dir.path, &PodRecord::new(&dir, &s.manifest, s.detach))?;
+    let result = (|| -> Result<Plan> {
+        let cid = cids::allocate(&s.state_dir, &dir.id)?;
+        let plan = plan_at(s, PodDir::open(&dir.path)?, cid, &boot, true)?;
+        for n in &plan.notes {
+            eprintln!("host-ctl: {n}");
+        }
+        mark("validated");
+        record::update(&dir.path, |r| {
+            r.cid = Some(cid);
+            r.accel = Some(plan.launch.accel.clone());
+            r.hypervisor = Some(plan.launch.hypervisor.clone());
+            r.endpoint = Some(plan.launch.endpoint.clone());
+            r.apps = plan
+                .pod
+                .apps
+                .iter()
+                .map(|a| record::AppSummary {
+                    name: a.name.clone(),
+                    state: "pending".into(),
+                    exit_code: None,
+                    signal: 0,
+                    error: String::new(),
+                })
+                .collect();
+        })?;
+        fs::write(dir.manifest(), serde_json::to_vec_pretty(&plan.pod)?)
             .with_context(|| format!("writing {}", dir.manifest().display()))?;
         let config = AgentConfig {
             linger_secs: s.linger.as_secs(),
-            grace_ms: u32::try_from(s.grace.as_millis()).unwrap_or(u32::MAX),
+            grace_ms: plan.launch.grace_ms,
             debug: s.debug,
             ..AgentConfig::default()
         };
         let spec = InitramfsSpec {
-            agent,
-            manifest: pod.clone(),
+            agent: plan.agent.clone(),
+            manifest: plan.pod.clone(),
             config,
-            modules: kernel.modules.as_ref().map(|d| KernelModules {
+            modules: plan.kernel.modules.as_ref().map(|d| KernelModules {
                 dir: d.clone(),
-                wanted: needed_modules(&pod),
+                wanted: needed_modules(&plan.pod),
             }),
         };
         let archive = build_archive(&spec).context("building the initramfs")?;
         write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
             .context("writing the initramfs")?;
         mark("initramfs-built");
-        let boot = bootkernel::boot_kernel(&kernel.image, &s.state_dir.join("cache"));
-        mark("kernel-ready");
-        let vm = VmSpec {
-            name: dir.id.clone(),
-            kernel: boot.path,
-            initrd: dir.initramfs(),
-            cmdline: vmspec::kernel_cmdline(s.debug),
-            memory_mib: s.memory_mib,
-            cpus: s.cpus,
-            accel: choice.accel,
-            console_log: dir.console_log(),
-            shares: vmspec::shares(&pod),
-            vsock: Vsock::VhostUser {
-                socket: dir.vhost_socket(),
-            },
-        };
-        let launch = Launch {
-            qemu: qemu_bin,
-            qemu_args: qemu::argv(&vm),
-            vsock_backend: vhost_bin,
-            vsock_backend_args: vec![
-                "--vm".to_string(),
-                format!(
-                    "guest-cid=3,socket={},uds-path={}",
-                    dir.vhost_socket().display(),
-                    dir.vsock_socket().display()
-                ),
-            ],
-            boot_timeout_secs: s.boot_timeout.as_secs(),
-            grace_ms: u32::try_from(s.grace.as_millis()).unwrap_or(u32::MAX),
-            accel: choice.accel.name().to_string(),
-        };
+        shares::check(&plan.aliases)?;
+        shares::mount_all(&plan.aliases, &dir.path)?;
         fs::write(
             dir.path.join("launch.json"),
-            serde_json::to_vec_pretty(&launch)?,
+            serde_json::to_vec_pretty(&plan.launch)?,
         )?;
-        Ok(launch)
+        mark("kernel-ready");
+        Ok(plan)
     })();
     match result {
-        Ok(launch) => Ok(Prepared { dir, pod, launch }),
+        Ok(plan) => Ok(plan),
         Err(e) => {
             let msg = format!("{e:#}");
             let _ = record::update(&dir.path, |r| {
@@ -182,32 +319,56 @@ pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Prepa
                 r.finished = Some(record::now());
                 r.exit_reason = Some(format!("preparing failed: {msg}"));
             });
+            release(&s.state_dir, &dir);
             Err(e)
         }
     }
 }
 
+/// Releases what a pod holds on the host once it is over: its CID lease,
+/// share aliases, sockets and initramfs.
+pub fn release(state_dir: &Path, dir: &PodDir) {
+    if let Ok(r) = record::read(&dir.path) {
+        if let Some(cid) = r.cid {
+            cids::release(state_dir, cid, &dir.id);
+        }
+    }
+    shares::unmount_all(&dir.path);
+    dir.tidy();
+}
+
 /// The VM's processes.
 pub struct Vm {
     pub vm: Supervised,
-    pub vhost: Supervised,
+    pub vhost: Option<Supervised>,
 }
 
-/// Starts the vsock backend, then QEMU.
+/// Starts the vsock backend (for hybrid vsock), then the hypervisor.
 pub async fn start(dir: &PodDir, launch: &Launch, die_with_parent: bool) -> Result<Vm> {
-    let mut vhost = Supervised::spawn(
-        "vhost-device-vsock",
-        &launch.vsock_backend,
-        &launch.vsock_backend_args,
-        &dir.vhost_log(),
-        die_with_parent,
-    )?;
-    wait_for_socket(&mut vhost, &dir.vhost_socket(), Duration::from_secs(5)).await?;
+    let vhost = match &launch.vsock_backend {
+        Some(b) => {
+            let mut vhost = Supervised::spawn(
+                "vhost-device-vsock",
+                &b.program,
+                &b.args,
+                &dir.vhost_log(),
+                die_with_parent,
+            )?;
+            wait_for_socket(&mut vhost, &dir.vhost_socket(), Duration::from_secs(5)).await?;
+            Some(vhost)
+        }
+        None => None,
+    };
+    let (what, log) = match launch.hypervisor.as_str() {
+        // lkvm writes the serial console to its stdout.
+        "lkvm" => ("lkvm", dir.console_log()),
+        _ => ("QEMU", dir.qemu_log()),
+    };
     let vm = Supervised::spawn(
-        "QEMU",
-        &launch.qemu,
-        &launch.qemu_args,
-        &dir.qemu_log(),
+        what,
+        &launch.vm.program,
+        &launch.vm.args,
+        &log,
         die_with_parent,
     )?;
     Ok(Vm { vm, vhost })

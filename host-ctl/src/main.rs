@@ -5,10 +5,14 @@ mod accel;
 mod agent_client;
 mod bootkernel;
 mod child;
+mod cids;
 mod commands;
 mod console;
+#[cfg(test)]
+mod golden;
 mod hostlog;
 mod launch;
+mod lkvm;
 mod monitor;
 mod output;
 mod poddir;
@@ -16,6 +20,7 @@ mod pods;
 mod qemu;
 mod record;
 mod run;
+mod shares;
 mod signals;
 mod table;
 mod terminal;
@@ -57,6 +62,10 @@ enum Command {
     /// With --detach, print the pod's ID once its agent answers and leave
     /// it running under a monitor process.
     Run(RunArgs),
+    /// Print the commands `run` would start (vsock backend, hypervisor),
+    /// shell-quoted, without starting anything. Paths under the pod's
+    /// directory are created by `run`.
+    Args(VmArgs),
     /// List the pods.
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -170,11 +179,40 @@ fn parse_signal(s: &str) -> Result<i32, String> {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The pod manifest (JSON).
-    manifest: PathBuf,
+    #[command(flatten)]
+    vm: VmArgs,
     /// Start the pod and return its ID once its agent answers.
     #[arg(short, long)]
     detach: bool,
+    /// Seconds to wait for the agent to answer after the VM starts.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    boot_timeout: u64,
+    /// Seconds apps get between SIGTERM and SIGKILL when the pod stops.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    grace: u64,
+    /// Seconds the agent waits, after the apps exit, for host-ctl to collect
+    /// the final status before it powers off by itself.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    linger: u64,
+    /// Print the guest's boot timeline and host-side timings.
+    #[arg(long)]
+    timings: bool,
+    /// Remove the pod's directory when it ends (not with --detach).
+    #[arg(long, conflicts_with = "detach")]
+    rm: bool,
+}
+
+/// What a pod's VM is made of.
+#[derive(clap::Args)]
+struct VmArgs {
+    /// The pod manifest (JSON).
+    manifest: PathBuf,
+    /// The hypervisor.
+    #[arg(long, value_enum, default_value_t = vmspec::Hypervisor::Qemu)]
+    hypervisor: vmspec::Hypervisor,
+    /// How the host reaches the guest's vsock.
+    #[arg(long, value_enum, default_value_t = vsock::Mode::Auto)]
+    vsock: vsock::Mode,
     /// The guest kernel [default: the newest /boot/vmlinuz-*].
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -193,25 +231,31 @@ struct RunArgs {
     /// Guest vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     cpus: u32,
-    /// Seconds to wait for the agent to answer after the VM starts.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    boot_timeout: u64,
-    /// Seconds apps get between SIGTERM and SIGKILL when the pod stops.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    grace: u64,
-    /// Seconds the agent waits, after the apps exit, for host-ctl to collect
-    /// the final status before it powers off by itself.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    linger: u64,
-    /// Print the guest's boot timeline and host-side timings.
-    #[arg(long)]
-    timings: bool,
     /// Verbose guest console (kernel messages and agent debug lines).
     #[arg(long)]
     debug: bool,
-    /// Remove the pod's directory when it ends (not with --detach).
-    #[arg(long, conflicts_with = "detach")]
-    rm: bool,
+}
+
+impl VmArgs {
+    fn settings(self, state_dir: PathBuf) -> launch::Settings {
+        launch::Settings {
+            manifest: self.manifest,
+            state_dir,
+            kernel: self.kernel,
+            modules_dir: self.modules_dir,
+            agent: self.agent,
+            accel: self.accel,
+            hypervisor: self.hypervisor,
+            vsock: self.vsock,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            boot_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            linger: Duration::from_secs(300),
+            debug: self.debug,
+            detach: false,
+        }
+    }
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
@@ -219,22 +263,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(a) => {
             let settings = launch::Settings {
-                manifest: a.manifest,
-                state_dir: state,
-                kernel: a.kernel,
-                modules_dir: a.modules_dir,
-                agent: a.agent,
-                accel: a.accel,
-                memory_mib: a.memory,
-                cpus: a.cpus,
                 boot_timeout: Duration::from_secs(a.boot_timeout),
                 grace: Duration::from_secs(a.grace),
                 linger: Duration::from_secs(a.linger),
-                debug: a.debug,
                 detach: a.detach,
+                ..a.vm.settings(state)
             };
             run::run(settings, a.timings, a.rm).await
         }
+        Command::Args(a) => commands::args::run(&a.settings(state)),
         Command::List { format } => commands::list::run(&state, format),
         Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
         Command::Logs {

@@ -47,6 +47,7 @@ pub struct Monitor {
     pod: PodManifest,
     vm: Vm,
     client: AgentClient,
+    endpoint: crate::vsock::Endpoint,
     /// Wall-clock time of the guest's boot, for log timestamps.
     guest_boot: SystemTime,
     grace: Duration,
@@ -140,7 +141,7 @@ impl Monitor {
                     r.started = Some(record::now());
                     r.monitor = crate::record::ProcRef::of(std::process::id());
                     r.vm = vm.vm.proc_ref();
-                    r.vsock_backend = vm.vhost.proc_ref();
+                    r.vsock_backend = vm.vhost.as_ref().and_then(Supervised::proc_ref);
                 });
                 if let Err(e) = r {
                     eprintln!("host-ctl: recording the pod as running: {e:#}");
@@ -150,6 +151,7 @@ impl Monitor {
                     pod,
                     vm,
                     client,
+                    endpoint: launch.endpoint.clone(),
                     guest_boot,
                     grace: Duration::from_millis(u64::from(launch.grace_ms)),
                     _lock: lock,
@@ -158,7 +160,7 @@ impl Monitor {
             Err(e) => {
                 let msg = format!("{e:#}");
                 let _ = record_end(&dir.path, None, format!("boot failed: {msg}"));
-                dir.tidy();
+                launch::release(&dir.state_dir(), &dir);
                 Err(e)
             }
         }
@@ -171,16 +173,16 @@ impl Monitor {
     ) -> Result<(Vm, AgentClient, SystemTime)> {
         let mut vm = launch::start(dir, launch, die_with_parent).await?;
         let until = Instant::now() + Duration::from_secs(launch.boot_timeout_secs);
-        match agent_client::connect(&dir.vsock_socket(), DEFAULT_VSOCK_PORT, &mut vm.vm, until)
-            .await
-        {
+        match agent_client::connect(&launch.endpoint, DEFAULT_VSOCK_PORT, &mut vm.vm, until).await {
             Ok(client) => {
                 let boot = guest_boot_time(&client).await;
                 Ok((vm, client, boot))
             }
             Err(e) => {
                 vm.vm.kill().await;
-                vm.vhost.kill().await;
+                if let Some(v) = vm.vhost.as_mut() {
+                    v.kill().await;
+                }
                 Err(boot_failure(
                     dir,
                     &vm.vm,
@@ -199,13 +201,16 @@ impl Monitor {
         let rec = record::read(&dir.path)?;
         let launch = Launch::read(&dir.path)?;
         let pod: PodManifest = serde_json::from_slice(&std::fs::read(dir.manifest())?)?;
-        let (Some(vm_ref), Some(vhost_ref)) = (rec.vm, rec.vsock_backend) else {
+        let Some(vm_ref) = rec.vm else {
             bail!("pod {} has no VM to adopt", dir.id);
         };
         let adopted = (|| -> Result<Vm> {
             Ok(Vm {
-                vm: Supervised::adopt("QEMU", vm_ref, &dir.qemu_log())?,
-                vhost: Supervised::adopt("vhost-device-vsock", vhost_ref, &dir.vhost_log())?,
+                vm: Supervised::adopt("the VM", vm_ref, &dir.qemu_log())?,
+                vhost: rec
+                    .vsock_backend
+                    .map(|b| Supervised::adopt("vhost-device-vsock", b, &dir.vhost_log()))
+                    .transpose()?,
             })
         })();
         let mut vm = match adopted {
@@ -221,13 +226,15 @@ impl Monitor {
         };
         let until = Instant::now() + Duration::from_secs(30);
         let client =
-            match agent_client::connect(&rec.vsock_socket, DEFAULT_VSOCK_PORT, &mut vm.vm, until)
+            match agent_client::connect(&launch.endpoint, DEFAULT_VSOCK_PORT, &mut vm.vm, until)
                 .await
             {
                 Ok(c) => c,
                 Err(_) => {
                     vm.vm.kill().await;
-                    vm.vhost.kill().await;
+                    if let Some(v) = vm.vhost.as_mut() {
+                        v.kill().await;
+                    }
                     let _ = record_end(
                         &dir.path,
                         None,
@@ -248,6 +255,7 @@ impl Monitor {
             pod,
             vm,
             client,
+            endpoint: launch.endpoint.clone(),
             guest_boot,
             grace: Duration::from_millis(u64::from(launch.grace_ms)),
             _lock: lock,
@@ -292,7 +300,7 @@ impl Monitor {
                             break Ending::VmDied(end);
                         }
                         let until = Instant::now() + Duration::from_secs(30);
-                        match agent_client::connect(&self.dir.vsock_socket(), DEFAULT_VSOCK_PORT, &mut self.vm.vm, until).await {
+                        match agent_client::connect(&self.endpoint, DEFAULT_VSOCK_PORT, &mut self.vm.vm, until).await {
                             Ok(c) => self.client = c,
                             Err(_) => break Ending::VmDied(format!("its agent stopped answering ({e})")),
                         }
@@ -339,7 +347,9 @@ impl Monitor {
                 for c in collectors {
                     c.abort();
                 }
-                self.vm.vhost.kill().await;
+                if let Some(v) = self.vm.vhost.as_mut() {
+                    v.kill().await;
+                }
                 let console = tail(&self.dir.console_log(), 5);
                 let record = record_end(
                     &self.dir.path,
@@ -356,7 +366,7 @@ impl Monitor {
                 }
             }
         };
-        self.dir.tidy();
+        launch::release(&self.dir.state_dir(), &self.dir);
         Ok(outcome)
     }
 
@@ -389,7 +399,9 @@ impl Monitor {
         if !exited {
             self.vm.vm.kill().await;
         }
-        self.vm.vhost.kill().await;
+        if let Some(v) = self.vm.vhost.as_mut() {
+            v.kill().await;
+        }
     }
 }
 

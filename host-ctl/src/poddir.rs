@@ -20,31 +20,44 @@ pub struct PodDir {
 }
 
 impl PodDir {
-    /// Creates `<state>/pods/<uuid>` (mode 0700: it holds the pod's data).
-    pub fn create(state_dir: &Path) -> Result<Self> {
+    /// A new pod's directory, not created yet.
+    pub fn planned(state_dir: &Path) -> Self {
         let id = uuid::Uuid::new_v4().to_string();
+        PodDir {
+            path: state_dir.join("pods").join(&id),
+            id,
+        }
+    }
+
+    /// Creates `<state>/pods/<uuid>` (mode 0700: it holds the pod's data).
+    #[cfg(test)]
+    pub fn create(state_dir: &Path) -> Result<Self> {
+        let dir = PodDir::planned(state_dir);
+        dir.make(state_dir)?;
+        Ok(dir)
+    }
+
+    /// Creates a planned directory.
+    pub fn make(&self, state_dir: &Path) -> Result<()> {
         let pods = state_dir.join("pods");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&pods)
-            .with_context(|| format!("creating the state directory {}", pods.display()))?;
-        let path = pods.join(&id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .with_context(|| format!("creating the pod directory {}", path.display()))?;
-        let dir = PodDir { id, path };
-        let longest = dir.vsock_socket();
+        let longest = self.vsock_socket();
         if longest.as_os_str().len() > MAX_SOCKET_PATH {
-            let _ = fs::remove_dir(&dir.path);
             bail!(
                 "the state directory {} is too deep for Unix socket paths ({} > {MAX_SOCKET_PATH} bytes); use a shorter --state-dir",
                 state_dir.display(),
                 longest.as_os_str().len()
             );
         }
-        Ok(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&pods)
+            .with_context(|| format!("creating the state directory {}", pods.display()))?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.path)
+            .with_context(|| format!("creating the pod directory {}", self.path.display()))?;
+        Ok(())
     }
 
     /// An existing pod directory.
@@ -61,6 +74,15 @@ impl PodDir {
             id,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The state directory this pod lives in (`<state>/pods/<id>`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     pub fn manifest(&self) -> PathBuf {

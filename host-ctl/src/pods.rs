@@ -50,7 +50,12 @@ impl Pod {
                     .unwrap_or_default()
             );
         }
-        agent_client::connect_once(&self.record.vsock_socket, DEFAULT_VSOCK_PORT).await
+        let endpoint = self
+            .record
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("pod {} has no vsock endpoint", self.record.id))?;
+        agent_client::connect_once(endpoint, DEFAULT_VSOCK_PORT).await
     }
 }
 
@@ -108,7 +113,7 @@ pub fn reconcile(state_dir: &Path, dir: &Path) -> Result<PodRecord> {
         }
     })?;
     if let Ok(d) = PodDir::open(dir) {
-        d.tidy();
+        crate::launch::release(state_dir, &d);
     }
     Ok(rec)
 }

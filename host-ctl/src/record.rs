@@ -122,8 +122,14 @@ pub struct PodRecord {
     pub vm: Option<ProcRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock_backend: Option<ProcRef>,
-    /// The hybrid vsock socket the agent is reached through.
-    pub vsock_socket: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    /// The guest's vsock CID (leased in `<state>/cids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<u32>,
+    /// Where the agent is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::vsock::Endpoint>,
     #[serde(default)]
     pub apps: Vec<AppSummary>,
     /// Why the pod ended (or failed to start).
@@ -153,7 +159,9 @@ impl PodRecord {
             monitor: None,
             vm: None,
             vsock_backend: None,
-            vsock_socket: dir.vsock_socket(),
+            hypervisor: None,
+            cid: None,
+            endpoint: None,
             apps: Vec::new(),
             exit_reason: None,
             stop_requested: None,

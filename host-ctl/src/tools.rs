@@ -57,6 +57,16 @@ pub fn qemu() -> Result<PathBuf> {
     program("KVMPOD_QEMU", crate::qemu::QEMU, "QEMU", &[])
 }
 
+pub fn lkvm() -> Result<PathBuf> {
+    match program("KVMPOD_LKVM", crate::lkvm::LKVM, "kvmtool", &[]) {
+        Ok(p) => Ok(p),
+        Err(_) => bail!(
+            "lkvm (kvmtool) was not found on PATH; it has no Debian package: build it from \
+             https://git.kernel.org/pub/scm/linux/kernel/git/will/kvmtool.git, or use --hypervisor qemu"
+        ),
+    }
+}
+
 pub fn vhost_device_vsock() -> Result<PathBuf> {
     program(
         "KVMPOD_VHOST_VSOCK",

@@ -17,11 +17,38 @@ pub struct Share {
     pub read_only: bool,
 }
 
-/// How the host reaches the agent's vsock.
+/// How the guest's vsock device is provided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vsock {
-    /// vhost-user backend (vhost-device-vsock) listening on `socket`.
+    /// vhost-user backend (vhost-device-vsock) listening on `socket`; the
+    /// backend holds the guest's CID.
     VhostUser { socket: PathBuf },
+    /// The host kernel's vhost-vsock, with the guest's CID.
+    Kernel { cid: u32 },
+}
+
+/// The hypervisors kvmpod drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Hypervisor {
+    Qemu,
+    Lkvm,
+}
+
+impl Hypervisor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hypervisor::Qemu => "qemu",
+            Hypervisor::Lkvm => "lkvm",
+        }
+    }
+
+    /// The hypervisor's argv (without the program) for `spec`.
+    pub fn argv(self, spec: &VmSpec) -> Result<Vec<String>, String> {
+        match self {
+            Hypervisor::Qemu => Ok(crate::qemu::argv(spec)),
+            Hypervisor::Lkvm => crate::lkvm::argv(spec),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

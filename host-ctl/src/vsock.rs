@@ -1,14 +1,89 @@
-//! Reaching the agent's vsock port from the host through *hybrid vsock*: a
-//! Unix socket on which the host writes `CONNECT <port>\n` and reads
-//! `OK <n>\n` before the stream carries data (the protocol of Firecracker,
-//! Cloud Hypervisor and vhost-device-vsock).
+//! Reaching the agent's vsock ports from the host, two ways:
+//!
+//! * AF_VSOCK, where the host kernel provides it (`/dev/vhost-vsock`): QEMU's
+//!   `vhost-vsock-pci` or lkvm's `--vsock`, and a plain vsock connection to
+//!   the guest's CID;
+//! * *hybrid vsock*: a Unix socket on which the host writes
+//!   `CONNECT <port>\n` and reads `OK <n>\n` before the stream carries data
+//!   (the protocol of Firecracker, Cloud Hypervisor and vhost-device-vsock,
+//!   which serves it for QEMU's `vhost-user-vsock-pci`).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use ttrpc::r#async::transport::Socket;
+
+/// Where a pod's agent is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Endpoint {
+    /// Through vhost-device-vsock's Unix socket.
+    Hybrid { socket: PathBuf, cid: u32 },
+    /// Through the host kernel's AF_VSOCK.
+    Vhost { cid: u32 },
+}
+
+impl Endpoint {
+    pub fn cid(&self) -> u32 {
+        match self {
+            Endpoint::Hybrid { cid, .. } | Endpoint::Vhost { cid } => *cid,
+        }
+    }
+}
+
+/// `--vsock`: how the host reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// AF_VSOCK where /dev/vhost-vsock works, else hybrid.
+    Auto,
+    /// The host kernel's vhost-vsock (AF_VSOCK).
+    Vhost,
+    /// vhost-device-vsock's Unix socket.
+    Hybrid,
+}
+
+/// Which connector a pod uses, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Vhost,
+    Hybrid,
+}
+
+/// Picks the connector for `mode`; `dev` is `/dev/vhost-vsock`.
+pub fn choose(mode: Mode, dev: &Path) -> Result<(Kind, String), String> {
+    let usable = std::fs::OpenOptions::new().read(true).write(true).open(dev);
+    match (mode, usable) {
+        (Mode::Hybrid, _) => Ok((Kind::Hybrid, "--vsock hybrid".into())),
+        (Mode::Vhost, Ok(_)) => Ok((Kind::Vhost, "--vsock vhost".into())),
+        (Mode::Vhost, Err(e)) => Err(format!(
+            "--vsock vhost: {}: {e} (load the vhost_vsock module, or use --vsock hybrid)",
+            dev.display()
+        )),
+        (Mode::Auto, Ok(_)) => Ok((Kind::Vhost, format!("{} works", dev.display()))),
+        (Mode::Auto, Err(e)) => Ok((Kind::Hybrid, format!("{}: {e}", dev.display()))),
+    }
+}
+
+/// Connects to `port` in the guest, either way.
+pub async fn connect(endpoint: &Endpoint, port: u32) -> io::Result<Socket> {
+    match endpoint {
+        Endpoint::Hybrid { socket, .. } => Ok(Socket::new(connect_hybrid(socket, port).await?)),
+        Endpoint::Vhost { cid } => {
+            let addr = tokio_vsock::VsockAddr::new(*cid, port);
+            let stream =
+                tokio::time::timeout(ATTEMPT_TIMEOUT, tokio_vsock::VsockStream::connect(addr))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "vsock connect timed out")
+                    })??;
+            Ok(Socket::new(stream))
+        }
+    }
+}
 
 /// The longest handshake reply accepted.
 const MAX_REPLY: usize = 64;

@@ -1,5 +1,6 @@
 //! The subcommands that act on existing pods.
 
+pub mod args;
 pub mod attach;
 pub mod events;
 pub mod exec;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::pods::Pod;
-use crate::vsock::connect_hybrid;
+use crate::vsock::{self, Endpoint};
 
 /// Parses `HOSTPORT:GUESTPORT` (HOSTPORT 0: any free port).
 pub fn parse_ports(spec: &str) -> Result<(u16, u16), String> {
@@ -44,20 +44,24 @@ pub async fn run(state_dir: &Path, id: &str, spec: &str) -> Result<i32> {
         "forwarding {local} -> pod {} port {guest_port}",
         &pod.record.id[..8]
     );
-    let uds = pod.record.vsock_socket.clone();
+    let endpoint = pod
+        .record
+        .endpoint
+        .clone()
+        .ok_or_else(|| anyhow!("pod {} has no vsock endpoint", pod.record.id))?;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, _) = accepted.context("accepting a connection")?;
-                tokio::spawn(relay(tcp, uds.clone(), guest_port));
+                tokio::spawn(relay(tcp, endpoint.clone(), guest_port));
             }
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
 }
 
-async fn relay(mut tcp: TcpStream, uds: std::path::PathBuf, port: u16) {
-    let mut guest = match connect_hybrid(&uds, FORWARD_VSOCK_PORT).await {
+async fn relay(mut tcp: TcpStream, endpoint: Endpoint, port: u16) {
+    let mut guest = match vsock::connect(&endpoint, FORWARD_VSOCK_PORT).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("host-ctl: port-forward: cannot reach the pod: {e}");

@@ -163,6 +163,17 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
     if let Some(a) = &r.accel {
         println!("accel:    {a}");
     }
+    match &r.endpoint {
+        Some(crate::vsock::Endpoint::Hybrid { socket, .. }) => {
+            println!(
+                "vsock:    CID {}, hybrid through {}",
+                r.endpoint.as_ref().map_or(0, |e| e.cid()),
+                socket.display()
+            )
+        }
+        Some(crate::vsock::Endpoint::Vhost { cid }) => println!("vsock:    CID {cid}, AF_VSOCK"),
+        None => {}
+    }
     println!();
     let rows: Vec<Vec<String>> = match &view.live {
         Some(l) => l

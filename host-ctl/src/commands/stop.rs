@@ -40,7 +40,9 @@ pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
     let until = Instant::now() + timeout + Duration::from_secs(30);
     loop {
         let r = pods::reconcile(state_dir, &pod.dir.path)?;
-        if r.state == State::Exited {
+        // Over once recorded and its monitor has finished (the VM is off
+        // and what the pod held on the host is released).
+        if r.state == State::Exited && !record::monitor_alive(&pod.dir.path) {
             println!("pod {} stopped", r.id);
             for a in &r.apps {
                 if let Some(code) = a.exit_code {
