@@ -16,7 +16,10 @@ BOOT_TEST_THREADS ?= 2
 
 export PATH := $(PATH):$(HOME)/.cargo/bin
 
-.PHONY: all deps build agent host examples demo test lint unit-test boot-test clean
+# Seconds each fuzz target runs in `make test`.
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build agent host examples demo test lint unit-test boot-test fuzz clean
 
 all: build
 
@@ -45,6 +48,7 @@ demo: deps build examples
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path tests/fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit-test:
@@ -54,7 +58,15 @@ boot-test: build
 	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
 	    $(CARGO) test --locked -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output
 
-test: deps build lint unit-test boot-test
+# The fuzz targets (tests/fuzz) run without a sanitizer, so they build on
+# the stable toolchain; a crash or a hang fails the run.
+fuzz:
+	cd tests/fuzz && $(CARGO) fuzz run --sanitizer none manifest corpus/manifest seeds/manifest \
+	    -- -max_total_time=$(FUZZ_SECONDS)
+	cd tests/fuzz && $(CARGO) fuzz run --sanitizer none agent_requests corpus/agent_requests seeds/agent_requests \
+	    -- -max_total_time=$(FUZZ_SECONDS)
+
+test: deps build lint unit-test boot-test fuzz
 
 clean:
 	$(CARGO) clean

@@ -3,7 +3,8 @@
 #   apt:    qemu-system-x86 (QEMU), linux-image-amd64 (the guest kernel and
 #           its modules), busybox-static (the examples' app roots), file
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
-#   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock)
+#   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
+#           cargo-fuzz, pinned (the fuzz targets of `make test`)
 # Running it again changes nothing.
 set -eu
 
@@ -41,6 +42,13 @@ else
 fi
 
 cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
+if cargo fuzz --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+    say "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+    say "installing cargo-fuzz $CARGO_FUZZ_VERSION (cargo install)"
+    cargo install --locked --force "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi
 vdv=$(command -v vhost-device-vsock 2>/dev/null || echo "$cargo_bin/vhost-device-vsock")
 if [ -x "$vdv" ] && "$vdv" --version 2>/dev/null | grep -q " $VHOST_DEVICE_VSOCK_VERSION\$"; then
     say "vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION present"

@@ -17,7 +17,8 @@ use crate::pod::Pod;
 use crate::reaper::Reaper;
 use crate::timeline::Timeline;
 use crate::{
-    cgroups, console, early, forward, kmod, net, power, service, shutdown, supervisor, volumes,
+    approot, cgroups, console, early, forward, kmod, net, power, rootswitch, service, shutdown,
+    supervisor, volumes,
 };
 
 /// Reports a failure on the console and powers off.
@@ -49,6 +50,16 @@ pub async fn run(init_ns: u64) {
     let timeline = Timeline::default();
     timeline.mark_at("init", init_ns);
 
+    // Apps pivot_root into their roots, which the initramfs cannot allow.
+    if rootswitch::on_initramfs() {
+        match rootswitch::switch_to_tmpfs() {
+            Ok(_) => {
+                timeline.mark("root-switched");
+            }
+            Err(e) => fatal("moving the root off the initramfs", &e),
+        }
+    }
+
     if let Err(e) = early::mount_base() {
         fatal("mounting the guest's file systems", &e);
     }
@@ -62,6 +73,9 @@ pub async fn run(init_ns: u64) {
         log::warn!("{e}");
     }
     if let Err(e) = net::loopback_up() {
+        log::warn!("{e}");
+    }
+    if let Err(e) = approot::write_pod_files(&config.hostname) {
         log::warn!("{e}");
     }
     let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));

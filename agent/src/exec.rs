@@ -19,6 +19,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use ttrpc::r#async::{SSReceiver, SSSender, ServerStream};
 
+use crate::isolation::{Enter, Isolation};
 use crate::pod::{AppRecord, Pod};
 use crate::resolve::open_root;
 use crate::spawn::{exec_error, Launch, SpawnError, Stdio3, EXIT_SETUP_FAILED};
@@ -94,6 +95,12 @@ fn check_start(pod: &Pod, start: &pb::ExecStart) -> ttrpc::Result<Arc<AppRecord>
         return Err(rpc_error(
             ttrpc::Code::FAILED_PRECONDITION,
             "the pod is stopping",
+        ));
+    }
+    if app.running_pid().is_none() {
+        return Err(rpc_error(
+            ttrpc::Code::FAILED_PRECONDITION,
+            format!("app {:?} is not running", start.app),
         ));
     }
     Ok(app)
@@ -256,19 +263,17 @@ fn launch(
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
-    let launch = Launch::new(
-        &app.manifest,
-        &root_path,
-        &root,
-        identity,
-        &start.argv,
-        &env,
-    )?;
+    let launch = Launch::new(&app.manifest, &root, identity, &start.argv, &env)?;
     let procs = app.cgroup.get().and_then(|cg| cg.procs_fd().ok());
+    // Joined by the child: held open until it has been spawned.
+    let ns = app
+        .namespace()
+        .ok_or_else(|| SpawnError::Setup(format!("app {:?} is not running", app.name())))?;
+    let isolation = Isolation::for_app(&app.manifest, Enter::Join { ns: ns.as_raw_fd() });
     let setup = |e: std::io::Error| SpawnError::Setup(e.to_string());
     match io {
         Io::Pipes { stdin } => {
-            let mut prepared = launch.command(Stdio3::Pipes { stdin }, procs)?;
+            let mut prepared = launch.command(Stdio3::Pipes { stdin }, procs, isolation)?;
             let (mut child, exit) = pod
                 .reaper
                 .spawn(&mut prepared.command)
@@ -308,7 +313,7 @@ fn launch(
                 FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
             )
             .map_err(|e| SpawnError::Setup(e.to_string()))?;
-            let mut prepared = launch.command(Stdio3::Pty(slave), procs)?;
+            let mut prepared = launch.command(Stdio3::Pty(slave), procs, isolation)?;
             let (child, exit) = pod
                 .reaper
                 .spawn(&mut prepared.command)

@@ -1,34 +1,6 @@
-//! kvmpod-agent: PID 1 of a kvmpod guest.
-//!
-//! It mounts the guest's file systems, loads the kernel modules the host
-//! chose, serves the agent API over vsock, mounts the pod's volumes, starts
-//! and supervises the apps, and powers the VM off when the host asks (or
-//! when the apps are done and nobody asked). PID 1 must never exit or
-//! panic: every path ends in a clean power-off.
+//! The guest's PID 1: see the library's documentation.
 
-mod boot;
-mod cgroups;
-mod console;
-mod early;
-mod error;
-mod events;
-mod exec;
-mod forward;
-mod kmod;
-mod logbuf;
-mod mounts;
-mod net;
-mod pod;
-mod power;
-mod reaper;
-mod resolve;
-mod service;
-mod shutdown;
-mod spawn;
-mod supervisor;
-mod timeline;
-mod users;
-mod volumes;
+use kvmpod_agent::{boot, console, power, timeline};
 
 fn main() {
     let init_ns = timeline::boottime_ns();

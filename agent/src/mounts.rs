@@ -187,29 +187,32 @@ fn remount_read_only(path: &Path) -> Result<(), Errno> {
     mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
 }
 
-/// Gives an app root its own `/proc`, a read-only `/sys` and the guest's
-/// `/dev` (with `/dev/pts` and `/dev/shm`).
-pub fn mount_app_system_dirs(root: &OwnedFd) -> Result<(), MountError> {
-    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc = ensure_target(root, "/proc", Kind::Dir)?;
-    mount(
-        Some("proc"),
-        &fd_path(&proc),
-        Some("proc"),
-        nosuid_nodev_noexec,
-        None::<&str>,
-    )
-    .map_err(sys("mounting /proc"))?;
-    let sysfs = ensure_target(root, "/sys", Kind::Dir)?;
-    mount(
-        Some("sysfs"),
-        &fd_path(&sysfs),
-        Some("sysfs"),
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )
-    .map_err(sys("mounting /sys"))?;
-    bind_into_root(root, Path::new("/dev"), "/dev", false)
+/// Makes the mount at `path` read-only, itself only (mounts under it keep
+/// their own flags).
+pub fn make_read_only(path: &Path) -> Result<(), Errno> {
+    let target = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `attr` outlives the call and its size is passed.
+    let r = Errno::result(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            0,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    });
+    match r {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOSYS) => remount_read_only(path),
+        Err(e) => Err(e),
+    }
 }
 
 /// Unmounts every mount at or below one of `prefixes`, deepest and newest
@@ -399,6 +402,36 @@ mod tests {
         assert!(!outside.join("marker").exists());
         assert!(!Path::new("/etc/marker").exists());
         assert!(fs::read_dir(&outside).unwrap().next().is_none());
+        let failures = unmount_under(&[base.to_str().unwrap()]);
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_after_resolution_is_not_followed() {
+        private_mount_namespace();
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(dir.path()).unwrap();
+        let vol = base.join("vol");
+        fs::create_dir_all(&vol).unwrap();
+        fs::write(vol.join("marker"), "volume").unwrap();
+        let outside = base.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let app = base.join("app");
+        fs::create_dir_all(&app).unwrap();
+        let root = crate::resolve::open_root(&app).unwrap();
+        let target = ensure_target(&root, "/data", Kind::Dir).unwrap();
+        // The image swaps /data for a link out after the agent resolved it.
+        fs::rename(app.join("data"), app.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, app.join("data")).unwrap();
+        attach_clone(&vol, &target, false).unwrap();
+        assert!(
+            !outside.join("marker").exists(),
+            "the mount followed the swapped-in link"
+        );
+        assert_eq!(
+            fs::read_to_string(app.join("moved/marker")).unwrap(),
+            "volume"
+        );
         let failures = unmount_under(&[base.to_str().unwrap()]);
         assert!(failures.is_empty(), "{failures:?}");
     }

@@ -2,6 +2,7 @@
 //! boot timeline. State is split per app, each behind its own small lock, so
 //! a slow reader of one part never stalls the others (Kata #13452).
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::timeline::{boottime_ns, Timeline};
 pub enum AppState {
     Pending,
     Running,
+    /// Exited, waiting out its backoff before it is started again.
+    Restarting,
     Exited,
     Failed,
 }
@@ -34,6 +37,7 @@ pub struct AppStatus {
     pub error: String,
     pub started_ns: u64,
     pub exited_ns: u64,
+    pub restarts: u32,
 }
 
 pub struct AppRecord {
@@ -44,8 +48,12 @@ pub struct AppRecord {
     done: watch::Sender<bool>,
     /// The app's cgroup, once created.
     pub cgroup: OnceLock<AppCgroup>,
-    /// The write end of the app's stdin (apps with `"stdin": true`).
-    stdin: tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>,
+    /// The running app's mount namespace, for `exec` to join.
+    ns: Mutex<Option<OwnedFd>>,
+    /// The write end of the current run's stdin (apps with `"stdin":
+    /// true`). Writers hold the inner lock while writing; replacing or
+    /// closing takes only the outer one.
+    stdin: Mutex<Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,23 +72,27 @@ impl AppRecord {
                 error: String::new(),
                 started_ns: 0,
                 exited_ns: 0,
+                restarts: 0,
             }),
             logs: LogBuffer::new(log_capacity),
             done: watch::channel(false).0,
             cgroup: OnceLock::new(),
-            stdin: tokio::sync::Mutex::new(None),
+            ns: Mutex::new(None),
+            stdin: Mutex::new(None),
         }
     }
 
-    pub async fn set_stdin(&self, writer: tokio::net::unix::pipe::Sender) {
-        *self.stdin.lock().await = Some(writer);
+    /// The stdin of a new run of the app.
+    pub fn set_stdin(&self, writer: tokio::net::unix::pipe::Sender) {
+        *lock(&self.stdin) = Some(Arc::new(tokio::sync::Mutex::new(writer)));
     }
 
     /// Feeds the app's stdin. Fails when the app has none (or closed it).
     pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
-        match self.stdin.lock().await.as_mut() {
-            Some(w) => w.write_all(data).await,
+        let writer = lock(&self.stdin).clone();
+        match writer {
+            Some(w) => w.lock().await.write_all(data).await,
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 format!(
@@ -91,9 +103,10 @@ impl AppRecord {
         }
     }
 
-    /// Ends the app's stdin (it reads end of file).
-    pub async fn close_stdin(&self) {
-        self.stdin.lock().await.take();
+    /// Ends the app's stdin (it reads end of file once a write under way
+    /// is done).
+    pub fn close_stdin(&self) {
+        lock(&self.stdin).take();
     }
 
     pub fn name(&self) -> &str {
@@ -104,11 +117,34 @@ impl AppRecord {
         lock(&self.status).clone()
     }
 
+    /// Keeps the running app's mount namespace (None when it exits).
+    pub fn set_namespace(&self, ns: Option<OwnedFd>) {
+        *lock(&self.ns) = ns;
+    }
+
+    /// The running app's mount namespace, for a process to join.
+    pub fn namespace(&self) -> Option<OwnedFd> {
+        lock(&self.ns).as_ref().and_then(|fd| fd.try_clone().ok())
+    }
+
+    /// The app exited and will be started again after a backoff.
+    pub fn set_restarting(&self, exit: Exit, at: u64, restarts: u32) {
+        let mut s = lock(&self.status);
+        s.state = AppState::Restarting;
+        s.pid = 0;
+        s.exit_code = exit.code;
+        s.signal = exit.signal;
+        s.exited_ns = at;
+        s.restarts = restarts;
+    }
+
     pub fn set_running(&self, pid: i32, at: u64) {
         let mut s = lock(&self.status);
         s.state = AppState::Running;
         s.pid = pid;
         s.started_ns = at;
+        s.exit_code = 0;
+        s.signal = 0;
     }
 
     pub fn set_exited(&self, exit: Exit, at: u64) {
@@ -292,8 +328,10 @@ impl Pod {
                     AppState::Running => pb::AppState::APP_STATE_RUNNING,
                     AppState::Exited => pb::AppState::APP_STATE_EXITED,
                     AppState::Failed => pb::AppState::APP_STATE_FAILED,
+                    AppState::Restarting => pb::AppState::APP_STATE_RESTARTING,
                 }
                 .into();
+                out.restarts = s.restarts;
                 out.pid = s.pid;
                 out.exit_code = s.exit_code;
                 out.signal = s.signal;

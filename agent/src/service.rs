@@ -154,7 +154,7 @@ impl agent_ttrpc::Agent for AgentService {
                                 log::debug!("attach: {e}");
                             }
                         }
-                        Some(attach_input::Kind::CloseStdin(_)) => app.close_stdin().await,
+                        Some(attach_input::Kind::CloseStdin(_)) => app.close_stdin(),
                         _ => {}
                     }
                 }

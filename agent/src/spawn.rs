@@ -4,9 +4,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use kvmpod_api::manifest::App;
@@ -14,6 +12,7 @@ use kvmpod_api::validate::normalize_guest_path;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, SFlag};
 
+use crate::isolation::Isolation;
 use crate::resolve::open_in_root;
 use crate::users::Identity;
 
@@ -132,7 +131,6 @@ pub enum Stdio3 {
 /// before `fork` so the child only makes system calls.
 #[derive(Debug, Clone)]
 pub struct Launch {
-    pub root: PathBuf,
     pub program: String,
     pub argv0: String,
     pub args: Vec<String>,
@@ -153,7 +151,6 @@ impl Launch {
     /// root, with the app's environment plus `extra_env`.
     pub fn new(
         app: &App,
-        root_path: &Path,
         root: &OwnedFd,
         identity: Identity,
         argv: &[String],
@@ -179,7 +176,6 @@ impl Launch {
         let first = argv.first().cloned().unwrap_or_default();
         let program = find_program(root, &first, path_var, &cwd)?;
         Ok(Launch {
-            root: root_path.to_path_buf(),
             program,
             argv0: first,
             args: argv.iter().skip(1).cloned().collect(),
@@ -190,18 +186,20 @@ impl Launch {
     }
 
     /// The command. In the child, just before `exec`: join the app's
-    /// cgroup (through `cgroup_procs`), chroot into the app's root, change
-    /// to its working directory, start a new session (so signals reach the
-    /// whole process group; with a pty, take it as controlling terminal),
-    /// and drop to the app's groups, gid and uid.
+    /// cgroup (through `cgroup_procs`), apply `isolation` (enter the app's
+    /// root in a mount namespace, limits, the capability bounding set),
+    /// change to the working directory, start a new session (so signals
+    /// reach the whole process group; with a pty, take it as controlling
+    /// terminal), drop to the app's groups, gid and uid, then cut root's
+    /// capabilities down and set `no_new_privs`.
     pub fn command(
         &self,
         io: Stdio3,
         cgroup_procs: Option<OwnedFd>,
+        isolation: Isolation,
     ) -> Result<Prepared, SpawnError> {
         let cstr =
             |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
-        let root = cstr(self.root.as_os_str().as_bytes(), "root")?;
         let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
         for a in std::iter::once(&self.program).chain(&self.args) {
             cstr(a.as_bytes(), "argument")?;
@@ -239,10 +237,6 @@ impl Launch {
             }
         };
         let cgroup_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
-        // The agent shields itself from the OOM killer (-1000); children
-        // inherit that, so an app would be unkillable and a memory limit
-        // would only make it stall. Apps start at the default, 0.
-        let oom_score_adj = c"/proc/self/oom_score_adj";
         keep.extend(cgroup_procs);
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls on data prepared above.
@@ -253,11 +247,7 @@ impl Launch {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
-                let adj = libc::open(oom_score_adj.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if adj < 0 || libc::write(adj, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(adj);
+                isolation.apply_as_root()?;
                 // Mark every inherited descriptor close-on-exec: the process
                 // gets its stdio and nothing of the agent's.
                 libc::syscall(
@@ -266,9 +256,6 @@ impl Launch {
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
-                if libc::chroot(root.as_ptr()) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
                 if libc::chdir(cwd.as_ptr()) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -284,7 +271,7 @@ impl Launch {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                isolation.apply_after_identity(uid)
             });
         }
         Ok(Prepared {
@@ -328,12 +315,7 @@ mod tests {
                     value: v.to_string(),
                 })
                 .collect(),
-            user: None,
-            group: None,
-            working_directory: None,
-            mount_points: vec![],
-            resources: Default::default(),
-            stdin: false,
+            ..App::default()
         }
     }
 

@@ -1,22 +1,26 @@
-//! Starting and watching the apps, in manifest order: each app's mounts are
-//! made just before it starts (rkt: its bind mount units were `Before=` its
-//! service), and its exit is recorded only once its last output byte is in
-//! its log buffer (Kata #9186: lost output).
+//! Starting and watching the apps, in manifest order: each app's root is
+//! assembled just before it first starts (rkt: its bind mount units were
+//! `Before=` its service). An exit is recorded only once the app's last
+//! output byte is in its log buffer (Kata #9186: lost output); the restart
+//! policy then decides whether it starts again, after a backoff.
 
+use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::layout;
-use kvmpod_api::manifest::is_mount_read_only;
-use kvmpod_api::validate::normalize_guest_path;
+use kvmpod_api::manifest::RestartPolicy;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use crate::approot;
 use crate::cgroups::AppCgroup;
+use crate::isolation::{Enter, Isolation};
 use crate::logbuf::Stream;
-use crate::mounts::{bind_into_root, mount_app_system_dirs};
 use crate::pod::{AppRecord, Pod};
 use crate::reaper::Exit;
 use crate::resolve::open_root;
@@ -27,6 +31,11 @@ use crate::users;
 /// How long output may still arrive after an app's process has exited: a
 /// background child that inherited its stdout can hold the pipe open.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// The first restart's delay; each further one doubles, up to the cap.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often an app's OOM kill count is checked while it runs.
+const OOM_POLL: Duration = Duration::from_millis(500);
 
 /// Why an app could not be started, with the status it is recorded with.
 struct StartError {
@@ -43,12 +52,49 @@ impl StartError {
     }
 }
 
+/// An app ready to be started (again): its command, and its root.
+struct Ready {
+    launch: Launch,
+    root: CString,
+}
+
+/// A started process of an app.
+struct Started {
+    child: Child,
+    exit: oneshot::Receiver<Exit>,
+}
+
+/// The delay before restart number `n` (from 1).
+pub fn backoff(n: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(n.saturating_sub(1).min(16))
+        .unwrap_or(u32::MAX);
+    BACKOFF_START.saturating_mul(factor).min(BACKOFF_CAP)
+}
+
+/// Whether an app that ended with `exit` after `restarts` restarts is
+/// started again.
+pub fn restarts_again(policy: RestartPolicy, max: Option<u32>, exit: Exit, restarts: u32) -> bool {
+    let room = max.is_none_or(|m| restarts < m);
+    match policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => exit.code != 0 && room,
+        RestartPolicy::Always => room,
+    }
+}
+
 /// Starts every app, in order. An app that cannot start is recorded as
 /// failed; the others still run.
 pub fn start_apps(pod: &Arc<Pod>) {
     for app in &pod.apps {
-        match start(pod, app) {
-            Ok(()) => {}
+        let started = prepare(pod, app).and_then(|ready| {
+            let first = spawn(pod, app, &ready)?;
+            Ok((ready, first))
+        });
+        match started {
+            Ok((ready, first)) => {
+                tokio::spawn(run(Arc::clone(pod), Arc::clone(app), ready, first));
+            }
             Err(e) => {
                 log::error!("app {}: {}", app.name(), e.message);
                 pod.events
@@ -61,29 +107,30 @@ pub fn start_apps(pod: &Arc<Pod>) {
     }
 }
 
-fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
-    let name = app.name();
-    let root_path = layout::app_rootfs(name);
+/// Assembles the app's root and works out its command and identity.
+fn prepare(pod: &Pod, app: &AppRecord) -> Result<Ready, StartError> {
+    approot::assemble(pod, &app.manifest).map_err(StartError::setup)?;
+    let root_path = layout::app_rootfs(app.name());
     let root = open_root(&root_path).map_err(StartError::setup)?;
-    prepare_mounts(pod, app, &root)?;
     let identity = users::resolve(
         &root,
         app.manifest.user.as_deref(),
         app.manifest.group.as_deref(),
     )
     .map_err(StartError::setup)?;
-    let launch = Launch::new(
-        &app.manifest,
-        &root_path,
-        &root,
-        identity,
-        &app.manifest.exec,
-        &[],
-    )
-    .map_err(|e| StartError {
-        code: e.exit_code(),
-        message: e.to_string(),
-    })?;
+    let launch =
+        Launch::new(&app.manifest, &root, identity, &app.manifest.exec, &[]).map_err(|e| {
+            StartError {
+                code: e.exit_code(),
+                message: e.to_string(),
+            }
+        })?;
+    let root = CString::new(root_path.as_os_str().as_bytes()).map_err(StartError::setup)?;
+    Ok(Ready { launch, root })
+}
+
+/// Starts the app's process once.
+fn spawn(pod: &Pod, app: &AppRecord, ready: &Ready) -> Result<Started, StartError> {
     let cgroup = app_cgroup(app)?;
     let procs = cgroup
         .map(|cg| cg.procs_fd())
@@ -92,9 +139,18 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
     let io = Stdio3::Pipes {
         stdin: app.manifest.stdin,
     };
-    let mut prepared = launch.command(io, procs).map_err(StartError::setup)?;
+    let isolation = Isolation::for_app(
+        &app.manifest,
+        Enter::Pivot {
+            root: ready.root.clone(),
+        },
+    );
+    let mut prepared = ready
+        .launch
+        .command(io, procs, isolation)
+        .map_err(StartError::setup)?;
     let (mut child, exit) = pod.reaper.spawn(&mut prepared.command).map_err(|e| {
-        let err = exec_error(&launch.program, &e);
+        let err = exec_error(&ready.launch.program, &e);
         StartError {
             code: err.exit_code(),
             message: err.to_string(),
@@ -103,31 +159,102 @@ fn start(pod: &Arc<Pod>, app: &Arc<AppRecord>) -> Result<(), StartError> {
     drop(prepared);
     let pid = child.id() as i32;
     let started = boottime_ns();
+    // The child is past exec: its mount namespace is the app's.
+    match std::fs::File::open(format!("/proc/{pid}/ns/mnt")) {
+        Ok(ns) => app.set_namespace(Some(OwnedFd::from(ns))),
+        Err(e) => log::warn!(
+            "app {}: its namespace cannot be kept for exec: {e}",
+            app.name()
+        ),
+    }
     app.set_running(pid, started);
-    pod.timeline.mark_at(format!("app-started:{name}"), started);
+    pod.timeline
+        .mark_at(format!("app-started:{}", app.name()), started);
     pod.events
-        .push("app-started", name, 0, 0, format!("pid {pid}"));
+        .push("app-started", app.name(), 0, 0, format!("pid {pid}"));
     pod.set_phase(crate::pod::Phase::Running);
-
     if let Some(stdin) = child.stdin.take() {
         match pipe::Sender::from_owned_fd(OwnedFd::from(stdin)) {
-            Ok(w) => {
-                let app = Arc::clone(app);
-                tokio::spawn(async move { app.set_stdin(w).await });
-            }
-            Err(e) => log::warn!("app {name}: its stdin cannot be written: {e}"),
+            Ok(w) => app.set_stdin(w),
+            Err(e) => log::warn!("app {}: its stdin cannot be written: {e}", app.name()),
         }
     }
-    let stdout = child.stdout.take().map(OwnedFd::from);
-    let stderr = child.stderr.take().map(OwnedFd::from);
-    tokio::spawn(supervise(
-        Arc::clone(pod),
-        Arc::clone(app),
-        stdout,
-        stderr,
-        exit,
-    ));
-    Ok(())
+    Ok(Started { child, exit })
+}
+
+/// The app's life after its first start: one run after another, as the
+/// restart policy says, until it is done for good.
+async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: Ready, first: Started) {
+    let mut current = first;
+    let mut restarts = 0u32;
+    loop {
+        let exit = supervise(&pod, &app, current).await;
+        app.set_namespace(None);
+        let at = boottime_ns();
+        pod.timeline
+            .mark_at(format!("app-exited:{}", app.name()), at);
+        pod.events.push(
+            "app-exited",
+            app.name(),
+            exit.code,
+            exit.signal,
+            String::new(),
+        );
+        let mut exit = exit;
+        loop {
+            let again = !pod.is_stopping()
+                && restarts_again(
+                    app.manifest.restart_policy,
+                    app.manifest.max_restarts,
+                    exit,
+                    restarts,
+                );
+            if !again {
+                finish(&pod, &app, exit, at);
+                return;
+            }
+            restarts += 1;
+            let delay = backoff(restarts);
+            app.set_restarting(exit, at, restarts);
+            pod.events.push(
+                "app-restarting",
+                app.name(),
+                exit.code,
+                exit.signal,
+                format!("restart {restarts} in {} ms", delay.as_millis()),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = pod.stop_requested() => {
+                    finish(&pod, &app, exit, at);
+                    return;
+                }
+            }
+            match spawn(&pod, &app, &ready) {
+                Ok(started) => {
+                    current = started;
+                    break;
+                }
+                Err(e) => {
+                    log::error!("app {}: restart {restarts}: {}", app.name(), e.message);
+                    pod.events
+                        .push("app-failed", app.name(), e.code, 0, e.message);
+                    exit = Exit {
+                        code: e.code,
+                        signal: 0,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The app is done for good.
+fn finish(pod: &Pod, app: &AppRecord, exit: Exit, at: u64) {
+    app.close_stdin();
+    app.set_exited(exit, at);
+    app.logs.close();
+    pod.app_done();
 }
 
 /// The app's cgroup, created on first use. Without limits a missing
@@ -147,9 +274,6 @@ fn app_cgroup(app: &AppRecord) -> Result<Option<&AppCgroup>, StartError> {
         ))),
     }
 }
-
-/// How often an app's OOM kill count is checked while it runs.
-const OOM_POLL: Duration = Duration::from_millis(500);
 
 /// Reports OOM kills in the app's cgroup as events; returns the count seen.
 fn check_oom(pod: &Pod, app: &AppRecord, seen: u64) -> u64 {
@@ -172,73 +296,33 @@ fn check_oom(pod: &Pod, app: &AppRecord, seen: u64) -> u64 {
     now.max(seen)
 }
 
-/// The app's `/proc`, `/sys` and `/dev`, then its volumes, parents before
-/// the mounts nested in them.
-fn prepare_mounts(pod: &Pod, app: &AppRecord, root: &OwnedFd) -> Result<(), StartError> {
-    mount_app_system_dirs(root).map_err(StartError::setup)?;
-    let mut mps: Vec<(String, &kvmpod_api::manifest::MountPoint)> = app
-        .manifest
-        .mount_points
-        .iter()
-        .filter_map(|mp| normalize_guest_path(&mp.path).ok().map(|p| (p, mp)))
-        .collect();
-    mps.sort_by(|a, b| a.0.cmp(&b.0));
-    for (path, mp) in mps {
-        let volume = pod
-            .manifest
-            .volume(&mp.volume)
-            .ok_or_else(|| StartError::setup(format!("no volume named {:?}", mp.volume)))?;
-        let read_only = is_mount_read_only(volume, mp);
-        let source = layout::volume_dir(&volume.name);
-        bind_into_root(root, &source, &path, read_only).map_err(|e| {
-            StartError::setup(format!("mounting volume {:?} at {path}: {e}", volume.name))
-        })?;
-    }
-    Ok(())
-}
-
-async fn supervise(
-    pod: Arc<Pod>,
-    app: Arc<AppRecord>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-    exit: oneshot::Receiver<Exit>,
-) {
+/// Watches one run of the app: its output into the log buffer, OOM kills
+/// into events; returns its exit once its output is drained.
+async fn supervise(pod: &Pod, app: &Arc<AppRecord>, mut started: Started) -> Exit {
+    let stdout = started.child.stdout.take().map(OwnedFd::from);
+    let stderr = started.child.stderr.take().map(OwnedFd::from);
     let pumps = [
-        stdout.map(|fd| tokio::spawn(pump(Arc::clone(&app), Stream::Stdout, fd))),
-        stderr.map(|fd| tokio::spawn(pump(Arc::clone(&app), Stream::Stderr, fd))),
+        stdout.map(|fd| tokio::spawn(pump(Arc::clone(app), Stream::Stdout, fd))),
+        stderr.map(|fd| tokio::spawn(pump(Arc::clone(app), Stream::Stderr, fd))),
     ];
+    let mut exit = std::pin::pin!(started.exit);
+    let mut oom_seen = app.cgroup.get().map_or(0, |cg| cg.oom_kills());
     // The reaper never drops a registered sender without sending, but if it
     // did, report the app as killed rather than leave it running forever.
-    let mut exit = std::pin::pin!(exit);
-    let mut oom_seen = check_oom(&pod, &app, 0);
     let exit = loop {
         tokio::select! {
             status = &mut exit => break status.unwrap_or(Exit { code: 137, signal: 9 }),
-            _ = tokio::time::sleep(OOM_POLL) => oom_seen = check_oom(&pod, &app, oom_seen),
+            _ = tokio::time::sleep(OOM_POLL) => oom_seen = check_oom(pod, app, oom_seen),
         }
     };
-    check_oom(&pod, &app, oom_seen);
+    check_oom(pod, app, oom_seen);
     let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;
         }
     })
     .await;
-    let at = boottime_ns();
-    app.close_stdin().await;
-    app.set_exited(exit, at);
-    app.logs.close();
-    pod.timeline
-        .mark_at(format!("app-exited:{}", app.name()), at);
-    pod.events.push(
-        "app-exited",
-        app.name(),
-        exit.code,
-        exit.signal,
-        String::new(),
-    );
-    pod.app_done();
+    exit
 }
 
 /// Copies one of the app's output pipes into its log buffer until EOF.
@@ -261,5 +345,37 @@ async fn pump(app: Arc<AppRecord>, stream: Stream, fd: OwnedFd) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap() {
+        let ms: Vec<u128> = (1..=10).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(
+            ms,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn policies_decide_restarts() {
+        let ok = Exit { code: 0, signal: 0 };
+        let bad = Exit { code: 3, signal: 0 };
+        let killed = Exit {
+            code: 137,
+            signal: 9,
+        };
+        assert!(!restarts_again(RestartPolicy::Never, None, bad, 0));
+        assert!(restarts_again(RestartPolicy::OnFailure, Some(3), bad, 2));
+        assert!(!restarts_again(RestartPolicy::OnFailure, Some(3), bad, 3));
+        assert!(restarts_again(RestartPolicy::OnFailure, None, killed, 100));
+        assert!(!restarts_again(RestartPolicy::OnFailure, None, ok, 0));
+        assert!(restarts_again(RestartPolicy::Always, None, ok, 5));
+        assert!(!restarts_again(RestartPolicy::Always, Some(1), ok, 1));
     }
 }

@@ -277,12 +277,18 @@ pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Plan>
                     exit_code: None,
                     signal: 0,
                     error: String::new(),
+                    restarts: 0,
                 })
                 .collect();
         })?;
         fs::write(dir.manifest(), serde_json::to_vec_pretty(&plan.pod)?)
             .with_context(|| format!("writing {}", dir.manifest().display()))?;
         let config = AgentConfig {
+            hostname: plan
+                .pod
+                .hostname
+                .clone()
+                .unwrap_or_else(|| dir.id.chars().take(12).collect()),
             linger_secs: s.linger.as_secs(),
             grace_ms: plan.launch.grace_ms,
             debug: s.debug,

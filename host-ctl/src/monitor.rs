@@ -88,12 +88,14 @@ fn summaries(status: &PodStatus) -> Vec<AppSummary> {
                     AppState::APP_STATE_RUNNING => "running",
                     AppState::APP_STATE_EXITED => "exited",
                     AppState::APP_STATE_FAILED => "failed",
+                    AppState::APP_STATE_RESTARTING => "restarting",
                     AppState::APP_STATE_UNSPECIFIED => "unknown",
                 }
                 .into(),
                 exit_code: done.then_some(a.exit_code),
                 signal: a.signal,
                 error: a.error.clone(),
+                restarts: a.restarts,
             }
         })
         .collect()

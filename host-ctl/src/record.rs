@@ -93,6 +93,12 @@ pub struct AppSummary {
     pub signal: i32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub restarts: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -335,6 +341,7 @@ mod tests {
                 exit_code: Some(3),
                 signal: 0,
                 error: String::new(),
+                restarts: 0,
             });
         })
         .unwrap();
@@ -360,6 +367,7 @@ mod tests {
                                 exit_code: None,
                                 signal: 0,
                                 error: String::new(),
+                                restarts: 0,
                             })
                         })
                         .unwrap();

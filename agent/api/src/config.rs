@@ -32,6 +32,9 @@ pub struct AgentConfig {
     /// Print debug lines on the console.
     #[serde(default)]
     pub debug: bool,
+    /// The guest's hostname (the manifest's, or one host-ctl derived).
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
 }
 
 fn default_port() -> u32 {
@@ -49,6 +52,9 @@ fn default_msize() -> u32 {
 fn default_log_buffer() -> u64 {
     1 << 20
 }
+fn default_hostname() -> String {
+    "kvmpod".into()
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -60,6 +66,7 @@ impl Default for AgentConfig {
             ninep_msize: default_msize(),
             log_buffer_bytes: default_log_buffer(),
             debug: false,
+            hostname: default_hostname(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod layout;
+pub mod limits;
 pub mod manifest;
 pub mod protocol;
 pub mod tag;

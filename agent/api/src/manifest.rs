@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodManifest {
+    /// The guest's hostname, seen by every app (default: the start of the
+    /// pod's ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
     pub apps: Vec<App>,
@@ -63,7 +67,7 @@ pub struct Volume {
     pub size: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct App {
     pub name: String,
@@ -95,6 +99,101 @@ pub struct App {
     /// otherwise its stdin is `/dev/null`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin: bool,
+    /// Changes to the default capability set (Docker's).
+    #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
+    pub capabilities: Capabilities,
+    /// Set `no_new_privs`: setuid binaries and file capabilities cannot
+    /// raise the app's privileges.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_privileges: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+    /// The OOM killer's preference for the app, -1000 to 1000 (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    /// Mount the app's root read-only; volumes and tmpfs mounts stay
+    /// writable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root_filesystem: bool,
+    /// Extra tmpfs mounts in the app's root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// What happens when the app exits.
+    #[serde(default, skip_serializing_if = "RestartPolicy::is_never")]
+    pub restart_policy: RestartPolicy,
+    /// The most restarts (`on-failure` and `always`; default unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+}
+
+/// Capabilities added to or dropped from the default set, by name
+/// (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL` for every one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capabilities {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+impl Capabilities {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.drop.is_empty()
+    }
+}
+
+/// A resource limit (`setrlimit`), by name: `nofile`, `nproc`, `core`...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub soft: u64,
+    /// Default: the soft limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TmpfsMount {
+    /// Absolute path inside the app's root.
+    pub path: String,
+    /// Size limit, in bytes or with a K, M or G suffix.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_size"
+    )]
+    pub size: Option<u64>,
+    /// Permission bits as an octal string (default "1777").
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_mode",
+        serialize_with = "ser_mode"
+    )]
+    pub mode: Option<u32>,
+}
+
+/// Whether an app that exits is started again. Restarts wait with
+/// exponential backoff (250 ms, doubling, at most 30 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Never,
+    /// When it exits with a non-zero status (or is killed).
+    OnFailure,
+    /// Whenever it exits.
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn is_never(&self) -> bool {
+        *self == RestartPolicy::Never
+    }
 }
 
 /// An app's resource limits (cgroup v2 in the guest).
@@ -260,15 +359,11 @@ mod tests {
             name: "a".into(),
             rootfs: "/r".into(),
             exec: vec!["/bin/true".into()],
-            env: vec![],
-            user: None,
-            group: None,
-            working_directory: None,
             mount_points: mps,
-            resources: Resources::default(),
-            stdin: false,
+            ..App::default()
         };
         let pod = |v: Volume, mps: Vec<MountPoint>| PodManifest {
+            hostname: None,
             volumes: vec![v],
             apps: vec![app(mps)],
         };

@@ -115,6 +115,20 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
     if pod.apps.is_empty() {
         errs.push(FieldError::new("apps", "a pod needs at least one app"));
     }
+    if let Some(h) = &pod.hostname {
+        let label = !h.is_empty()
+            && h.len() <= MAX_NAME_LEN
+            && !h.starts_with('-')
+            && !h.ends_with('-')
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !label {
+            errs.push(FieldError::new(
+                "hostname",
+                format!("{h:?} is not a hostname: use lowercase letters, digits and '-', at most {MAX_NAME_LEN}"),
+            ));
+        }
+    }
 
     let mut volume_names: HashMap<&str, usize> = HashMap::new();
     let mut tags: HashMap<String, usize> = HashMap::new();
@@ -276,13 +290,36 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
             ));
         }
 
+        check_isolation(&mut errs, &at, app);
+
         if let Some(wd) = &app.working_directory {
             if let Err(why) = normalize_guest_path(wd) {
                 errs.push(FieldError::new(format!("{at}.workingDirectory"), why));
             }
         }
 
-        let mut paths: HashMap<String, usize> = HashMap::new();
+        let mut paths: HashMap<String, String> = HashMap::new();
+        for (j, t) in app.tmpfs.iter().enumerate() {
+            let f = format!("{at}.tmpfs[{j}]");
+            match normalize_guest_path(&t.path) {
+                Err(why) => errs.push(FieldError::new(format!("{f}.path"), why)),
+                Ok(p) if p == "/" => errs.push(FieldError::new(
+                    format!("{f}.path"),
+                    "\"/\" would cover the app's whole root",
+                )),
+                Ok(p) => {
+                    if let Some(first) = paths.insert(p.clone(), format!("tmpfs[{j}]")) {
+                        errs.push(FieldError::new(
+                            format!("{f}.path"),
+                            format!("{p:?} is also the path of {first}"),
+                        ));
+                    }
+                }
+            }
+            if t.size == Some(0) {
+                errs.push(FieldError::new(format!("{f}.size"), "must be above 0"));
+            }
+        }
         for (j, mp) in app.mount_points.iter().enumerate() {
             let f = format!("{at}.mountPoints[{j}]");
             if pod.volume(&mp.volume).is_none() {
@@ -304,10 +341,10 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
                     "\"/\" would cover the app's whole root; mount the volume at a directory",
                 )),
                 Ok(p) => {
-                    if let Some(first) = paths.insert(p.clone(), j) {
+                    if let Some(first) = paths.insert(p.clone(), format!("mountPoints[{j}]")) {
                         errs.push(FieldError::new(
                             format!("{f}.path"),
-                            format!("{p:?} is also the path of mountPoints[{first}]"),
+                            format!("{p:?} is also the path of {first}"),
                         ));
                     }
                 }
@@ -315,6 +352,66 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+/// Capabilities, rlimits, the OOM score and the restart policy of an app.
+fn check_isolation(errs: &mut Vec<FieldError>, at: &str, app: &crate::manifest::App) {
+    use crate::limits::{capability, rlimit};
+    use crate::manifest::RestartPolicy;
+    for (list, names) in [
+        ("add", &app.capabilities.add),
+        ("drop", &app.capabilities.drop),
+    ] {
+        for (j, n) in names.iter().enumerate() {
+            if !n.eq_ignore_ascii_case("ALL") && capability(n).is_none() {
+                errs.push(FieldError::new(
+                    format!("{at}.capabilities.{list}[{j}]"),
+                    format!("{n:?} is not a Linux capability (such as NET_ADMIN, or ALL)"),
+                ));
+            }
+        }
+    }
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for (j, r) in app.rlimits.iter().enumerate() {
+        let f = format!("{at}.rlimits[{j}]");
+        match rlimit(&r.kind) {
+            None => errs.push(FieldError::new(
+                format!("{f}.type"),
+                format!(
+                    "{:?} is not a resource limit (such as nofile, nproc, core)",
+                    r.kind
+                ),
+            )),
+            Some(n) => {
+                if let Some(first) = seen.insert(n, j) {
+                    errs.push(FieldError::new(
+                        format!("{f}.type"),
+                        format!("{:?} is also set by rlimits[{first}]", r.kind),
+                    ));
+                }
+            }
+        }
+        if r.hard.is_some_and(|h| h < r.soft) {
+            errs.push(FieldError::new(
+                format!("{f}.soft"),
+                "is above the hard limit",
+            ));
+        }
+    }
+    if let Some(adj) = app.oom_score_adj {
+        if !(-1000..=1000).contains(&adj) {
+            errs.push(FieldError::new(
+                format!("{at}.oomScoreAdj"),
+                format!("{adj} is outside -1000 to 1000"),
+            ));
+        }
+    }
+    if app.max_restarts.is_some() && app.restart_policy == RestartPolicy::Never {
+        errs.push(FieldError::new(
+            format!("{at}.maxRestarts"),
+            "applies only with restartPolicy \"on-failure\" or \"always\"",
+        ));
+    }
 }
 
 /// Resolves `source` and `rootfs` against `base` to canonical absolute
@@ -570,6 +667,51 @@ mod tests {
     }
 
     #[test]
+    fn isolation_options_are_checked() {
+        let e = one_error(|p| p.apps[0].capabilities.add = vec!["CAP_WIZARDRY".into()]);
+        assert_eq!(e.field, "apps[0].capabilities.add[0]");
+        assert!(e.message.contains("not a Linux capability"), "{e}");
+        let e = one_error(|p| p.apps[0].capabilities.drop = vec!["ALL".into(), "nope".into()]);
+        assert_eq!(e.field, "apps[0].capabilities.drop[1]");
+        let r = |kind: &str, soft, hard| crate::manifest::Rlimit {
+            kind: kind.into(),
+            soft,
+            hard,
+        };
+        let e = one_error(|p| p.apps[0].rlimits = vec![r("files", 1, None)]);
+        assert_eq!(e.field, "apps[0].rlimits[0].type");
+        let e = one_error(|p| p.apps[0].rlimits = vec![r("nofile", 10, Some(5))]);
+        assert_eq!(e.field, "apps[0].rlimits[0].soft");
+        let e = one_error(|p| p.apps[0].rlimits = vec![r("nofile", 1, None), r("NOFILE", 2, None)]);
+        assert_eq!(e.field, "apps[0].rlimits[1].type");
+        let e = one_error(|p| p.apps[0].oom_score_adj = Some(1001));
+        assert_eq!(e.field, "apps[0].oomScoreAdj");
+        let e = one_error(|p| p.apps[0].max_restarts = Some(3));
+        assert_eq!(e.field, "apps[0].maxRestarts");
+        let e = one_error(|p| p.hostname = Some("Bad_Host".into()));
+        assert_eq!(e.field, "hostname");
+        let t = |path: &str| crate::manifest::TmpfsMount {
+            path: path.into(),
+            size: None,
+            mode: None,
+        };
+        let e = one_error(|p| p.apps[0].tmpfs = vec![t("/data")]);
+        assert_eq!(e.field, "apps[0].mountPoints[0].path");
+        assert!(e.message.contains("tmpfs[0]"), "{e}");
+        let e = one_error(|p| p.apps[0].tmpfs = vec![t("run")]);
+        assert_eq!(e.field, "apps[0].tmpfs[0].path");
+        let ok = parse(
+            r#"{"hostname": "web-1", "apps": [{"name": "a", "rootfs": "/", "exec": ["x"],
+                "capabilities": {"add": ["NET_ADMIN"], "drop": ["cap_net_raw"]}, "noNewPrivileges": true,
+                "rlimits": [{"type": "nofile", "soft": 1024, "hard": 4096}], "oomScoreAdj": 500,
+                "readOnlyRootFilesystem": true, "tmpfs": [{"path": "/run", "size": "8M", "mode": "0755"}],
+                "restartPolicy": "on-failure", "maxRestarts": 3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(validate(&ok), vec![]);
+    }
+
+    #[test]
     fn resource_limits_are_checked() {
         let e = one_error(|p| p.apps[0].resources.memory_limit = Some(4096));
         assert_eq!(e.field, "apps[0].resources.memoryLimit");
@@ -674,22 +816,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pod.json");
         let pod = PodManifest {
+            hostname: None,
             volumes: vec![],
             apps: vec![App {
                 name: "Bad".into(),
                 rootfs: "nowhere".into(),
-                exec: vec![],
-                env: vec![],
-                user: None,
-                group: None,
-                working_directory: None,
-                resources: Default::default(),
-                stdin: false,
                 mount_points: vec![MountPoint {
                     volume: "x".into(),
                     path: "rel".into(),
                     read_only: false,
                 }],
+                ..App::default()
             }],
         };
         fs::write(&path, serde_json::to_string(&pod).unwrap()).unwrap();

@@ -32,6 +32,7 @@ struct AppView {
     started: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exited: Option<f64>,
+    restarts: u32,
 }
 
 #[derive(Serialize)]
@@ -92,6 +93,7 @@ fn live_view(st: &PodStatus) -> LiveView {
                         AppState::APP_STATE_RUNNING => "running",
                         AppState::APP_STATE_EXITED => "exited",
                         AppState::APP_STATE_FAILED => "failed",
+                        AppState::APP_STATE_RESTARTING => "restarting",
                         AppState::APP_STATE_UNSPECIFIED => "unknown",
                     }
                     .into(),
@@ -101,6 +103,7 @@ fn live_view(st: &PodStatus) -> LiveView {
                     error: a.error.clone(),
                     started: secs(a.started_ns),
                     exited: secs(a.exited_ns),
+                    restarts: a.restarts,
                 }
             })
             .collect(),
@@ -185,7 +188,7 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
                     a.state.clone(),
                     a.pid.map_or("-".into(), |p| p.to_string()),
                     a.exit_code.map_or("-".into(), |c| c.to_string()),
-                    "0".into(),
+                    a.restarts.to_string(),
                     a.error.clone(),
                 ]
             })
@@ -199,7 +202,7 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
                     a.state.clone(),
                     "-".into(),
                     a.exit_code.map_or("-".into(), |c| c.to_string()),
-                    "0".into(),
+                    a.restarts.to_string(),
                     a.error.clone(),
                 ]
             })
