@@ -56,11 +56,25 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, ResolveError> {
 /// Resolves `path` inside `root` (symlinks and `..` cannot leave it) and
 /// opens it with `flags` (add `O_PATH` for a handle only).
 pub fn open_in_root(root: &OwnedFd, path: &str, flags: OFlag) -> Result<OwnedFd, ResolveError> {
-    openat2(root.as_fd(), rel(path), how(flags)).map_err(|errno| ResolveError::Sys {
-        path: path.to_string(),
-        errno,
-    })
+    let mut attempts = 0;
+    loop {
+        match openat2(root.as_fd(), rel(path), how(flags)) {
+            // The kernel returns EAGAIN when a rename or mount anywhere
+            // raced with a `..` step and it cannot prove the step stayed
+            // inside the root; openat2(2) says to retry.
+            Err(Errno::EAGAIN) if attempts < OPENAT2_RETRIES => attempts += 1,
+            r => {
+                return r.map_err(|errno| ResolveError::Sys {
+                    path: path.to_string(),
+                    errno,
+                })
+            }
+        }
+    }
 }
+
+/// Retries of an `openat2` that lost a race with a mount or rename.
+const OPENAT2_RETRIES: u32 = 64;
 
 /// Resolves `path` inside `root`, creating what is missing: directories
 /// along the way and, at the end, a directory or an empty file as `kind`
