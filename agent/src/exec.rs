@@ -10,7 +10,7 @@ use std::time::Duration;
 use kvmpod_api::layout;
 use kvmpod_api::protocol::{self as pb, exec_input, exec_output};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::pty::{openpty, Winsize};
+use nix::pty::Winsize;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
@@ -23,7 +23,7 @@ use crate::isolation::{Enter, Isolation};
 use crate::pod::{AppRecord, Pod};
 use crate::resolve::open_root;
 use crate::spawn::{exec_error, Launch, SpawnError, Stdio3, EXIT_SETUP_FAILED};
-use crate::users;
+use crate::{pty, users};
 
 /// The most arguments plus environment bytes a command may have.
 const MAX_COMMAND_BYTES: usize = 256 * 1024;
@@ -125,7 +125,7 @@ pub async fn serve(
         }
     };
     let app = check_start(&pod, &start)?;
-    let io = match Io::new(&start) {
+    let io = match Io::new(&start, &app) {
         Ok(io) => io,
         Err(e) => return finish_early(&tx, EXIT_SETUP_FAILED, &e).await,
     };
@@ -193,13 +193,14 @@ enum Io {
 }
 
 impl Io {
-    fn new(start: &pb::ExecStart) -> Result<Io, String> {
+    fn new(start: &pb::ExecStart, app: &AppRecord) -> Result<Io, String> {
         if !start.tty {
             return Ok(Io::Pipes { stdin: start.stdin });
         }
         let size = start.size.as_ref().map(winsize);
-        let pty =
-            openpty(size.as_ref(), None).map_err(|e| format!("allocating a terminal: {e}"))?;
+        let root = open_root(&layout::app_rootfs(app.name())).map_err(|e| e.to_string())?;
+        let pty = pty::open_in_app(&root, size.as_ref())
+            .map_err(|e| format!("allocating a terminal: {e}"))?;
         Ok(Io::Pty {
             master: pty.master,
             slave: pty.slave,

@@ -25,6 +25,7 @@ pub mod mounts;
 pub mod net;
 pub mod pod;
 pub mod power;
+pub mod pty;
 pub mod reaper;
 pub mod resolve;
 pub mod rootswitch;
