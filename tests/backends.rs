@@ -199,8 +199,8 @@ fn accel_kvm_fails_clearly_where_kvm_cannot_boot() {
     eprintln!("{}", out.stderr);
 }
 
-/// Read-only holds against root in the guest: remounting the app's
-/// read-only mount read-write, or mounting the 9p tag afresh, still cannot
+/// Read-only holds against root in the guest: an app with every
+/// capability remounts its read-only view read-write and still cannot
 /// write, because the host exports the volume read-only.
 #[test]
 fn read_only_holds_against_root_in_the_guest() {
@@ -220,6 +220,7 @@ fn read_only_holds_against_root_in_the_guest() {
         &json!({
             "volumes": [{"name": "ro", "kind": "host", "source": ro}],
             "apps": [{"name": "root-app", "rootfs": root, "exec": ["/bin/sh", "-c", script],
+                      "capabilities": {"add": ["ALL"]},
                       "mountPoints": [{"volume": "ro", "path": "/ro", "readOnly": true}]}]
         }),
     );
@@ -242,6 +243,60 @@ fn read_only_holds_against_root_in_the_guest() {
         "original\n"
     );
     assert!(!ro.join("new.txt").exists());
+}
+
+/// More host volumes than microvm has virtio-mmio slots: the pod moves to
+/// q35 with its 9p devices behind PCIe-to-PCI bridges, and every volume is
+/// mounted where it belongs, writable or read-only as the manifest says.
+#[test]
+fn forty_host_volumes_sit_behind_pci_bridges() {
+    let fx = Fixture::new();
+    let root = fx.rootfs("rootfs");
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..40 {
+        let d = fx.host_dir(&format!("v{i}"), &[("name", &format!("v{i}\n"))]);
+        volumes.push(
+            json!({"name": format!("v{i}"), "kind": "host", "source": d, "readOnly": i % 4 == 3}),
+        );
+        mounts.push(json!({"volume": format!("v{i}"), "path": format!("/vol/{i}")}));
+        dirs.push(d);
+    }
+    for i in 0..8 {
+        volumes.push(json!({"name": format!("e{i}"), "kind": "empty"}));
+        mounts.push(json!({"volume": format!("e{i}"), "path": format!("/empty/{i}")}));
+    }
+    // Each host volume: its own marker where it should be, then a write
+    // that must succeed or fail; each empty volume: a write.
+    let script = "for i in $(seq 0 39); do \
+          [ \"$(cat /vol/$i/name)\" = v$i ] || echo \"CHECK FAIL name $i\"; \
+          if echo out > /vol/$i/out 2>/dev/null; then echo \"wrote $i\"; else echo \"refused $i\"; fi; \
+        done; \
+        for i in $(seq 0 7); do echo x > /empty/$i/x || echo \"CHECK FAIL empty $i\"; done; \
+        echo CHECK done";
+    let m = fx.write_manifest(
+        "pod.json",
+        &json!({"volumes": volumes, "apps": [{"name": "many", "rootfs": root,
+            "exec": ["/bin/sh", "-c", script], "mountPoints": mounts}]}),
+    );
+    let args = fx.host_ctl(&["args", m.to_str().unwrap()], CMD);
+    assert_eq!(args.code, Some(0), "{}", args.dump());
+    assert!(args.stdout.contains("pcie-pci-bridge"), "{}", args.dump());
+    let out = fx.run(&[m.to_str().unwrap()], POD_LIMIT);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(out.stdout.contains("CHECK done"), "{}", out.dump());
+    assert!(!out.stdout.contains("FAIL"), "{}", out.dump());
+    for (i, d) in dirs.iter().enumerate() {
+        let read_only = i % 4 == 3;
+        assert_eq!(
+            out.stdout.contains(&format!("refused {i}\n")),
+            read_only,
+            "volume {i}\n{}",
+            out.dump()
+        );
+        assert_eq!(d.join("out").exists(), !read_only, "volume {i}");
+    }
 }
 
 /// A kernel that cannot boot ends with an error naming how far the guest

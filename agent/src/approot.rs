@@ -131,15 +131,18 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), MountError> {
 pub fn assemble(pod: &Pod, app: &App) -> Result<(), String> {
     let root_path = layout::app_rootfs(&app.name);
     let root_str = root_path.to_string_lossy().into_owned();
-    // The root becomes a mount point of its own: pivot_root needs one.
-    mount(
-        Some(root_path.as_path()),
-        root_path.as_path(),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making {root_str} a mount point: {}", e.desc()))?;
+    // The root must be a mount point of its own: pivot_root needs one. It
+    // already is when the agent moved the root off the initramfs.
+    if !crate::rootswitch::app_roots_mounted() {
+        mount(
+            Some(root_path.as_path()),
+            root_path.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making {root_str} a mount point: {}", e.desc()))?;
+    }
     let root = open_root(&root_path).map_err(|e| e.to_string())?;
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let step = |what: &str, r: Result<(), MountError>| r.map_err(|e| format!("{what}: {e}"));

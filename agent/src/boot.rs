@@ -50,10 +50,27 @@ pub async fn run(init_ns: u64) {
     let timeline = Timeline::default();
     timeline.mark_at("init", init_ns);
 
+    // Settings, manifest and modules come from the initramfs, before the
+    // root moves off it.
+    let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
+    console::init_logger(config.debug);
+    let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
+    timeline.mark("config-read");
+    if let Err(e) = kmod::load_all(&config.modules) {
+        fatal("loading kernel modules", &e);
+    }
+    timeline.mark("modules-loaded");
+    console::stage("modules-loaded");
+
     // Apps pivot_root into their roots, which the initramfs cannot allow.
     if rootswitch::on_initramfs() {
-        match rootswitch::switch_to_tmpfs() {
-            Ok(_) => {
+        let roots: Vec<_> = manifest
+            .apps
+            .iter()
+            .map(|a| layout::app_rootfs(&a.name))
+            .collect();
+        match rootswitch::switch_to_tmpfs(&roots) {
+            Ok(()) => {
                 timeline.mark("root-switched");
             }
             Err(e) => fatal("moving the root off the initramfs", &e),
@@ -63,8 +80,6 @@ pub async fn run(init_ns: u64) {
     if let Err(e) = early::mount_base() {
         fatal("mounting the guest's file systems", &e);
     }
-    let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
-    console::init_logger(config.debug);
     early::protect_from_oom();
     // Without these the pod still runs: apps lose their statistics and
     // limits (an app that asks for limits then fails to start), or port
@@ -78,13 +93,7 @@ pub async fn run(init_ns: u64) {
     if let Err(e) = approot::write_pod_files(&config.hostname) {
         log::warn!("{e}");
     }
-    let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
-
-    if let Err(e) = kmod::load_all(&config.modules) {
-        fatal("loading kernel modules", &e);
-    }
-    timeline.mark("modules-loaded");
-    console::stage("modules-loaded");
+    timeline.mark("base-mounted");
 
     let reaper = Reaper::new();
     if let Err(e) = reaper.start() {

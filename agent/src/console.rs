@@ -20,7 +20,12 @@ pub fn line(args: fmt::Arguments<'_>) {
 /// Marks a boot stage reached, so a host whose agent never answers can say
 /// how far the guest got.
 pub fn stage(name: &str) {
-    line(format_args!("stage {name}"));
+    let ns = crate::timeline::boottime_ns();
+    line(format_args!(
+        "stage {name} at {}.{:06}s",
+        ns / 1_000_000_000,
+        (ns % 1_000_000_000) / 1000
+    ));
 }
 
 /// The one clearly marked line for a failure before the host can be told

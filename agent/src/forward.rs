@@ -33,18 +33,43 @@ pub fn start(port: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Parses `TCP <port>`.
-pub fn parse_header(line: &str) -> Result<u16, String> {
-    let port = line
-        .strip_prefix("TCP ")
-        .ok_or_else(|| format!("unknown request {line:?} (expected \"TCP <port>\")"))?;
+/// The most bytes a `SOURCE` request may ask for.
+const MAX_SOURCE: u64 = 1 << 30;
+
+/// What a connection to the forwarding port asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Relay to this TCP port on the guest's loopback.
+    Tcp(u16),
+    /// Echo every byte back (a measure of raw vsock round trips).
+    Echo,
+    /// Send this many zero bytes, then close (raw vsock throughput).
+    Source(u64),
+}
+
+/// Parses `TCP <port>`, `ECHO` or `SOURCE <bytes>`.
+pub fn parse_header(line: &str) -> Result<Request, String> {
+    if line == "ECHO" {
+        return Ok(Request::Echo);
+    }
+    if let Some(n) = line.strip_prefix("SOURCE ") {
+        return match n.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_SOURCE => Ok(Request::Source(n)),
+            _ => Err(format!("invalid byte count {n:?} (at most {MAX_SOURCE})")),
+        };
+    }
+    let port = line.strip_prefix("TCP ").ok_or_else(|| {
+        format!(
+            "unknown request {line:?} (expected \"TCP <port>\", \"ECHO\" or \"SOURCE <bytes>\")"
+        )
+    })?;
     match port.trim().parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
+        Ok(p) if p > 0 => Ok(Request::Tcp(p)),
         _ => Err(format!("invalid port {port:?}")),
     }
 }
 
-async fn read_header(stream: &mut VsockStream) -> Result<u16, String> {
+async fn read_header(stream: &mut VsockStream) -> Result<Request, String> {
     let mut line = Vec::with_capacity(MAX_HEADER);
     loop {
         let mut b = [0u8; 1];
@@ -63,7 +88,21 @@ async fn read_header(stream: &mut VsockStream) -> Result<u16, String> {
 
 async fn relay(mut stream: VsockStream) {
     let port = match tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut stream)).await {
-        Ok(Ok(p)) => p,
+        Ok(Ok(Request::Tcp(p))) => p,
+        Ok(Ok(Request::Echo)) => {
+            if stream.write_all(b"OK\n").await.is_ok() {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+            return;
+        }
+        Ok(Ok(Request::Source(n))) => {
+            if stream.write_all(b"OK\n").await.is_ok() {
+                let _ = tokio::io::copy(&mut tokio::io::repeat(0).take(n), &mut stream).await;
+                let _ = AsyncWriteExt::shutdown(&mut stream).await;
+            }
+            return;
+        }
         Ok(Err(why)) => {
             let _ = stream.write_all(format!("ERR {why}\n").as_bytes()).await;
             return;
@@ -111,8 +150,11 @@ mod tests {
 
     #[test]
     fn headers_parse_or_say_why_not() {
-        assert_eq!(parse_header("TCP 80"), Ok(80));
-        assert_eq!(parse_header("TCP 65535"), Ok(65535));
+        assert_eq!(parse_header("TCP 80"), Ok(Request::Tcp(80)));
+        assert_eq!(parse_header("TCP 65535"), Ok(Request::Tcp(65535)));
+        assert_eq!(parse_header("ECHO"), Ok(Request::Echo));
+        assert_eq!(parse_header("SOURCE 1024"), Ok(Request::Source(1024)));
+        assert!(parse_header("SOURCE 99999999999").is_err());
         assert!(parse_header("TCP 0").is_err());
         assert!(parse_header("TCP 65536")
             .unwrap_err()

@@ -21,7 +21,12 @@ pub fn progress(console: &str) -> BootProgress {
     for line in console.lines() {
         if let Some(rest) = line.find(AGENT).map(|i| &line[i + AGENT.len()..]) {
             if let Some(s) = rest.strip_prefix("stage ") {
-                stage = Some(s.trim().to_string());
+                // "modules-loaded at 3.830123s"
+                let s = s.trim();
+                stage = Some(match s.split_once(" at ") {
+                    Some((name, at)) => format!("\"{name}\" (at {at} of guest time)"),
+                    None => format!("\"{s}\""),
+                });
             } else if let Some(f) = rest.strip_prefix("FATAL: ") {
                 fatal = Some(f.trim().to_string());
             }
@@ -32,7 +37,7 @@ pub fn progress(console: &str) -> BootProgress {
         }
     }
     let stage = match (stage, panicked) {
-        (Some(s), _) => format!("agent stage \"{s}\""),
+        (Some(s), _) => format!("agent stage {s}"),
         (None, Some(p)) => format!("kernel panic before the agent started ({p})"),
         (None, None) if printed => {
             "the guest wrote to its console, but the kvmpod agent never started (is /init the agent?)".into()
@@ -51,9 +56,12 @@ mod tests {
 
     #[test]
     fn last_stage_and_fatal_line_are_found() {
-        let c = "[    0.1] Linux version 6.1\nkvmpod-agent: stage init\nkvmpod-agent: stage modules-loaded\nkvmpod-agent: FATAL: loading kernel modules: /lib/x.ko: No such file\n";
+        let c = "[    0.1] Linux version 6.1\nkvmpod-agent: stage init at 2.1s\nkvmpod-agent: stage modules-loaded at 2.500123s\nkvmpod-agent: FATAL: loading kernel modules: /lib/x.ko: No such file\n";
         let p = progress(c);
-        assert_eq!(p.stage, "agent stage \"modules-loaded\"");
+        assert_eq!(
+            p.stage,
+            "agent stage \"modules-loaded\" (at 2.500123s of guest time)"
+        );
         assert_eq!(
             p.fatal.as_deref(),
             Some("loading kernel modules: /lib/x.ko: No such file")

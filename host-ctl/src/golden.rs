@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::accel::Accel;
 use crate::shares;
-use crate::vmspec::{self, Hypervisor, VmSpec, Vsock};
+use crate::vmspec::{self, Hypervisor, Machine, VmSpec, Vsock};
 
 const POD_DIR: &str = "/var/lib/kvmpod/pods/0b1d5eed-7f1c-4e3a-9a55-5cb1c0ffee00";
 
@@ -16,7 +16,7 @@ fn golden_dir() -> PathBuf {
 }
 
 /// The text of a golden file: comments, then the program and its argv.
-fn render(hv: Hypervisor, vsock: Vsock) -> String {
+fn render(hv: Hypervisor, vsock: Vsock, machine: Machine) -> String {
     let text = std::fs::read_to_string(golden_dir().join("pod.json")).unwrap();
     let pod = kvmpod_api::validate::parse(&text).unwrap();
     assert!(kvmpod_api::validate::validate(&pod).is_empty());
@@ -24,9 +24,10 @@ fn render(hv: Hypervisor, vsock: Vsock) -> String {
     let (shares, aliases) = shares::for_hypervisor(hv, &vmspec::shares(&pod), pod_dir);
     let spec = VmSpec {
         name: "0b1d5eed-7f1c-4e3a-9a55-5cb1c0ffee00".into(),
+        machine,
         kernel: "/boot/vmlinuz-6.1.0-56-amd64".into(),
         initrd: pod_dir.join("initramfs.img"),
-        cmdline: vmspec::kernel_cmdline(false),
+        cmdline: vmspec::kernel_cmdline(false, None),
         memory_mib: 768,
         cpus: 2,
         accel: Accel::Kvm,
@@ -59,8 +60,8 @@ fn render(hv: Hypervisor, vsock: Vsock) -> String {
     out
 }
 
-fn check(file: &str, hv: Hypervisor, vsock: Vsock) {
-    let got = render(hv, vsock);
+fn check(file: &str, hv: Hypervisor, vsock: Vsock, machine: Machine) {
+    let got = render(hv, vsock, machine);
     let path = golden_dir().join(file);
     if std::env::var_os("KVMPOD_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).unwrap();
@@ -74,29 +75,45 @@ fn check(file: &str, hv: Hypervisor, vsock: Vsock) {
     );
 }
 
+fn hybrid() -> Vsock {
+    Vsock::VhostUser {
+        socket: Path::new(POD_DIR).join("vhost.sock"),
+    }
+}
+
 #[test]
-fn qemu_with_hybrid_vsock() {
+fn qemu_microvm_with_hybrid_vsock() {
     check(
         "qemu-hybrid.argv",
         Hypervisor::Qemu,
-        Vsock::VhostUser {
-            socket: Path::new(POD_DIR).join("vhost.sock"),
-        },
+        hybrid(),
+        Machine::Microvm,
     );
 }
 
 #[test]
-fn qemu_with_kernel_vsock() {
+fn qemu_microvm_with_kernel_vsock() {
     check(
         "qemu-vhost.argv",
         Hypervisor::Qemu,
         Vsock::Kernel { cid: 7 },
+        Machine::Microvm,
     );
 }
 
 #[test]
+fn qemu_q35_with_hybrid_vsock() {
+    check("qemu-q35.argv", Hypervisor::Qemu, hybrid(), Machine::Q35);
+}
+
+#[test]
 fn lkvm() {
-    check("lkvm.argv", Hypervisor::Lkvm, Vsock::Kernel { cid: 7 });
+    check(
+        "lkvm.argv",
+        Hypervisor::Lkvm,
+        Vsock::Kernel { cid: 7 },
+        Machine::Q35,
+    );
 }
 
 #[test]
@@ -105,6 +122,7 @@ fn lkvm_refuses_what_kvmtool_cannot_do() {
     let pod = kvmpod_api::validate::parse(&text).unwrap();
     let mut spec = VmSpec {
         name: "x".into(),
+        machine: Machine::Q35,
         kernel: "/k".into(),
         initrd: "/i".into(),
         cmdline: String::new(),
@@ -170,7 +188,7 @@ fn lkvm_options_are_kvmtools() {
         "--vfio-pci",
         "--debug",
     ];
-    let text = render(Hypervisor::Lkvm, Vsock::Kernel { cid: 7 });
+    let text = render(Hypervisor::Lkvm, Vsock::Kernel { cid: 7 }, Machine::Q35);
     let args: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))

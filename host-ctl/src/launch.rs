@@ -22,9 +22,9 @@ use crate::child::Supervised;
 use crate::poddir::PodDir;
 use crate::record::{self, PodRecord};
 use crate::shares::{self, Alias};
-use crate::vmspec::{self, Hypervisor, VmSpec, Vsock};
+use crate::vmspec::{self, Hypervisor, Machine, VmSpec, Vsock};
 use crate::vsock::{self, Endpoint};
-use crate::{bootkernel, cids, tools};
+use crate::{bootkernel, cids, tools, tsc};
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -76,9 +76,9 @@ impl Launch {
 }
 
 /// The kernel modules a pod needs, before their dependencies.
-pub fn needed_modules(pod: &PodManifest) -> Vec<String> {
+pub fn needed_modules(pod: &PodManifest, transport: &str) -> Vec<String> {
     let mut m = vec![
-        "virtio_pci".to_string(),
+        transport.to_string(),
         "vmw_vsock_virtio_transport".to_string(),
     ];
     if pod.volumes.iter().any(|v| v.kind == VolumeKind::Host) {
@@ -97,6 +97,8 @@ pub struct Plan {
     pub launch: Launch,
     pub aliases: Vec<Alias>,
     pub cid: u32,
+    /// The guest driver of the VM's virtio transport (a kernel module).
+    pub transport: &'static str,
     /// What was chosen and why, for the user.
     pub notes: Vec<String>,
 }
@@ -180,11 +182,31 @@ fn plan_at(
             }),
         ),
     };
+    // kvmtool's virtio devices are on PCI.
+    let mut machine = match s.hypervisor {
+        Hypervisor::Qemu => Machine::for_shares(shares.len()),
+        Hypervisor::Lkvm => Machine::Q35,
+    };
+    // A TCG guest on microvm must be told its TSC rate (see `tsc`); where
+    // the host's cannot be measured, a machine with timers it can
+    // calibrate against does instead.
+    let mut tsc_khz = None;
+    if machine == Machine::Microvm && choice.accel == accel::Accel::Tcg {
+        tsc_khz = tsc::host_tsc_khz();
+        if tsc_khz.is_none() {
+            machine = Machine::Q35;
+            notes.push(
+                "q35 rather than microvm: this host's TSC rate could not be measured as constant"
+                    .into(),
+            );
+        }
+    }
     let spec = VmSpec {
         name: dir.id.clone(),
+        machine,
         kernel: image,
         initrd: dir.initramfs(),
-        cmdline: vmspec::kernel_cmdline(s.debug),
+        cmdline: vmspec::kernel_cmdline(s.debug, tsc_khz),
         memory_mib: s.memory_mib,
         cpus: s.cpus,
         accel: choice.accel,
@@ -216,6 +238,7 @@ fn plan_at(
         launch,
         aliases,
         cid,
+        transport: machine.transport_module(),
         notes,
     })
 }
@@ -300,12 +323,13 @@ pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Plan>
             config,
             modules: plan.kernel.modules.as_ref().map(|d| KernelModules {
                 dir: d.clone(),
-                wanted: needed_modules(&plan.pod),
+                wanted: needed_modules(&plan.pod, plan.transport),
             }),
         };
         let archive = build_archive(&spec).context("building the initramfs")?;
-        write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
+        let bytes = write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
             .context("writing the initramfs")?;
+        record::update(&dir.path, |r| r.initramfs_bytes = Some(bytes))?;
         mark("initramfs-built");
         shares::check(&plan.aliases)?;
         shares::mount_all(&plan.aliases, &dir.path)?;

@@ -17,6 +17,9 @@
 
 use crate::vmspec::{VmSpec, Vsock};
 
+/// 9p devices lkvm's one PCI bus leaves room for.
+const MAX_9P_DEVICES: usize = 24;
+
 /// The lkvm binary, unless `KVMPOD_LKVM` names another.
 pub const LKVM: &str = "lkvm";
 
@@ -25,6 +28,12 @@ pub fn argv(spec: &VmSpec) -> Result<Vec<String>, String> {
     let Vsock::Kernel { cid } = spec.vsock else {
         return Err("lkvm has no hybrid (Unix socket) vsock: it needs the host's vhost-vsock (/dev/vhost-vsock)".into());
     };
+    if spec.shares.len() > MAX_9P_DEVICES {
+        return Err(format!(
+            "lkvm has a single PCI bus: at most {MAX_9P_DEVICES} host volumes (this pod has {})",
+            spec.shares.len()
+        ));
+    }
     let mut a: Vec<String> = vec![
         "run".into(),
         "--nodefaults".into(),

@@ -1,32 +1,7 @@
 //! host-ctl: kvmpod's command line. It validates a pod manifest, builds the
 //! guest initramfs, boots the pod's VM and talks to the agent inside.
 
-mod accel;
-mod agent_client;
-mod bootkernel;
-mod child;
-mod cids;
-mod commands;
-mod console;
-#[cfg(test)]
-mod golden;
-mod hostlog;
-mod launch;
-mod lkvm;
-mod monitor;
-mod output;
-mod poddir;
-mod pods;
-mod qemu;
-mod record;
-mod run;
-mod shares;
-mod signals;
-mod table;
-mod terminal;
-mod tools;
-mod vmspec;
-mod vsock;
+use host_ctl::{accel, commands, hostlog, launch, poddir, run, signals, vmspec, vsock};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -111,6 +111,14 @@ fn record_end(dir: &Path, status: Option<&PodStatus>, reason: String) -> Result<
         r.finished = Some(record::now());
         if let Some(st) = status {
             r.apps = summaries(st);
+            r.timeline = st
+                .timeline
+                .iter()
+                .map(|e| record::TimelineEntry {
+                    name: e.name.clone(),
+                    seconds: e.boottime_ns as f64 / 1e9,
+                })
+                .collect();
         }
         let reason = match (&r.stop_requested, status) {
             (Some(_), _) => "stopped by host-ctl stop".to_string(),

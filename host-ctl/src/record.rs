@@ -105,7 +105,7 @@ fn is_zero(n: &i32) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRecord {
     pub id: String,
@@ -144,6 +144,19 @@ pub struct PodRecord {
     /// When `host-ctl stop` asked the pod to stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_requested: Option<String>,
+    /// The size of the pod's initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs_bytes: Option<u64>,
+    /// The guest's boot timeline as last seen (seconds after the kernel
+    /// started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub name: String,
+    pub seconds: f64,
 }
 
 /// Now, as an RFC 3339 UTC timestamp.
@@ -171,6 +184,8 @@ impl PodRecord {
             apps: Vec::new(),
             exit_reason: None,
             stop_requested: None,
+            initramfs_bytes: None,
+            timeline: Vec::new(),
         }
     }
 

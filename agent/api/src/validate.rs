@@ -17,8 +17,9 @@ use crate::tag::nine_p_tag;
 /// The longest app or volume name accepted.
 pub const MAX_NAME_LEN: usize = 63;
 
-/// Host volumes each take a PCI slot (QEMU) or a virtio device (lkvm).
-pub const MAX_HOST_VOLUMES: usize = 24;
+/// Host volumes each take a virtio device; QEMU puts many behind PCI
+/// bridges (host-ctl's qemu.rs), lkvm has one PCI bus.
+pub const MAX_HOST_VOLUMES: usize = 120;
 
 /// One problem with one field of a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
