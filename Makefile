@@ -19,7 +19,7 @@ export PATH := $(PATH):$(HOME)/.cargo/bin
 # Seconds each fuzz target runs in `make test`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build agent host examples demo test lint unit-test boot-test fuzz clean
+.PHONY: all deps build agent host examples demo test lint unit-test boot-test fuzz bench clean
 
 all: build
 
@@ -56,7 +56,7 @@ unit-test:
 
 boot-test: build
 	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
-	    $(CARGO) test --locked -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output
+	    $(CARGO) test --locked --no-fail-fast -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output
 
 # The fuzz targets (tests/fuzz) run without a sanitizer, so they build on
 # the stable toolchain; a crash or a hang fails the run.
@@ -67,6 +67,12 @@ fuzz:
 	    -- -max_total_time=$(FUZZ_SECONDS)
 
 test: deps build lint unit-test boot-test fuzz
+
+# Speed and size, measured: a table, target/bench/results.json and
+# target/bench/boot-timeline.png. KVMPOD_BENCH_RUNS sets the runs per figure.
+bench: deps build
+	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
+	    $(CARGO) run --locked --release -p kvmpod-tests --bin kvmpod-bench
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what kvmpod needs on a Debian host, and only what is missing:
 #   apt:    qemu-system-x86 (QEMU), linux-image-amd64 (the guest kernel and
-#           its modules), busybox-static (the examples' app roots), file
+#           its modules), busybox-static (the examples' app roots), file,
+#           fonts-dejavu-core (the benchmark's chart)
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
 #   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
 #           cargo-fuzz, pinned (the fuzz targets of `make test`)
@@ -19,6 +20,7 @@ ls /boot/vmlinuz-* >/dev/null 2>&1 || missing="$missing linux-image-amd64"
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || missing="$missing busybox-static"
 command -v file >/dev/null 2>&1 || missing="$missing file"
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$missing fonts-dejavu-core"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
