@@ -60,7 +60,9 @@ boot-test: build
 
 # The fuzz targets (tests/fuzz) run without a sanitizer, so they build on
 # the stable toolchain; a crash or a hang fails the run.
+# The corpora grow in tests/fuzz/corpus (not committed); seeds/ is the start.
 fuzz:
+	mkdir -p tests/fuzz/corpus/manifest tests/fuzz/corpus/agent_requests
 	cd tests/fuzz && $(CARGO) fuzz run --sanitizer none manifest corpus/manifest seeds/manifest \
 	    -- -max_total_time=$(FUZZ_SECONDS)
 	cd tests/fuzz && $(CARGO) fuzz run --sanitizer none agent_requests corpus/agent_requests seeds/agent_requests \

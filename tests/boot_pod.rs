@@ -37,6 +37,10 @@ fn demo_pod_prints_both_apps_output() {
         out.dump()
     );
     assert!(!out.stdout.contains("unexpected"), "{}", out.dump());
+    // Nothing in the demo should fail quietly: its apps print no errors.
+    for bad in ["can't", "denied", "not found"] {
+        assert!(!out.stdout.contains(bad), "{bad:?} in\n{}", out.dump());
+    }
     let written = fs::read_to_string(fx.path().join("data/last-run.txt")).unwrap();
     assert!(written.contains("UTC"), "{written}");
     // --timings shows the guest's boot timeline.

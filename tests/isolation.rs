@@ -43,6 +43,12 @@ fn apps_see_only_their_own_root_and_run_as_configured() {
         check("own-ptys", "[ \"$(ls /dev/pts)\" = ptmx ]"),
     ]
     .concat();
+    let nobody = [
+        "echo uid=$(id -u) gid=$(id -g); grep CapEff /proc/self/status; ".to_string(),
+        check("dev-modes", "[ \"$(stat -c '%a %n' /dev/null /dev/zero /dev/urandom /dev/tty | tr '\\n' ' ')\" = '666 /dev/null 666 /dev/zero 666 /dev/urandom 666 /dev/tty ' ]"),
+        check("dev-null-writable", "echo x > /dev/null && head -c 4 /dev/urandom > /dev/null"),
+    ]
+    .concat();
     let capped = [
         "grep -E 'CapEff|NoNewPrivs' /proc/self/status; ".to_string(),
         check("nofile", "[ \"$(ulimit -n)\" = 100 ]"),
@@ -67,7 +73,7 @@ fn apps_see_only_their_own_root_and_run_as_configured() {
                 {"name": "own-root", "rootfs": root, "exec": ["/bin/sh", "-c", own_root],
                  "mountPoints": [{"volume": "data", "path": "/data"}]},
                 {"name": "nobody", "rootfs": root, "user": "nobody",
-                 "exec": ["/bin/sh", "-c", "echo uid=$(id -u) gid=$(id -g); grep CapEff /proc/self/status"]},
+                 "exec": ["/bin/sh", "-c", nobody]},
                 {"name": "capped", "rootfs": root, "exec": ["/bin/sh", "-c", capped],
                  "capabilities": {"drop": ["NET_RAW"]}, "noNewPrivileges": true,
                  "rlimits": [{"type": "nofile", "soft": 100}], "oomScoreAdj": 500},
@@ -93,6 +99,8 @@ fn apps_see_only_their_own_root_and_run_as_configured() {
             "minimal-dev",
             "sys-read-only",
             "own-ptys",
+            "dev-modes",
+            "dev-null-writable",
             "nofile",
             "oom-score-adj",
             "root-refuses-writes",

@@ -15,7 +15,7 @@ use kvmpod_api::validate::normalize_guest_path;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
+use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::symlinkat;
 
 use crate::mounts::{bind_into_root, make_read_only, MountError};
@@ -107,6 +107,15 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), MountError> {
             makedev(major, minor),
         )
         .map_err(sys(format!("creating /dev/{name}")))?;
+        // mknod honours the agent's umask (the kernel starts init with
+        // 022): without this, /dev/null is 0644 and only root may write it.
+        fchmodat(
+            dev.as_fd(),
+            name,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(sys(format!("setting the mode of /dev/{name}")))?;
     }
     for (name, target) in SYMLINKS {
         symlinkat(target, dev.as_fd(), name).map_err(sys(format!("creating /dev/{name}")))?;
