@@ -43,6 +43,8 @@ pub struct Settings {
     pub grace: Duration,
     pub linger: Duration,
     pub debug: bool,
+    /// Gzip the initramfs (see `host-ctl run --help`).
+    pub gzip_initramfs: bool,
     pub detach: bool,
 }
 
@@ -327,7 +329,14 @@ pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Plan>
             }),
         };
         let archive = build_archive(&spec).context("building the initramfs")?;
-        let bytes = write_initramfs(&archive, &dir.initramfs(), Compression::Gzip)
+        // Uncompressed by default: measured on TCG, gzip costs ~0.35 s to
+        // build and ~0.17 s of guest boot to unpack (`make bench`).
+        let compression = if s.gzip_initramfs {
+            Compression::Gzip
+        } else {
+            Compression::None
+        };
+        let bytes = write_initramfs(&archive, &dir.initramfs(), compression)
             .context("writing the initramfs")?;
         record::update(&dir.path, |r| r.initramfs_bytes = Some(bytes))?;
         mark("initramfs-built");

@@ -209,6 +209,11 @@ struct VmArgs {
     /// Verbose guest console (kernel messages and agent debug lines).
     #[arg(long)]
     debug: bool,
+    /// Gzip the pod's initramfs: smaller on disk, but slower to build and
+    /// to boot (the guest kernel unpacks it; under TCG that costs more
+    /// than it saves).
+    #[arg(long)]
+    gzip_initramfs: bool,
 }
 
 impl VmArgs {
@@ -228,6 +233,7 @@ impl VmArgs {
             grace: Duration::from_secs(10),
             linger: Duration::from_secs(300),
             debug: self.debug,
+            gzip_initramfs: self.gzip_initramfs,
             detach: false,
         }
     }

@@ -132,10 +132,15 @@ impl Ctx {
 
     /// Runs a pod attached; its wall time and its record.
     fn run_attached(&self, manifest: &Path) -> Result<(f64, Value, PathBuf)> {
+        self.run_attached_with(manifest, &[])
+    }
+
+    fn run_attached_with(&self, manifest: &Path, extra: &[&str]) -> Result<(f64, Value, PathBuf)> {
         let start = Instant::now();
         let out = self
             .host_ctl()
             .arg("run")
+            .args(extra)
             .arg(manifest)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -261,12 +266,30 @@ fn bench() -> Result<()> {
     let machine = machine_line();
     eprintln!("bench: {machine}");
 
-    sizes(&ctx, &mut report)?;
-    let phases = demo_timeline(&ctx, &mut report)?;
-    baseline(&ctx, &mut report)?;
-    rt.block_on(service_pod(&ctx, &mut report))?;
-    many_apps_memory(&ctx, &mut report)?;
-    scale(&ctx, &mut report)?;
+    // KVMPOD_BENCH_ONLY=baseline,logs,... runs some sections, for work on
+    // one figure; the results are then partial and no chart is drawn.
+    let only = std::env::var("KVMPOD_BENCH_ONLY").ok();
+    let wanted = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == s));
+    if wanted("sizes") {
+        sizes(&ctx, &mut report)?;
+    }
+    let phases = if wanted("timeline") {
+        demo_timeline(&ctx, &mut report)?
+    } else {
+        Vec::new()
+    };
+    if wanted("baseline") {
+        baseline(&ctx, &mut report)?;
+    }
+    if wanted("service") {
+        rt.block_on(service_pod(&ctx, &mut report))?;
+    }
+    if wanted("memory") {
+        many_apps_memory(&ctx, &mut report)?;
+    }
+    if wanted("scale") {
+        scale(&ctx, &mut report)?;
+    }
 
     report.notes.push(format!(
         "bench took {:.0} s; {machine}",
@@ -285,7 +308,9 @@ fn bench() -> Result<()> {
         serde_json::to_vec_pretty(&json)?,
     )?;
     let png = ctx.out.join("boot-timeline.png");
-    chart::timeline(&png, "kvmpod demo pod: guest boot timeline", &phases)?;
+    if !phases.is_empty() {
+        chart::timeline(&png, "kvmpod demo pod: guest boot timeline", &phases)?;
+    }
     println!(
         "figures: {}\nchart:   {}",
         ctx.out.join("results.json").display(),
@@ -360,8 +385,10 @@ fn demo_timeline(ctx: &Ctx, report: &mut Report) -> Result<Vec<(String, f64, f64
     let manifest = demo_manifest(ctx)?;
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); 10];
     let mut sizes = Vec::new();
+    let mut walls = Vec::new();
     for _ in 0..runs() {
         let (wall, rec, dir) = ctx.run_attached(&manifest)?;
+        walls.push(wall);
         sizes.push(rec["initramfsBytes"].as_f64().unwrap_or(f64::NAN));
         let s = |n: &str| stamp(&rec, n).unwrap_or(f64::NAN);
         let first_app = stamps_with_prefix(&rec, "app-started:")
@@ -386,11 +413,47 @@ fn demo_timeline(ctx: &Ctx, report: &mut Report) -> Result<Vec<(String, f64, f64
             slot.push(v);
         }
         samples[9].retain(|v| v.is_finite());
-        let _ = wall;
     }
     report.add(
         "size",
-        Figure::of("demo pod initramfs (gzip)", "bytes", &sizes),
+        Figure::of(
+            "demo pod initramfs (uncompressed, the default)",
+            "bytes",
+            &sizes,
+        ),
+    );
+    // The compression trade-off, measured: the same pod with a gzipped
+    // initramfs.
+    let (mut gz_sizes, mut gz_init, mut gz_walls) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs().min(3) {
+        let (wall, rec, _) = ctx.run_attached_with(&manifest, &["--gzip-initramfs"])?;
+        gz_sizes.push(rec["initramfsBytes"].as_f64().unwrap_or(f64::NAN));
+        gz_init.push(stamp(&rec, "init").unwrap_or(f64::NAN));
+        gz_walls.push(wall);
+    }
+    report.add(
+        "size",
+        Figure::of(
+            "demo pod initramfs with --gzip-initramfs",
+            "bytes",
+            &gz_sizes,
+        ),
+    );
+    report.add(
+        "initramfs compression (demo pod)",
+        Figure::of("host-ctl run wall, uncompressed", "s", &walls),
+    );
+    report.add(
+        "initramfs compression (demo pod)",
+        Figure::of("host-ctl run wall, --gzip-initramfs", "s", &gz_walls),
+    );
+    report.add(
+        "initramfs compression (demo pod)",
+        Figure::of("kernel start → /init, uncompressed", "s", &samples[0]),
+    );
+    report.add(
+        "initramfs compression (demo pod)",
+        Figure::of("kernel start → /init, --gzip-initramfs", "s", &gz_init),
     );
     let names = [
         "kernel start → /init",
@@ -623,7 +686,8 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
         paths.join(" ")
     );
     a.add("init", Entry::file(init.into_bytes(), 0o755))?;
-    rootfs_builder::write_initramfs(&a, out, rootfs_builder::Compression::Gzip)?;
+    // Uncompressed, as host-ctl writes its own by default.
+    rootfs_builder::write_initramfs(&a, out, rootfs_builder::Compression::None)?;
     Ok(())
 }
 
@@ -730,6 +794,15 @@ async fn service_measurements(
         "memory",
         Figure::of("agent RSS, idle (2 apps)", "KiB", &rss).target(1.1 * 1024.0, false),
     );
+    // Where it goes: the binary's pages in memory, and the heap and stacks.
+    let status = ctx.ok(&["exec", id, "idle", "--", "cat", "/proc/1/status"])?;
+    for (field, what) in [
+        ("RssFile:", "of which the binary's pages (RssFile)"),
+        ("RssAnon:", "of which heap and stacks (RssAnon)"),
+    ] {
+        let kib = status_kib(&status, field)?;
+        report.add("memory", Figure::of(what, "KiB", &[kib]));
+    }
 
     // Log throughput: 64 MiB written to stdout, received through attach.
     let mut logs = Vec::new();
@@ -742,6 +815,12 @@ async fn service_measurements(
     let mut raw = Vec::new();
     for _ in 0..3 {
         raw.push(raw_throughput(socket).await?);
+    }
+    // The guest's own ceiling for moving bytes through a pipe (the first leg
+    // of an app's output), to show where the log path's time goes.
+    let mut pipe = Vec::new();
+    for _ in 0..3 {
+        pipe.push(guest_pipe_mbps(ctx, id)?);
     }
     let l = Figure::of("app stdout → host (64 MiB via attach)", "MB/s", &logs);
     let w = Figure::of("raw vsock throughput (64 MiB, same VM)", "MB/s", &raw);
@@ -758,20 +837,53 @@ async fn service_measurements(
     report.add("logs", w);
     report.add(
         "logs",
+        Figure::of("in-guest pipe, no vsock (dd | dd, 64 MiB)", "MB/s", &pipe),
+    );
+    report.add(
+        "logs",
         Figure::of("ratio logs / raw vsock (medians)", "×", &[ratio]).target(0.8, true),
     );
     Ok(())
 }
 
+/// 64 MiB from /dev/zero through a pipe inside the guest, timed by busybox
+/// `time` (to 10 ms).
+fn guest_pipe_mbps(ctx: &Ctx, id: &str) -> Result<f64> {
+    let out = ctx.ok(&[
+        "exec",
+        id,
+        "idle",
+        "--",
+        "/bin/sh",
+        "-c",
+        "time sh -c 'dd if=/dev/zero bs=16384 count=4096 | dd of=/dev/null bs=16384' 2>&1",
+    ])?;
+    // "real\t0m 1.23s"
+    let secs: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("real"))
+        .and_then(|t| {
+            let (m, s) = t.trim().split_once('m')?;
+            Some(m.parse::<f64>().ok()? * 60.0 + s.trim().strip_suffix('s')?.parse::<f64>().ok()?)
+        })
+        .ok_or_else(|| anyhow!("no time in the report: {out:?}"))?;
+    Ok((64 << 20) as f64 / 1e6 / secs)
+}
+
 /// The agent's VmRSS, read by an exec in `app` (PID 1 is the agent).
 fn agent_rss_kib(ctx: &Ctx, id: &str, app: &str) -> Result<f64> {
     let status = ctx.ok(&["exec", id, app, "--", "cat", "/proc/1/status"])?;
+    status_kib(&status, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB.
+fn status_kib(status: &str, field: &str) -> Result<f64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/1/status"))
+        .ok_or_else(|| anyhow!("no {field} in /proc/1/status"))
 }
 
 /// Attaches to the writer, triggers its `run`th 64 MiB, and times them.
