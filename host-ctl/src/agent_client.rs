@@ -28,8 +28,8 @@ pub enum ConnectError {
     Timeout(String),
 }
 
-/// Connects to the agent at `endpoint`, retrying every 20 ms (see
-/// `vsock::backoff`) until `until`, and confirms the connection with a
+/// Connects to the agent at `endpoint`, retrying with backoff (10 ms
+/// doubling to 50 ms) until `until`, and confirms the connection with a
 /// status request.
 pub async fn connect(
     endpoint: &Endpoint,
