@@ -794,11 +794,13 @@ async fn service_measurements(
         "memory",
         Figure::of("agent RSS, idle (2 apps)", "KiB", &rss).target(1.1 * 1024.0, false),
     );
-    // Where it goes: the binary's pages in memory, and the heap and stacks.
+    // Where it goes. The agent runs from the initramfs, a tmpfs: its code
+    // pages count as shared memory, not as file pages.
     let status = ctx.ok(&["exec", id, "idle", "--", "cat", "/proc/1/status"])?;
     for (field, what) in [
-        ("RssFile:", "of which the binary's pages (RssFile)"),
+        ("RssShmem:", "of which the binary's pages (RssShmem)"),
         ("RssAnon:", "of which heap and stacks (RssAnon)"),
+        ("RssFile:", "of which other file pages (RssFile)"),
     ] {
         let kib = status_kib(&status, field)?;
         report.add("memory", Figure::of(what, "KiB", &[kib]));
