@@ -10,33 +10,17 @@
 //! left as they are. Kernels before 5.12 get the classic bind and a remount
 //! that carries those flags over from `statvfs`.
 
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+use kvmpod_api::mountapi::{self, Target};
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 
 use crate::error::SysError;
 use crate::resolve::{ensure_target, fd_path, open_in_root, Kind, ResolveError};
-
-// From linux/mount.h and linux/fcntl.h (not all are in the libc crate).
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_EMPTY_PATH: libc::c_uint = 0x1000;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MountError {
@@ -121,50 +105,11 @@ fn bind_with(
 
 /// open_tree + mount_setattr + move_mount, as described in the module docs.
 fn attach_clone(source: &Path, target: &OwnedFd, read_only: bool) -> Result<(), Errno> {
-    let src = CString::new(source.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: plain system calls on valid, NUL-terminated strings and fds;
-    // the returned fd is owned by us from here on.
-    let tree = unsafe {
-        let fd = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        );
-        Errno::result(fd)?;
-        OwnedFd::from_raw_fd(fd as i32)
-    };
+    let tree = mountapi::clone_tree(source)?;
     if read_only {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: `attr` outlives the call and its size is passed.
-        Errno::result(unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                AT_EMPTY_PATH | AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        })?;
+        mountapi::make_tree_read_only(tree.as_fd())?;
     }
-    // SAFETY: both fds are valid for the duration of the call.
-    Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    })?;
-    Ok(())
+    mountapi::attach(tree.as_fd(), Target::Fd(target.as_fd()))
 }
 
 /// A bind remount to read-only must repeat the mount's locked flags
@@ -190,28 +135,9 @@ fn remount_read_only(path: &Path) -> Result<(), Errno> {
 /// Makes the mount at `path` read-only, itself only (mounts under it keep
 /// their own flags).
 pub fn make_read_only(path: &Path) -> Result<(), Errno> {
-    let target = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` outlives the call and its size is passed.
-    let r = Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            0,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    });
-    match r {
-        Ok(_) => Ok(()),
+    match mountapi::make_mount_read_only(path) {
         Err(Errno::ENOSYS) => remount_read_only(path),
-        Err(e) => Err(e),
+        r => r,
     }
 }
 

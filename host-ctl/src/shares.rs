@@ -5,13 +5,13 @@
 //! the volume is (rkt's fix for "KVM readOnly=true host volumes aren't
 //! read-only"). Aliases are removed when the pod ends.
 
-use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use kvmpod_api::mountapi::{self, Target};
 use nix::errno::Errno;
 use nix::mount::{umount2, MntFlags};
 
@@ -61,32 +61,11 @@ pub fn for_hypervisor(
     (out, aliases)
 }
 
-// From linux/mount.h (not all are in the libc crate).
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const AT_EMPTY_PATH: libc::c_uint = 0x1000;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{} contains NUL", p.display()))
-}
-
 /// Mounts one alias: a recursive clone of the source, made read-only
 /// (with everything under it) before it is attached.
 pub fn mount(alias: &Alias) -> Result<()> {
     fs::create_dir_all(&alias.path)
         .with_context(|| format!("creating {}", alias.path.display()))?;
-    let src = cstr(&alias.source)?;
-    let dst = cstr(&alias.path)?;
     let fail = |what: &str, e: Errno| -> anyhow::Error {
         let hint = if e == Errno::ENOSYS {
             " (read-only lkvm shares need Linux 5.12 or later)"
@@ -100,51 +79,11 @@ pub fn mount(alias: &Alias) -> Result<()> {
             e.desc()
         )
     };
-    // SAFETY: plain system calls on valid NUL-terminated strings and fds;
-    // the returned fd is owned from here on.
-    let tree = unsafe {
-        let fd = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | AT_RECURSIVE,
-        );
-        Errno::result(fd).map_err(|e| fail("cloning", e))?;
-        OwnedFd::from_raw_fd(fd as i32)
-    };
+    let tree = mountapi::clone_tree(&alias.source).map_err(|e| fail("cloning", e))?;
     if alias.read_only {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: `attr` outlives the call and its size is passed.
-        Errno::result(unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                AT_EMPTY_PATH | AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        })
-        .map_err(|e| fail("making read-only", e))?;
+        mountapi::make_tree_read_only(tree.as_fd()).map_err(|e| fail("making read-only", e))?;
     }
-    // SAFETY: the fd and the path are valid for the call.
-    Errno::result(unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    })
-    .map_err(|e| fail("mounting", e))?;
-    Ok(())
+    mountapi::attach(tree.as_fd(), Target::Path(&alias.path)).map_err(|e| fail("mounting", e))
 }
 
 /// Mounts every alias; on failure, what was mounted is taken down again.

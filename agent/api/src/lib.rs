@@ -1,11 +1,13 @@
 //! What host-ctl, rootfs-builder and the guest agent must agree on: the pod
 //! manifest and its validation, the guest's file layout, the agent's
-//! configuration and the ttrpc protocol between host and agent.
+//! configuration and the ttrpc protocol between host and agent; and the
+//! mount API calls both sides make.
 
 pub mod config;
 pub mod layout;
 pub mod limits;
 pub mod manifest;
+pub mod mountapi;
 pub mod protocol;
 pub mod tag;
 pub mod validate;
