@@ -18,8 +18,7 @@ use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
 use kvmpod_api::protocol::{
-    AppState, LogStream, LogsRequest, PodState, PodStatus, ShutdownRequest, StatusRequest,
-    WaitRequest,
+    LogStream, LogsRequest, PodState, PodStatus, ShutdownRequest, StatusRequest, WaitRequest,
 };
 use nix::fcntl::Flock;
 use tokio::signal::unix::{signal, SignalKind};
@@ -77,21 +76,10 @@ fn summaries(status: &PodStatus) -> Vec<AppSummary> {
         .iter()
         .map(|a| {
             let state = a.state.enum_value_or_default();
-            let done = matches!(
-                state,
-                AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
-            );
+            let done = state.is_done();
             AppSummary {
                 name: a.name.clone(),
-                state: match state {
-                    AppState::APP_STATE_PENDING => "pending",
-                    AppState::APP_STATE_RUNNING => "running",
-                    AppState::APP_STATE_EXITED => "exited",
-                    AppState::APP_STATE_FAILED => "failed",
-                    AppState::APP_STATE_RESTARTING => "restarting",
-                    AppState::APP_STATE_UNSPECIFIED => "unknown",
-                }
-                .into(),
+                state: state.name().into(),
                 exit_code: done.then_some(a.exit_code),
                 signal: a.signal,
                 error: a.error.clone(),

@@ -31,3 +31,39 @@ pub mod agent_ttrpc {
 }
 
 pub use agent::*;
+
+impl AppState {
+    /// The name host-ctl shows and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppState::APP_STATE_PENDING => "pending",
+            AppState::APP_STATE_RUNNING => "running",
+            AppState::APP_STATE_EXITED => "exited",
+            AppState::APP_STATE_FAILED => "failed",
+            AppState::APP_STATE_RESTARTING => "restarting",
+            AppState::APP_STATE_UNSPECIFIED => "unknown",
+        }
+    }
+
+    /// Whether the app is over, so its exit code means something.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
+        )
+    }
+}
+
+impl PodState {
+    /// The name host-ctl shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            PodState::POD_STATE_STARTING => "starting",
+            PodState::POD_STATE_RUNNING => "running",
+            PodState::POD_STATE_EXITED => "exited",
+            PodState::POD_STATE_FAILED => "failed",
+            PodState::POD_STATE_STOPPING => "stopping",
+            PodState::POD_STATE_UNSPECIFIED => "unknown",
+        }
+    }
+}

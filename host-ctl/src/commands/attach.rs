@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use kvmpod_api::manifest::PodManifest;
-use kvmpod_api::protocol::{attach_input, AppState, AttachInput, LogStream, StatusRequest};
+use kvmpod_api::protocol::{attach_input, AttachInput, LogStream, StatusRequest};
 use tokio::io::AsyncReadExt;
 
 use crate::agent_client;
@@ -100,12 +100,7 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
             .apps
             .iter()
             .find(|a| a.name == app)
-            .filter(|a| {
-                matches!(
-                    a.state.enum_value_or_default(),
-                    AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
-                )
-            })
+            .filter(|a| a.state.enum_value_or_default().is_done())
             .map_or(0, |a| a.exit_code),
         Err(_) => 0,
     })

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use kvmpod_api::protocol::{AppState, PodState, PodStatus, StatusRequest};
+use kvmpod_api::protocol::{PodStatus, StatusRequest};
 use serde::Serialize;
 
 use super::Format;
@@ -67,36 +67,17 @@ fn secs(ns: u64) -> Option<f64> {
 
 fn live_view(st: &PodStatus) -> LiveView {
     LiveView {
-        pod_state: match st.state.enum_value_or_default() {
-            PodState::POD_STATE_STARTING => "starting",
-            PodState::POD_STATE_RUNNING => "running",
-            PodState::POD_STATE_EXITED => "exited",
-            PodState::POD_STATE_FAILED => "failed",
-            PodState::POD_STATE_STOPPING => "stopping",
-            PodState::POD_STATE_UNSPECIFIED => "unknown",
-        }
-        .into(),
+        pod_state: st.state.enum_value_or_default().name().into(),
         error: st.error.clone(),
         apps: st
             .apps
             .iter()
             .map(|a| {
                 let state = a.state.enum_value_or_default();
-                let done = matches!(
-                    state,
-                    AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
-                );
+                let done = state.is_done();
                 AppView {
                     name: a.name.clone(),
-                    state: match state {
-                        AppState::APP_STATE_PENDING => "pending",
-                        AppState::APP_STATE_RUNNING => "running",
-                        AppState::APP_STATE_EXITED => "exited",
-                        AppState::APP_STATE_FAILED => "failed",
-                        AppState::APP_STATE_RESTARTING => "restarting",
-                        AppState::APP_STATE_UNSPECIFIED => "unknown",
-                    }
-                    .into(),
+                    state: state.name().into(),
                     pid: (a.pid > 0).then_some(a.pid),
                     exit_code: done.then_some(a.exit_code),
                     signal: (a.signal > 0).then_some(a.signal),
