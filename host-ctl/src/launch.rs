@@ -22,7 +22,7 @@ use crate::child::Supervised;
 use crate::poddir::PodDir;
 use crate::record::{self, PodRecord};
 use crate::shares::{self, Alias};
-use crate::vmspec::{self, Hypervisor, Machine, VmSpec, Vsock};
+use crate::vmspec::{self, Hypervisor, Machine, Share, VmSpec, Vsock};
 use crate::vsock::{self, Endpoint};
 use crate::{bootkernel, cids, tools, tsc};
 
@@ -105,17 +105,36 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// Validates the manifest and the host, and works out the VM's command
-/// lines. `dir` is where the pod would live; `cid` its CID; `boot_kernel`
-/// the image to boot (QEMU may boot an extracted, cached ELF). Unless
-/// `strict`, what this host lacks to run the pod is noted, not refused.
-fn plan_at(
+/// What a pod's plan needs from the manifest and the host, found once: the
+/// CID is leased only after every check passed, and adds nothing to find.
+#[derive(Clone)]
+struct Draft {
+    dir: PodDir,
+    pod: PodManifest,
+    agent: PathBuf,
+    kernel: tools::Kernel,
+    accel: accel::Choice,
+    vm_bin: PathBuf,
+    image: PathBuf,
+    /// vhost-device-vsock, for hybrid vsock; `None`: the host's AF_VSOCK.
+    vhost_program: Option<PathBuf>,
+    shares: Vec<Share>,
+    aliases: Vec<Alias>,
+    machine: Machine,
+    tsc_khz: Option<u64>,
+    notes: Vec<String>,
+}
+
+/// Validates the manifest and the host. `dir` is where the pod would
+/// live; `boot_kernel` the image to boot (QEMU may boot an extracted,
+/// cached ELF). Unless `strict`, what this host lacks to run the pod is
+/// noted, not refused.
+fn draft(
     s: &Settings,
     dir: PodDir,
-    cid: u32,
     boot_kernel: &dyn Fn(&Path) -> PathBuf,
     strict: bool,
-) -> Result<Plan> {
+) -> Result<Draft> {
     let pod = kvmpod_api::validate::load(&s.manifest)?;
     let agent = tools::agent(s.agent.as_deref())?;
     let kernel = tools::kernel(s.kernel.as_deref(), s.modules_dir.as_deref())?;
@@ -160,28 +179,11 @@ fn plan_at(
         bail!("lkvm needs the host's vhost-vsock (AF_VSOCK), which is not usable here: {why}");
     }
     let (shares, aliases) = shares::for_hypervisor(s.hypervisor, &vmspec::shares(&pod), &dir.path);
-    let (vsock, endpoint, backend) = match kind {
-        vsock::Kind::Vhost => (Vsock::Kernel { cid }, Endpoint::Vhost { cid }, None),
-        vsock::Kind::Hybrid => (
-            Vsock::VhostUser {
-                socket: dir.vhost_socket(),
-            },
-            Endpoint::Hybrid {
-                socket: dir.vsock_socket(),
-                cid,
-            },
-            Some(Cmd {
-                program: tools::vhost_device_vsock()
-                    .or_else(|e| lacking(&mut notes, strict, e, "vhost-device-vsock"))?,
-                args: vec![
-                    "--vm".to_string(),
-                    format!(
-                        "guest-cid={cid},socket={},uds-path={}",
-                        dir.vhost_socket().display(),
-                        dir.vsock_socket().display()
-                    ),
-                ],
-            }),
+    let vhost_program = match kind {
+        vsock::Kind::Vhost => None,
+        vsock::Kind::Hybrid => Some(
+            tools::vhost_device_vsock()
+                .or_else(|e| lacking(&mut notes, strict, e, "vhost-device-vsock"))?,
         ),
     };
     // kvmtool's virtio devices are on PCI.
@@ -203,45 +205,88 @@ fn plan_at(
             );
         }
     }
-    let spec = VmSpec {
-        name: dir.id.clone(),
-        machine,
-        kernel: image,
-        initrd: dir.initramfs(),
-        cmdline: vmspec::kernel_cmdline(s.debug, tsc_khz),
-        memory_mib: s.memory_mib,
-        cpus: s.cpus,
-        accel: choice.accel,
-        console_log: dir.console_log(),
-        shares,
-        vsock,
-    };
     if s.hypervisor == Hypervisor::Lkvm && choice.accel != accel::Accel::Kvm {
         notes.push("lkvm always uses KVM".into());
     }
+    Ok(Draft {
+        dir,
+        pod,
+        agent,
+        kernel,
+        accel: choice,
+        vm_bin,
+        image,
+        vhost_program,
+        shares,
+        aliases,
+        machine,
+        tsc_khz,
+        notes,
+    })
+}
+
+/// The plan with guest CID `cid`: the VM's command lines.
+fn finish(s: &Settings, d: Draft, cid: u32) -> Result<Plan> {
+    let dir = d.dir;
+    let (vsock, endpoint, backend) = match d.vhost_program {
+        Some(program) => (
+            Vsock::VhostUser {
+                socket: dir.vhost_socket(),
+            },
+            Endpoint::Hybrid {
+                socket: dir.vsock_socket(),
+                cid,
+            },
+            Some(Cmd {
+                program,
+                args: vec![
+                    "--vm".to_string(),
+                    format!(
+                        "guest-cid={cid},socket={},uds-path={}",
+                        dir.vhost_socket().display(),
+                        dir.vsock_socket().display()
+                    ),
+                ],
+            }),
+        ),
+        None => (Vsock::Kernel { cid }, Endpoint::Vhost { cid }, None),
+    };
+    let spec = VmSpec {
+        name: dir.id.clone(),
+        machine: d.machine,
+        kernel: d.image,
+        initrd: dir.initramfs(),
+        cmdline: vmspec::kernel_cmdline(s.debug, d.tsc_khz),
+        memory_mib: s.memory_mib,
+        cpus: s.cpus,
+        accel: d.accel.accel,
+        console_log: dir.console_log(),
+        shares: d.shares,
+        vsock,
+    };
     let vm_args = s.hypervisor.argv(&spec).map_err(|e| anyhow!(e))?;
     let launch = Launch {
         hypervisor: s.hypervisor.name().into(),
         vm: Cmd {
-            program: vm_bin,
+            program: d.vm_bin,
             args: vm_args,
         },
         vsock_backend: backend,
         endpoint,
         boot_timeout_secs: s.boot_timeout.as_secs(),
         grace_ms: u32::try_from(s.grace.as_millis()).unwrap_or(u32::MAX),
-        accel: choice.accel.name().to_string(),
+        accel: d.accel.accel.name().to_string(),
     };
     Ok(Plan {
         dir,
-        pod,
-        agent,
-        kernel,
+        pod: d.pod,
+        agent: d.agent,
+        kernel: d.kernel,
         launch,
-        aliases,
+        aliases: d.aliases,
         cid,
-        transport: machine.transport_module(),
-        notes,
+        transport: d.machine.transport_module(),
+        notes: d.notes,
     })
 }
 
@@ -260,13 +305,8 @@ pub fn plan(s: &Settings) -> Result<Plan> {
     let dir = PodDir::planned(&s.state_dir);
     let cid = cids::peek(&s.state_dir);
     let cache = s.state_dir.join("cache");
-    plan_at(
-        s,
-        dir,
-        cid,
-        &|k| bootkernel::boot_kernel(k, &cache).path,
-        false,
-    )
+    let d = draft(s, dir, &|k| bootkernel::boot_kernel(k, &cache).path, false)?;
+    finish(s, d, cid)
 }
 
 /// Validates, creates the pod's directory and record, leases its CID,
@@ -276,13 +316,16 @@ pub fn prepare(s: &Settings, mark: &mut dyn FnMut(&'static str)) -> Result<Plan>
     // Every check first, with nothing created: the CID is not leased yet.
     let cache = s.state_dir.join("cache");
     let boot = |k: &Path| bootkernel::boot_kernel(k, &cache).path;
-    let dry = plan_at(s, PodDir::planned(&s.state_dir), cids::FIRST, &boot, true)?;
-    let dir = dry.dir;
+    let mut d = draft(s, PodDir::planned(&s.state_dir), &boot, true)?;
+    // The command lines too, with a stand-in CID.
+    finish(s, d.clone(), cids::FIRST)?;
+    let dir = d.dir.clone();
     dir.make(&s.state_dir)?;
     record::create(&dir.path, &PodRecord::new(&dir, &s.manifest, s.detach))?;
     let result = (|| -> Result<Plan> {
         let cid = cids::allocate(&s.state_dir, &dir.id)?;
-        let plan = plan_at(s, PodDir::open(&dir.path)?, cid, &boot, true)?;
+        d.dir = PodDir::open(&dir.path)?;
+        let plan = finish(s, d, cid)?;
         for n in &plan.notes {
             eprintln!("host-ctl: {n}");
         }

@@ -14,6 +14,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/kvmpod";
 /// `_<port>` for guest-initiated connections.
 const MAX_SOCKET_PATH: usize = 107 - 11;
 
+#[derive(Debug, Clone)]
 pub struct PodDir {
     pub id: String,
     pub path: PathBuf,
