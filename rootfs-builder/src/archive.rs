@@ -57,6 +57,12 @@ impl Entry {
         Entry::root_owned(Node::File(Data::Bytes(data)), perm)
     }
 
+    /// `/dev/console` (5:1), which the kernel opens for init's stdio before
+    /// init runs: every initramfs needs it.
+    pub fn console() -> Self {
+        Entry::root_owned(Node::CharDev { major: 5, minor: 1 }, 0o600)
+    }
+
     fn root_owned(node: Node, perm: u32) -> Self {
         Entry {
             node,

@@ -68,15 +68,7 @@ pub fn build_archive(spec: &InitramfsSpec) -> Result<Archive, BuildError> {
     // The kernel opens /dev/console for init's stdio before init runs, so
     // the node must be in the archive; devtmpfs is mounted over /dev later.
     a.add("dev", Entry::dir(0o755))?;
-    a.add(
-        "dev/console",
-        Entry {
-            node: Node::CharDev { major: 5, minor: 1 },
-            perm: 0o600,
-            uid: 0,
-            gid: 0,
-        },
-    )?;
+    a.add("dev/console", Entry::console())?;
     for dir in [
         "proc",
         "sys",

@@ -642,7 +642,7 @@ fn baseline(ctx: &Ctx, report: &mut Report) -> Result<()> {
 /// The baseline's initramfs: busybox, the same modules in the same order,
 /// and an /init script doing the pod's work.
 fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
-    use rootfs_builder::archive::{Archive, Entry, Node};
+    use rootfs_builder::archive::{Archive, Entry};
     let pod = kvmpod_api::validate::load(manifest)?;
     let kernel = host_ctl::tools::kernel(None, None)?;
     let modules_dir = kernel
@@ -656,15 +656,7 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
     let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
     let mut a = Archive::new();
     rootfs_builder::tree::add_dir(&mut a, &ctx.rootfs, "")?;
-    a.add(
-        "dev/console",
-        Entry {
-            node: Node::CharDev { major: 5, minor: 1 },
-            perm: 0o600,
-            uid: 0,
-            gid: 0,
-        },
-    )?;
+    a.add("dev/console", Entry::console())?;
     for d in ["proc", "mnt/data"] {
         a.add(d, Entry::dir(0o755))?;
     }
