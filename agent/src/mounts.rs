@@ -202,29 +202,30 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// For tests that mount for real: they need root (as `make test` runs)
+/// and work in a mount namespace of their own thread.
+#[cfg(test)]
+pub(crate) fn private_mount_namespace() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts file systems: run it as root (`make test` does)"
+    );
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("making / private");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resolve::open_root;
     use std::os::unix::fs::MetadataExt;
-
-    /// These tests mount for real: they need root (as `make test` runs)
-    /// and work in a mount namespace of their own thread.
-    fn private_mount_namespace() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test mounts file systems: run it as root (`make test` does)"
-        );
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .expect("making / private");
-    }
 
     fn tmpfs(at: &Path, flags: MsFlags) {
         fs::create_dir_all(at).unwrap();

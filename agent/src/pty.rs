@@ -80,19 +80,7 @@ mod tests {
     /// `/dev/pts/N`, and the slave is a terminal.
     #[test]
     fn the_terminal_lives_in_the_apps_devpts() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test mounts devpts: run it as root (`make test` does)"
-        );
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .unwrap();
+        crate::mounts::private_mount_namespace();
         let dir = tempfile::tempdir().unwrap();
         let pts = dir.path().join("dev/pts");
         std::fs::create_dir_all(&pts).unwrap();
