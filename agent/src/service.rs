@@ -9,7 +9,7 @@ use kvmpod_api::protocol::{self as pb, agent_ttrpc, attach_input};
 use ttrpc::r#async::{Server, ServerStream, ServerStreamSender, TtrpcContext};
 
 use crate::exec;
-use crate::logbuf::{Chunk, Stream};
+use crate::logbuf::Stream;
 use crate::pod::{AppRecord, Pod};
 
 pub struct AgentService {
@@ -245,7 +245,7 @@ where
         for (app, cursor) in apps.iter().zip(cursors.iter_mut()) {
             let read = app.logs.read_from(*cursor);
             let mut dropped = read.dropped;
-            for c in coalesce(read.chunks, MAX_LOG_MESSAGE) {
+            for c in read.chunks {
                 let mut msg = pb::LogChunk::new();
                 msg.app = app.name().to_string();
                 msg.stream = match c.stream {
@@ -275,30 +275,6 @@ where
     }
 }
 
-/// The most output one log message carries: a reader that fell behind
-/// catches up in few, large messages (each costs the guest a ttrpc frame).
-const MAX_LOG_MESSAGE: usize = 256 * 1024;
-
-/// Joins adjacent chunks of the same stream, up to `max` bytes each; a
-/// chunk larger than `max` stays whole. Offsets stay exact: chunks from
-/// one read are contiguous.
-fn coalesce(chunks: Vec<Chunk>, max: usize) -> Vec<Chunk> {
-    let mut out: Vec<Chunk> = Vec::with_capacity(chunks.len());
-    for c in chunks {
-        match out.last_mut() {
-            Some(last)
-                if last.stream == c.stream
-                    && last.offset + last.data.len() as u64 == c.offset
-                    && last.data.len() + c.data.len() <= max =>
-            {
-                last.data.extend_from_slice(&c.data);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Serves the agent API on `addr` (`vsock://-1:<port>` in the guest).
 pub async fn serve(pod: Arc<Pod>, addr: &str) -> ttrpc::Result<Server> {
     let service = agent_ttrpc::create_agent(Arc::new(AgentService { pod }));
@@ -315,39 +291,6 @@ mod tests {
     use crate::timeline::Timeline;
     use kvmpod_api::config::AgentConfig;
     use kvmpod_api::protocol::agent_ttrpc::AgentClient;
-
-    fn chunk(offset: u64, stream: Stream, data: &[u8]) -> Chunk {
-        Chunk {
-            offset,
-            stream,
-            data: data.to_vec(),
-            boottime_ns: offset,
-        }
-    }
-
-    #[test]
-    fn coalesce_joins_same_stream_neighbours_up_to_the_limit() {
-        let chunks = vec![
-            chunk(0, Stream::Stdout, b"ab"),
-            chunk(2, Stream::Stdout, b"cd"),
-            chunk(4, Stream::Stdout, b"ef"),
-            chunk(6, Stream::Stderr, b"gh"),
-            chunk(8, Stream::Stdout, b"ijklmn"),
-        ];
-        let got: Vec<(u64, Stream, Vec<u8>)> = coalesce(chunks, 4)
-            .into_iter()
-            .map(|c| (c.offset, c.stream, c.data))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                (0, Stream::Stdout, b"abcd".to_vec()),
-                (4, Stream::Stdout, b"ef".to_vec()),
-                (6, Stream::Stderr, b"gh".to_vec()),
-                (8, Stream::Stdout, b"ijklmn".to_vec()),
-            ]
-        );
-    }
 
     fn ctx() -> ttrpc::context::Context {
         ttrpc::context::with_timeout(10_000_000_000)
