@@ -13,6 +13,16 @@ pub struct BootProgress {
 
 const AGENT: &str = "kvmpod-agent: ";
 
+/// The line the agent writes once it serves its API.
+const READY: &str = "kvmpod-agent: stage agent-ready";
+
+/// Whether `console` shows the agent serving its API.
+pub fn agent_ready(console: &[u8]) -> bool {
+    console
+        .split(|&b| b == b'\n')
+        .any(|line| line.windows(READY.len()).any(|w| w == READY.as_bytes()))
+}
+
 pub fn progress(console: &str) -> BootProgress {
     let mut stage = None;
     let mut fatal = None;
@@ -53,6 +63,17 @@ pub fn progress(console: &str) -> BootProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ready_line_is_found_among_kernel_messages() {
+        assert!(!agent_ready(
+            b"[    0.1] Linux\nkvmpod-agent: stage init at 1.2s\n"
+        ));
+        assert!(!agent_ready(b"kvmpod-agent: stage agent-rea"));
+        assert!(agent_ready(
+            b"[    0.1] Linux\r\nkvmpod-agent: stage agent-ready at 1.5s\r\n"
+        ));
+    }
 
     #[test]
     fn last_stage_and_fatal_line_are_found() {

@@ -171,6 +171,7 @@ impl Monitor {
     ) -> Result<(Vm, AgentClient, SystemTime)> {
         let mut vm = launch::start(dir, launch, die_with_parent).await?;
         let until = Instant::now() + Duration::from_secs(launch.boot_timeout_secs);
+        wait_for_ready_line(&dir.console_log(), &mut vm.vm, until).await;
         match agent_client::connect(&launch.endpoint, DEFAULT_VSOCK_PORT, &mut vm.vm, until).await {
             Ok(client) => {
                 let boot = guest_boot_time(&client).await;
@@ -422,6 +423,36 @@ async fn finish_collectors(collectors: Vec<tokio::task::JoinHandle<Result<()>>>)
 }
 
 /// The guest's boot in wall-clock time: now minus its uptime.
+/// Waits until the guest's console shows the agent serving, the VM ends,
+/// or `until`; the first connection attempt follows. Attempting earlier,
+/// before the guest's vsock driver is up, is not just wasted:
+/// vhost-device-vsock 0.3.0 queued those requests and then stopped
+/// answering handshakes at all in slow boots (seen in the 40-volume boot
+/// test). Kata solved the same race by letting the guest speak first.
+async fn wait_for_ready_line(console: &Path, vm: &mut Supervised, until: Instant) {
+    let mut seen = 0;
+    let mut tail = Vec::new();
+    while Instant::now() < until && vm.exited().is_none() {
+        if let Ok(mut f) = File::open(console) {
+            use std::io::{Read, Seek, SeekFrom};
+            if f.seek(SeekFrom::Start(seen)).is_ok() {
+                let mut new = Vec::new();
+                if let Ok(n) = f.read_to_end(&mut new) {
+                    seen += n as u64;
+                    tail.extend_from_slice(&new);
+                    if console::agent_ready(&tail) {
+                        return;
+                    }
+                    // Keep only the unfinished last line.
+                    let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    tail.drain(..keep);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn guest_boot_time(client: &AgentClient) -> SystemTime {
     match client
         .status(

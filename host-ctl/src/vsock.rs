@@ -140,9 +140,8 @@ pub async fn connect_hybrid(uds: &Path, port: u32) -> io::Result<UnixStream> {
 /// The delay before attempt `n` (from 0): 10 ms doubling up to 50 ms. An
 /// attempt costs the guest next to nothing (a refused connection), and
 /// every millisecond between the agent's start and the host noticing it is
-/// a millisecond of the pod's start. Not shorter: with attempts every
-/// 20 ms during a slow boot, vhost-device-vsock 0.3.0 stopped answering
-/// handshakes at all, even after the agent was listening.
+/// a millisecond of the pod's start. A pod's first attempt waits for the
+/// agent's ready line on the console (see `monitor`).
 pub fn backoff(n: u32) -> Duration {
     Duration::from_millis((10u64 << n.min(6)).min(50))
 }
