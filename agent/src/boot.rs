@@ -12,6 +12,7 @@ use std::time::Duration;
 use kvmpod_api::config::AgentConfig;
 use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::timeline::Stage;
 
 use crate::pod::Pod;
 use crate::reaper::Reaper;
@@ -48,19 +49,19 @@ fn read_manifest() -> Result<PodManifest, String> {
 /// Runs the pod; returns when it is time to power off.
 pub async fn run(init_ns: u64) {
     let timeline = Timeline::default();
-    timeline.mark_at("init", init_ns);
+    timeline.mark_at(Stage::Init, init_ns);
 
     // Settings, manifest and modules come from the initramfs, before the
     // root moves off it.
     let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
     console::init_logger(config.debug);
     let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
-    timeline.mark("config-read");
+    timeline.mark(Stage::ConfigRead);
     if let Err(e) = kmod::load_all(&config.modules) {
         fatal("loading kernel modules", &e);
     }
-    timeline.mark("modules-loaded");
-    console::stage("modules-loaded");
+    timeline.mark(Stage::ModulesLoaded);
+    console::stage(Stage::ModulesLoaded);
 
     // Apps pivot_root into their roots, which the initramfs cannot allow.
     if rootswitch::on_initramfs() {
@@ -71,7 +72,7 @@ pub async fn run(init_ns: u64) {
             .collect();
         match rootswitch::switch_to_tmpfs(&roots) {
             Ok(()) => {
-                timeline.mark("root-switched");
+                timeline.mark(Stage::RootSwitched);
             }
             Err(e) => fatal("moving the root off the initramfs", &e),
         }
@@ -93,7 +94,7 @@ pub async fn run(init_ns: u64) {
     if let Err(e) = approot::write_pod_files(&config.hostname) {
         log::warn!("{e}");
     }
-    timeline.mark("base-mounted");
+    timeline.mark(Stage::BaseMounted);
 
     let reaper = Reaper::new();
     if let Err(e) = reaper.start() {
@@ -112,13 +113,13 @@ pub async fn run(init_ns: u64) {
             "port forwarding unavailable: listening on vsock port {FORWARD_VSOCK_PORT}: {e}"
         );
     }
-    pod.timeline.mark("agent-ready");
-    console::stage("agent-ready");
+    pod.timeline.mark(Stage::AgentReady);
+    console::stage(Stage::AgentReady);
 
     match volumes::mount_all(&pod.manifest, &pod.config) {
         Ok(()) => {
-            pod.timeline.mark("volumes-mounted");
-            console::stage("volumes-mounted");
+            pod.timeline.mark(Stage::VolumesMounted);
+            console::stage(Stage::VolumesMounted);
             supervisor::start_apps(&pod);
         }
         Err(e) => {

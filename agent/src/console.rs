@@ -5,33 +5,30 @@
 use std::fmt;
 use std::io::Write;
 
+use kvmpod_api::console;
+use kvmpod_api::timeline::Stage;
 use log::{Level, LevelFilter, Metadata, Record};
-
-/// Every console line the agent writes starts with this.
-pub const PREFIX: &str = "kvmpod-agent";
 
 /// Writes one line to the console. Console errors are ignored: there is
 /// nowhere else to report them.
 pub fn line(args: fmt::Arguments<'_>) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{PREFIX}: {args}");
+    let _ = writeln!(err, "{}", console::message_line(args));
 }
 
 /// Marks a boot stage reached, so a host whose agent never answers can say
 /// how far the guest got.
-pub fn stage(name: &str) {
+pub fn stage(stage: Stage) {
     let ns = crate::timeline::boottime_ns();
-    line(format_args!(
-        "stage {name} at {}.{:06}s",
-        ns / 1_000_000_000,
-        (ns % 1_000_000_000) / 1000
-    ));
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", console::stage_line(stage, ns));
 }
 
 /// The one clearly marked line for a failure before the host can be told
 /// over vsock.
 pub fn fatal(stage: &str, error: &dyn fmt::Display) {
-    line(format_args!("FATAL: {stage}: {error}"));
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", console::fatal_line(stage, error));
 }
 
 struct ConsoleLogger;

@@ -34,13 +34,20 @@ impl EventLog {
     }
 
     /// Records an event; returns its sequence number.
-    pub fn push(&self, kind: &str, app: &str, exit_code: i32, signal: i32, message: String) -> u64 {
+    pub fn push(
+        &self,
+        kind: pb::EventKind,
+        app: &str,
+        exit_code: i32,
+        signal: i32,
+        message: String,
+    ) -> u64 {
         let mut events = self.lock();
         let seq = events.back().map_or(1, |e| e.seq + 1);
         let mut e = pb::Event::new();
         e.seq = seq;
         e.boottime_ns = boottime_ns();
-        e.kind = kind.to_string();
+        e.kind = kind.into();
         e.app = app.to_string();
         e.exit_code = exit_code;
         e.signal = signal;
@@ -75,16 +82,40 @@ mod tests {
     #[test]
     fn events_are_numbered_bounded_and_resumable() {
         let log = EventLog::default();
-        assert_eq!(log.push("app-started", "a", 0, 0, String::new()), 1);
-        assert_eq!(log.push("app-exited", "a", 3, 0, String::new()), 2);
+        assert_eq!(
+            log.push(
+                pb::EventKind::EVENT_KIND_APP_STARTED,
+                "a",
+                0,
+                0,
+                String::new()
+            ),
+            1
+        );
+        assert_eq!(
+            log.push(
+                pb::EventKind::EVENT_KIND_APP_EXITED,
+                "a",
+                3,
+                0,
+                String::new()
+            ),
+            2
+        );
         let after1 = log.after(1);
         assert_eq!(after1.len(), 1);
         assert_eq!(
-            (after1[0].kind.as_str(), after1[0].exit_code),
-            ("app-exited", 3)
+            (after1[0].kind.enum_value_or_default(), after1[0].exit_code),
+            (pb::EventKind::EVENT_KIND_APP_EXITED, 3)
         );
         for _ in 0..CAPACITY + 10 {
-            log.push("x", "", 0, 0, String::new());
+            log.push(
+                pb::EventKind::EVENT_KIND_POD_STOPPING,
+                "",
+                0,
+                0,
+                String::new(),
+            );
         }
         let all = log.after(0);
         assert_eq!(all.len(), CAPACITY);

@@ -16,7 +16,7 @@ fn main() {
         console::fatal("panic", info);
         power::power_off();
     }));
-    console::stage("init");
+    console::stage(kvmpod_api::timeline::Stage::Init);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

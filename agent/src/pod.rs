@@ -267,7 +267,13 @@ impl Pod {
         if self.apps.iter().all(|a| a.is_done()) {
             self.set_phase(Phase::Exited);
             if !self.exited_reported.swap(true, Ordering::SeqCst) {
-                self.events.push("pod-exited", "", 0, 0, String::new());
+                self.events.push(
+                    kvmpod_api::protocol::EventKind::EVENT_KIND_POD_EXITED,
+                    "",
+                    0,
+                    0,
+                    String::new(),
+                );
             }
         }
     }

@@ -8,7 +8,7 @@ use nix::sys::reboot::{reboot, RebootMode};
 /// Flushes file systems and powers the VM off; never returns.
 pub fn power_off() -> ! {
     nix::unistd::sync();
-    crate::console::stage("power-off");
+    crate::console::stage(kvmpod_api::timeline::Stage::PowerOff);
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // Only reachable if the kernel refused; keep PID 1 alive rather than
     // panic the kernel.

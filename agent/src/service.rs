@@ -1,4 +1,4 @@
-//! The ttrpc service the host talks to (see `agent/api/proto/agent.proto`).
+//! The ttrpc service the host talks to (see `api/proto/agent.proto`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,7 +201,7 @@ impl agent_ttrpc::Agent for AgentService {
         loop {
             for e in self.pod.events.after(after) {
                 after = e.seq;
-                let last = e.kind == "pod-exited";
+                let last = e.kind.enum_value_or_default() == pb::EventKind::EVENT_KIND_POD_EXITED;
                 if sink.send(&e).await.is_err() || (last && req.follow) {
                     return Ok(());
                 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use kvmpod_api::layout;
+use kvmpod_api::timeline::Stage;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -28,9 +29,14 @@ fn signal_apps(pod: &Pod, sig: Signal) {
 /// Runs the stop sequence. The caller powers off afterwards.
 pub async fn stop(pod: &Pod, grace: Duration) {
     pod.set_phase(Phase::Stopping);
-    pod.timeline.mark("stopping");
-    pod.events
-        .push("pod-stopping", "", 0, 0, format!("grace period {grace:?}"));
+    pod.timeline.mark(Stage::Stopping);
+    pod.events.push(
+        kvmpod_api::protocol::EventKind::EVENT_KIND_POD_STOPPING,
+        "",
+        0,
+        0,
+        format!("grace period {grace:?}"),
+    );
     signal_apps(pod, Signal::SIGTERM);
     if tokio::time::timeout(grace, pod.wait_all()).await.is_err() {
         log::warn!("apps still running after {grace:?}; killing them");
@@ -45,6 +51,6 @@ pub async fn stop(pod: &Pod, grace: Duration) {
         log::warn!("{e}");
     }
     nix::unistd::sync();
-    pod.timeline.mark_at("stopped", boottime_ns());
+    pod.timeline.mark_at(Stage::Stopped, boottime_ns());
     tokio::time::sleep(REPLY_FLUSH).await;
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use kvmpod_api::layout;
 use kvmpod_api::manifest::RestartPolicy;
+use kvmpod_api::timeline::{AppMoment, Mark};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -97,10 +98,15 @@ pub fn start_apps(pod: &Arc<Pod>) {
             }
             Err(e) => {
                 log::error!("app {}: {}", app.name(), e.message);
-                pod.events
-                    .push("app-failed", app.name(), e.code, 0, e.message.clone());
+                pod.events.push(
+                    kvmpod_api::protocol::EventKind::EVENT_KIND_APP_FAILED,
+                    app.name(),
+                    e.code,
+                    0,
+                    e.message.clone(),
+                );
                 app.set_failed(e.code, e.message, boottime_ns());
-                pod.timeline.mark(format!("app-failed:{}", app.name()));
+                pod.timeline.mark(Mark::app(AppMoment::Failed, app.name()));
                 pod.app_done();
             }
         }
@@ -169,9 +175,14 @@ fn spawn(pod: &Pod, app: &AppRecord, ready: &Ready) -> Result<Started, StartErro
     }
     app.set_running(pid, started);
     pod.timeline
-        .mark_at(format!("app-started:{}", app.name()), started);
-    pod.events
-        .push("app-started", app.name(), 0, 0, format!("pid {pid}"));
+        .mark_at(Mark::app(AppMoment::Started, app.name()), started);
+    pod.events.push(
+        kvmpod_api::protocol::EventKind::EVENT_KIND_APP_STARTED,
+        app.name(),
+        0,
+        0,
+        format!("pid {pid}"),
+    );
     pod.set_phase(crate::pod::Phase::Running);
     if let Some(stdin) = child.stdin.take() {
         match pipe::Sender::from_owned_fd(OwnedFd::from(stdin)) {
@@ -192,9 +203,9 @@ async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: Ready, first: Started) {
         app.set_namespace(None);
         let at = boottime_ns();
         pod.timeline
-            .mark_at(format!("app-exited:{}", app.name()), at);
+            .mark_at(Mark::app(AppMoment::Exited, app.name()), at);
         pod.events.push(
-            "app-exited",
+            kvmpod_api::protocol::EventKind::EVENT_KIND_APP_EXITED,
             app.name(),
             exit.code,
             exit.signal,
@@ -217,7 +228,7 @@ async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: Ready, first: Started) {
             let delay = backoff(restarts);
             app.set_restarting(exit, at, restarts);
             pod.events.push(
-                "app-restarting",
+                kvmpod_api::protocol::EventKind::EVENT_KIND_APP_RESTARTING,
                 app.name(),
                 exit.code,
                 exit.signal,
@@ -237,8 +248,13 @@ async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: Ready, first: Started) {
                 }
                 Err(e) => {
                     log::error!("app {}: restart {restarts}: {}", app.name(), e.message);
-                    pod.events
-                        .push("app-failed", app.name(), e.code, 0, e.message);
+                    pod.events.push(
+                        kvmpod_api::protocol::EventKind::EVENT_KIND_APP_FAILED,
+                        app.name(),
+                        e.code,
+                        0,
+                        e.message,
+                    );
                     exit = Exit {
                         code: e.code,
                         signal: 0,
@@ -283,7 +299,7 @@ fn check_oom(pod: &Pod, app: &AppRecord, seen: u64) -> u64 {
     let now = cg.oom_kills();
     if now > seen {
         pod.events.push(
-            "app-oom-killed",
+            kvmpod_api::protocol::EventKind::EVENT_KIND_APP_OOM_KILLED,
             app.name(),
             0,
             libc::SIGKILL,

@@ -3,6 +3,7 @@
 
 use std::sync::Mutex;
 
+use kvmpod_api::timeline::Mark;
 use nix::time::{clock_gettime, ClockId};
 
 /// Nanoseconds since the guest kernel started (including any suspend).
@@ -19,13 +20,13 @@ pub struct Timeline {
 
 impl Timeline {
     /// Records `name` now and returns the stamp.
-    pub fn mark(&self, name: impl Into<String>) -> u64 {
+    pub fn mark(&self, name: impl Into<Mark>) -> u64 {
         self.mark_at(name, boottime_ns())
     }
 
-    pub fn mark_at(&self, name: impl Into<String>, ns: u64) -> u64 {
+    pub fn mark_at(&self, name: impl Into<Mark>, ns: u64) -> u64 {
         if let Ok(mut events) = self.events.lock() {
-            events.push((name.into(), ns));
+            events.push((name.into().to_string(), ns));
         }
         ns
     }

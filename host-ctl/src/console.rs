@@ -2,6 +2,9 @@
 //! the user needs when the agent does not answer: how far the boot got, and
 //! the agent's `FATAL` line if it wrote one.
 
+use kvmpod_api::console::{self, AgentLine};
+use kvmpod_api::timeline::Stage;
+
 /// What the console says about the boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootProgress {
@@ -11,39 +14,29 @@ pub struct BootProgress {
     pub fatal: Option<String>,
 }
 
-const AGENT: &str = "kvmpod-agent: ";
-
-/// The line the agent writes once it serves its API.
-const READY: &str = "kvmpod-agent: stage agent-ready";
-
 /// Whether `console` shows the agent serving its API.
 pub fn agent_ready(console: &[u8]) -> bool {
-    console
-        .split(|&b| b == b'\n')
-        .any(|line| line.windows(READY.len()).any(|w| w == READY.as_bytes()))
+    console::reached(console, Stage::AgentReady)
 }
 
-pub fn progress(console: &str) -> BootProgress {
+pub fn progress(text: &str) -> BootProgress {
     let mut stage = None;
     let mut fatal = None;
     let mut printed = false;
     let mut panicked = None;
-    for line in console.lines() {
-        if let Some(rest) = line.find(AGENT).map(|i| &line[i + AGENT.len()..]) {
-            if let Some(s) = rest.strip_prefix("stage ") {
-                // "modules-loaded at 3.830123s"
-                let s = s.trim();
-                stage = Some(match s.split_once(" at ") {
-                    Some((name, at)) => format!("\"{name}\" (at {at} of guest time)"),
-                    None => format!("\"{s}\""),
+    for line in text.lines() {
+        match console::parse(line) {
+            Some(AgentLine::Stage { name, at }) => {
+                stage = Some(match at {
+                    Some(at) => format!("\"{name}\" (at {at} of guest time)"),
+                    None => format!("\"{name}\""),
                 });
-            } else if let Some(f) = rest.strip_prefix("FATAL: ") {
-                fatal = Some(f.trim().to_string());
             }
-        } else if line.contains("Kernel panic") {
-            panicked = Some(line.trim().to_string());
-        } else if !line.trim().is_empty() {
-            printed = true;
+            Some(AgentLine::Fatal(f)) => fatal = Some(f.to_string()),
+            Some(AgentLine::Message(_)) => {}
+            None if line.contains("Kernel panic") => panicked = Some(line.trim().to_string()),
+            None if !line.trim().is_empty() => printed = true,
+            None => {}
         }
     }
     let stage = match (stage, panicked) {

@@ -45,7 +45,7 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
         let view = EventView {
             seq: e.seq,
             seconds: e.boottime_ns as f64 / 1e9,
-            kind: &e.kind,
+            kind: e.kind.enum_value_or_default().name(),
             app: &e.app,
             exit_code: e.exit_code,
             signal: e.signal,
@@ -55,7 +55,7 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
             println!("{}", serde_json::to_string(&view)?);
         } else {
             let mut line = format!("{:>9.3}s  {:<15} {}", view.seconds, view.kind, view.app);
-            if view.kind == "app-exited" || view.kind == "app-failed" {
+            if e.kind.enum_value_or_default().ends_app() {
                 line.push_str(&format!(" status {}", view.exit_code));
             }
             if !view.message.is_empty() {

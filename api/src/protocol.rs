@@ -67,3 +67,28 @@ impl PodState {
         }
     }
 }
+
+impl EventKind {
+    /// The name `host-ctl events` shows and prints in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::EVENT_KIND_APP_STARTED => "app-started",
+            EventKind::EVENT_KIND_APP_EXITED => "app-exited",
+            EventKind::EVENT_KIND_APP_FAILED => "app-failed",
+            EventKind::EVENT_KIND_APP_OOM_KILLED => "app-oom-killed",
+            EventKind::EVENT_KIND_APP_RESTARTING => "app-restarting",
+            EventKind::EVENT_KIND_POD_STOPPING => "pod-stopping",
+            EventKind::EVENT_KIND_POD_EXITED => "pod-exited",
+            EventKind::EVENT_KIND_UNSPECIFIED => "unknown",
+        }
+    }
+
+    /// Whether the event ends an app's run (so its exit code means
+    /// something).
+    pub fn ends_app(self) -> bool {
+        matches!(
+            self,
+            EventKind::EVENT_KIND_APP_EXITED | EventKind::EVENT_KIND_APP_FAILED
+        )
+    }
+}

@@ -1,0 +1,18 @@
+//! What host-ctl, rootfs-builder and the guest agent must agree on: the pod
+//! manifest and its validation, the guest's file layout and ports, the
+//! agent's configuration, the console lines the agent writes, the names of
+//! boot timeline marks, and the ttrpc protocol between host and agent; and
+//! the mount API calls both sides make.
+
+pub mod config;
+pub mod console;
+pub mod layout;
+pub mod limits;
+pub mod manifest;
+pub mod mountapi;
+pub mod protocol;
+pub mod tag;
+pub mod timeline;
+pub mod validate;
+
+pub use manifest::PodManifest;
