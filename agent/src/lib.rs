@@ -6,33 +6,25 @@
 //! when the apps are done and nobody asked). PID 1 must never exit or
 //! panic: every path ends in a clean power-off.
 //!
+//! The code is in folders by subsystem, each importing only the ones below
+//! it:
+//!
+//! - [`boot`]: the PID 1 sequence, which puts everything else together;
+//! - [`rpc`]: what the host asks over vsock (ttrpc, port forwarding);
+//! - [`pod`]: the pod's live state, its apps' supervision and shutdown;
+//! - [`process`]: turning an app into a confined process, and reaping it;
+//! - [`storage`]: volumes, app roots and safe path resolution in them;
+//! - and at the bottom, what every subsystem uses: the [`console`], the
+//!   boot [`timeline`] and the shared system call [`error`].
+//!
 //! The modules are a library so that the fuzz targets and tests can drive
 //! the request handling without a VM; `main.rs` is the PID 1 entry point.
 
-pub mod approot;
 pub mod boot;
-pub mod cgroups;
 pub mod console;
-pub mod early;
 pub mod error;
-pub mod events;
-pub mod exec;
-pub mod forward;
-pub mod isolation;
-pub mod kmod;
-pub mod logbuf;
-pub mod mounts;
-pub mod net;
 pub mod pod;
-pub mod power;
-pub mod pty;
-pub mod reaper;
-pub mod resolve;
-pub mod rootswitch;
-pub mod service;
-pub mod shutdown;
-pub mod spawn;
-pub mod supervisor;
+pub mod process;
+pub mod rpc;
+pub mod storage;
 pub mod timeline;
-pub mod users;
-pub mod volumes;

@@ -1,6 +1,7 @@
 //! The guest's PID 1: see the library's documentation.
 
-use kvmpod_agent::{boot, console, power, timeline};
+use kvmpod_agent::boot::{self, power_off};
+use kvmpod_agent::{console, timeline};
 
 fn main() {
     let init_ns = timeline::boottime_ns();
@@ -14,7 +15,7 @@ fn main() {
     // panic if PID 1 exited).
     std::panic::set_hook(Box::new(|info| {
         console::fatal("panic", info);
-        power::power_off();
+        power_off();
     }));
     console::stage(kvmpod_api::timeline::Stage::Init);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -22,8 +23,8 @@ fn main() {
         .build()
         .unwrap_or_else(|e| {
             console::fatal("starting the async runtime", &e);
-            power::power_off()
+            power_off()
         });
     runtime.block_on(boot::run(init_ns));
-    power::power_off()
+    power_off()
 }

@@ -291,22 +291,30 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
+/// A manifest value written as text that is not what its field takes. It
+/// keeps the text as written, so the message quotes the user's own input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("invalid mode {0:?}: expected octal permission bits such as \"0755\"")]
+    Mode(String),
+    #[error(
+        "invalid size {0:?}: expected bytes, or a number with a K, M or G suffix such as \"64M\""
+    )]
+    Size(String),
+}
+
 /// Parses an octal permission string such as "0755" or "1777".
-pub fn parse_mode(text: &str) -> Result<u32, String> {
+pub fn parse_mode(text: &str) -> Result<u32, ValueError> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if !digits.is_empty() && m <= 0o7777 => Ok(m),
-        _ => Err(format!(
-            "invalid mode {text:?}: expected octal permission bits such as \"0755\""
-        )),
+        _ => Err(ValueError::Mode(text.to_string())),
     }
 }
 
 /// Parses a size such as "65536", "64K", "64M" or "1G" (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("invalid size {text:?}: expected bytes, or a number with a K, M or G suffix such as \"64M\"")
-    };
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::Size(text.to_string());
     let t = text.trim();
     let (digits, shift) = match t.as_bytes().last() {
         Some(b'k' | b'K') => (&t[..t.len() - 1], 10),
@@ -388,6 +396,7 @@ mod tests {
         assert_eq!(parse_size("2G"), Ok(2 << 30));
         assert!(parse_size("64Q")
             .unwrap_err()
+            .to_string()
             .contains("invalid size \"64Q\""));
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999G").is_err());
@@ -396,6 +405,15 @@ mod tests {
         assert!(parse_mode("0789").is_err());
         assert!(parse_mode("17777").is_err());
         assert!(parse_mode("").is_err());
+        // The messages quote the text as written.
+        assert_eq!(
+            parse_mode("0789").unwrap_err().to_string(),
+            "invalid mode \"0789\": expected octal permission bits such as \"0755\""
+        );
+        assert_eq!(
+            parse_size(" 1T").unwrap_err().to_string(),
+            "invalid size \" 1T\": expected bytes, or a number with a K, M or G suffix such as \"64M\""
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::manifest::{PodManifest, VolumeKind};
+use crate::manifest::{App, PodManifest, Volume, VolumeKind};
 use crate::tag::nine_p_tag;
 
 /// The longest app or volume name accepted.
@@ -109,10 +109,29 @@ pub fn parse(text: &str) -> Result<PodManifest, FieldError> {
     })
 }
 
-/// The structural rules, which need no file system.
+/// The structural rules, which need no file system. Problems are listed in
+/// document order: the pod's own fields, its volumes, then each app.
 pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
     let mut errs = Vec::new();
+    check_pod(&mut errs, pod);
+    check_volumes(&mut errs, pod);
+    let mut app_names: HashMap<&str, usize> = HashMap::new();
+    for (i, app) in pod.apps.iter().enumerate() {
+        let at = format!("apps[{i}]");
+        check_name(&mut errs, &format!("{at}.name"), &app.name);
+        if let Some(first) = app_names.insert(&app.name, i) {
+            errs.push(FieldError::new(
+                format!("{at}.name"),
+                format!("{:?} is also the name of apps[{first}]", app.name),
+            ));
+        }
+        check_app(&mut errs, pod, &at, app);
+    }
+    errs
+}
 
+/// The pod's own fields: at least one app, and a valid hostname.
+fn check_pod(errs: &mut Vec<FieldError>, pod: &PodManifest) {
     if pod.apps.is_empty() {
         errs.push(FieldError::new("apps", "a pod needs at least one app"));
     }
@@ -130,13 +149,17 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
             ));
         }
     }
+}
 
+/// Every volume: unique names, the fields of its kind, distinct 9p tags,
+/// and no more host volumes than the VM can attach.
+fn check_volumes(errs: &mut Vec<FieldError>, pod: &PodManifest) {
     let mut volume_names: HashMap<&str, usize> = HashMap::new();
     let mut tags: HashMap<String, usize> = HashMap::new();
     let mut host_volumes = 0;
     for (i, v) in pod.volumes.iter().enumerate() {
         let at = format!("volumes[{i}]");
-        check_name(&mut errs, &format!("{at}.name"), &v.name);
+        check_name(errs, &format!("{at}.name"), &v.name);
         if let Some(first) = volume_names.insert(&v.name, i) {
             errs.push(FieldError::new(
                 format!("{at}.name"),
@@ -146,25 +169,7 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
         match v.kind {
             VolumeKind::Host => {
                 host_volumes += 1;
-                if v.source.is_none() {
-                    errs.push(FieldError::new(
-                        format!("{at}.source"),
-                        "a host volume needs the host directory to share",
-                    ));
-                }
-                for (field, set) in [
-                    ("mode", v.mode.is_some()),
-                    ("uid", v.uid.is_some()),
-                    ("gid", v.gid.is_some()),
-                    ("size", v.size.is_some()),
-                ] {
-                    if set {
-                        errs.push(FieldError::new(
-                            format!("{at}.{field}"),
-                            "applies only to empty volumes; a host volume keeps its directory's",
-                        ));
-                    }
-                }
+                check_host_volume(errs, &at, v);
                 let tag = nine_p_tag(&v.name);
                 if let Some(other) = tags.insert(tag.clone(), i) {
                     errs.push(FieldError::new(
@@ -175,17 +180,7 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
                     ));
                 }
             }
-            VolumeKind::Empty => {
-                if v.source.is_some() {
-                    errs.push(FieldError::new(
-                        format!("{at}.source"),
-                        "an empty volume has no source (did you mean kind \"host\"?)",
-                    ));
-                }
-                if v.size == Some(0) {
-                    errs.push(FieldError::new(format!("{at}.size"), "must be above 0"));
-                }
-            }
+            VolumeKind::Empty => check_empty_volume(errs, &at, v),
         }
     }
     if host_volumes > MAX_HOST_VOLUMES {
@@ -194,169 +189,245 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
             format!("{host_volumes} host volumes; at most {MAX_HOST_VOLUMES} are supported"),
         ));
     }
+}
 
-    let mut app_names: HashMap<&str, usize> = HashMap::new();
-    for (i, app) in pod.apps.iter().enumerate() {
-        let at = format!("apps[{i}]");
-        check_name(&mut errs, &format!("{at}.name"), &app.name);
-        if let Some(first) = app_names.insert(&app.name, i) {
+/// A host volume shares a host directory, and keeps that directory's
+/// ownership and mode.
+fn check_host_volume(errs: &mut Vec<FieldError>, at: &str, v: &Volume) {
+    if v.source.is_none() {
+        errs.push(FieldError::new(
+            format!("{at}.source"),
+            "a host volume needs the host directory to share",
+        ));
+    }
+    for (field, set) in [
+        ("mode", v.mode.is_some()),
+        ("uid", v.uid.is_some()),
+        ("gid", v.gid.is_some()),
+        ("size", v.size.is_some()),
+    ] {
+        if set {
             errs.push(FieldError::new(
-                format!("{at}.name"),
-                format!("{:?} is also the name of apps[{first}]", app.name),
+                format!("{at}.{field}"),
+                "applies only to empty volumes; a host volume keeps its directory's",
             ));
         }
-        if app.rootfs.as_os_str().is_empty() {
+    }
+}
+
+/// An empty volume is a fresh tmpfs: no source, and a size above 0.
+fn check_empty_volume(errs: &mut Vec<FieldError>, at: &str, v: &Volume) {
+    if v.source.is_some() {
+        errs.push(FieldError::new(
+            format!("{at}.source"),
+            "an empty volume has no source (did you mean kind \"host\"?)",
+        ));
+    }
+    if v.size == Some(0) {
+        errs.push(FieldError::new(format!("{at}.size"), "must be above 0"));
+    }
+}
+
+/// One app's fields (its name is checked with the others', for
+/// uniqueness), reported under `at` (`apps[1]`).
+fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App) {
+    if app.rootfs.as_os_str().is_empty() {
+        errs.push(FieldError::new(
+            format!("{at}.rootfs"),
+            "must name a directory or tar archive",
+        ));
+    }
+    check_exec(errs, at, app);
+    check_env(errs, at, app);
+    check_identity(errs, at, app);
+    check_resources(errs, at, app);
+    check_isolation(errs, at, app);
+    if let Some(wd) = &app.working_directory {
+        guest_path(errs, &format!("{at}.workingDirectory"), wd);
+    }
+    // Paths taken by the app's mounts so far, and by which mount.
+    let mut taken: HashMap<String, String> = HashMap::new();
+    for (j, t) in app.tmpfs.iter().enumerate() {
+        let f = format!("{at}.tmpfs[{j}]");
+        let mount = MountAt {
+            name: format!("tmpfs[{j}]"),
+            covers_root: "\"/\" would cover the app's whole root",
+        };
+        check_mount_path(errs, &f, &t.path, mount, &mut taken);
+        if t.size == Some(0) {
+            errs.push(FieldError::new(format!("{f}.size"), "must be above 0"));
+        }
+    }
+    for (j, mp) in app.mount_points.iter().enumerate() {
+        let f = format!("{at}.mountPoints[{j}]");
+        if pod.volume(&mp.volume).is_none() {
             errs.push(FieldError::new(
-                format!("{at}.rootfs"),
-                "must name a directory or tar archive",
+                format!("{f}.volume"),
+                format!(
+                    "no volume is named {:?} ({})",
+                    mp.volume,
+                    known_volumes(pod)
+                ),
             ));
         }
+        let mount = MountAt {
+            name: format!("mountPoints[{j}]"),
+            covers_root: "\"/\" would cover the app's whole root; mount the volume at a directory",
+        };
+        check_mount_path(errs, &f, &mp.path, mount, &mut taken);
+    }
+}
 
-        match app.exec.first() {
-            None => errs.push(FieldError::new(
-                format!("{at}.exec"),
-                "must name the program to run (it is empty)",
-            )),
-            Some(p) if p.is_empty() => errs.push(FieldError::new(
-                format!("{at}.exec[0]"),
-                "must name the program to run (it is an empty string)",
-            )),
-            Some(_) => {}
-        }
-        for (j, arg) in app.exec.iter().enumerate() {
-            if arg.contains('\0') {
-                errs.push(FieldError::new(
-                    format!("{at}.exec[{j}]"),
-                    "contains a NUL character",
-                ));
-            }
-        }
+/// The pod's volume names, for a mount point that names none of them.
+fn known_volumes(pod: &PodManifest) -> String {
+    let known: Vec<&str> = pod.volumes.iter().map(|v| v.name.as_str()).collect();
+    if known.is_empty() {
+        "the pod has no volumes".to_string()
+    } else {
+        format!("the pod has: {}", known.join(", "))
+    }
+}
 
-        let mut env_names: HashMap<&str, usize> = HashMap::new();
-        for (j, var) in app.env.iter().enumerate() {
-            let f = format!("{at}.env[{j}]");
-            if var.name.is_empty() || var.name.contains(['=', '\0']) {
-                errs.push(FieldError::new(
-                    format!("{f}.name"),
-                    format!("{:?} is not a valid variable name (it must be non-empty, without '=' or NUL)", var.name),
-                ));
-            }
-            if var.value.contains('\0') {
-                errs.push(FieldError::new(
-                    format!("{f}.value"),
-                    "contains a NUL character",
-                ));
-            }
-            if let Some(first) = env_names.insert(&var.name, j) {
-                errs.push(FieldError::new(
-                    format!("{f}.name"),
-                    format!("{:?} is also set by env[{first}]", var.name),
-                ));
-            }
-        }
-
-        for (field, value) in [("user", &app.user), ("group", &app.group)] {
-            if let Some(v) = value {
-                if v.is_empty() || v.contains([':', '\0', '\n']) {
-                    errs.push(FieldError::new(
-                        format!("{at}.{field}"),
-                        format!("{v:?} is neither a name nor a number"),
-                    ));
-                } else if v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_err() {
-                    errs.push(FieldError::new(
-                        format!("{at}.{field}"),
-                        format!("{v} is out of range for an id"),
-                    ));
-                }
-            }
-        }
-
-        let r = &app.resources;
-        if r.memory_limit.is_some_and(|m| m < 1 << 20) {
+/// The program to run, and arguments the kernel can pass on.
+fn check_exec(errs: &mut Vec<FieldError>, at: &str, app: &App) {
+    match app.exec.first() {
+        None => errs.push(FieldError::new(
+            format!("{at}.exec"),
+            "must name the program to run (it is empty)",
+        )),
+        Some(p) if p.is_empty() => errs.push(FieldError::new(
+            format!("{at}.exec[0]"),
+            "must name the program to run (it is an empty string)",
+        )),
+        Some(_) => {}
+    }
+    for (j, arg) in app.exec.iter().enumerate() {
+        if arg.contains('\0') {
             errs.push(FieldError::new(
-                format!("{at}.resources.memoryLimit"),
-                "must be at least 1M",
+                format!("{at}.exec[{j}]"),
+                "contains a NUL character",
             ));
         }
-        if r.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+    }
+}
+
+/// Environment variables: names an environment can hold, each set once.
+fn check_env(errs: &mut Vec<FieldError>, at: &str, app: &App) {
+    let mut env_names: HashMap<&str, usize> = HashMap::new();
+    for (j, var) in app.env.iter().enumerate() {
+        let f = format!("{at}.env[{j}]");
+        if var.name.is_empty() || var.name.contains(['=', '\0']) {
             errs.push(FieldError::new(
-                format!("{at}.resources.cpuWeight"),
-                "must be between 1 and 10000",
+                format!("{f}.name"),
+                format!(
+                    "{:?} is not a valid variable name (it must be non-empty, without '=' or NUL)",
+                    var.name
+                ),
             ));
         }
-        if r.pids_limit == Some(0) {
+        if var.value.contains('\0') {
             errs.push(FieldError::new(
-                format!("{at}.resources.pidsLimit"),
-                "must be above 0",
+                format!("{f}.value"),
+                "contains a NUL character",
             ));
         }
-
-        check_isolation(&mut errs, &at, app);
-
-        if let Some(wd) = &app.working_directory {
-            if let Err(why) = normalize_guest_path(wd) {
-                errs.push(FieldError::new(format!("{at}.workingDirectory"), why));
-            }
+        if let Some(first) = env_names.insert(&var.name, j) {
+            errs.push(FieldError::new(
+                format!("{f}.name"),
+                format!("{:?} is also set by env[{first}]", var.name),
+            ));
         }
+    }
+}
 
-        let mut paths: HashMap<String, String> = HashMap::new();
-        for (j, t) in app.tmpfs.iter().enumerate() {
-            let f = format!("{at}.tmpfs[{j}]");
-            match normalize_guest_path(&t.path) {
-                Err(why) => errs.push(FieldError::new(format!("{f}.path"), why)),
-                Ok(p) if p == "/" => errs.push(FieldError::new(
-                    format!("{f}.path"),
-                    "\"/\" would cover the app's whole root",
-                )),
-                Ok(p) => {
-                    if let Some(first) = paths.insert(p.clone(), format!("tmpfs[{j}]")) {
-                        errs.push(FieldError::new(
-                            format!("{f}.path"),
-                            format!("{p:?} is also the path of {first}"),
-                        ));
-                    }
-                }
-            }
-            if t.size == Some(0) {
-                errs.push(FieldError::new(format!("{f}.size"), "must be above 0"));
-            }
-        }
-        for (j, mp) in app.mount_points.iter().enumerate() {
-            let f = format!("{at}.mountPoints[{j}]");
-            if pod.volume(&mp.volume).is_none() {
-                let known: Vec<&str> = pod.volumes.iter().map(|v| v.name.as_str()).collect();
-                let known = if known.is_empty() {
-                    "the pod has no volumes".to_string()
-                } else {
-                    format!("the pod has: {}", known.join(", "))
-                };
+/// `user` and `group`: a name the image's files can hold, or an id.
+fn check_identity(errs: &mut Vec<FieldError>, at: &str, app: &App) {
+    for (field, value) in [("user", &app.user), ("group", &app.group)] {
+        if let Some(v) = value {
+            if v.is_empty() || v.contains([':', '\0', '\n']) {
                 errs.push(FieldError::new(
-                    format!("{f}.volume"),
-                    format!("no volume is named {:?} ({known})", mp.volume),
+                    format!("{at}.{field}"),
+                    format!("{v:?} is neither a name nor a number"),
                 ));
-            }
-            match normalize_guest_path(&mp.path) {
-                Err(why) => errs.push(FieldError::new(format!("{f}.path"), why)),
-                Ok(p) if p == "/" => errs.push(FieldError::new(
-                    format!("{f}.path"),
-                    "\"/\" would cover the app's whole root; mount the volume at a directory",
-                )),
-                Ok(p) => {
-                    if let Some(first) = paths.insert(p.clone(), format!("mountPoints[{j}]")) {
-                        errs.push(FieldError::new(
-                            format!("{f}.path"),
-                            format!("{p:?} is also the path of {first}"),
-                        ));
-                    }
-                }
+            } else if v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_err() {
+                errs.push(FieldError::new(
+                    format!("{at}.{field}"),
+                    format!("{v} is out of range for an id"),
+                ));
             }
         }
     }
-    errs
+}
+
+/// Resource limits within what the guest's cgroups accept.
+fn check_resources(errs: &mut Vec<FieldError>, at: &str, app: &App) {
+    let r = &app.resources;
+    if r.memory_limit.is_some_and(|m| m < 1 << 20) {
+        errs.push(FieldError::new(
+            format!("{at}.resources.memoryLimit"),
+            "must be at least 1M",
+        ));
+    }
+    if r.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+        errs.push(FieldError::new(
+            format!("{at}.resources.cpuWeight"),
+            "must be between 1 and 10000",
+        ));
+    }
+    if r.pids_limit == Some(0) {
+        errs.push(FieldError::new(
+            format!("{at}.resources.pidsLimit"),
+            "must be above 0",
+        ));
+    }
+}
+
+/// Normalises a path inside the app's root, reporting it under `field`
+/// when it is not one.
+fn guest_path(errs: &mut Vec<FieldError>, field: &str, path: &str) -> Option<String> {
+    match normalize_guest_path(path) {
+        Ok(p) => Some(p),
+        Err(why) => {
+            errs.push(FieldError::new(field, why.to_string()));
+            None
+        }
+    }
+}
+
+/// A mount in an app's root, as the checks of its path name it.
+struct MountAt {
+    /// How other mounts' errors refer to it: `tmpfs[0]`.
+    name: String,
+    /// Why it may not be mounted at `/`.
+    covers_root: &'static str,
+}
+
+/// A mount's `path` (reported at `{field}.path`): a guest path, not `/`,
+/// and not the path of another mount of the app (`taken`).
+fn check_mount_path(
+    errs: &mut Vec<FieldError>,
+    field: &str,
+    path: &str,
+    mount: MountAt,
+    taken: &mut HashMap<String, String>,
+) {
+    let field = format!("{field}.path");
+    match guest_path(errs, &field, path) {
+        None => {}
+        Some(p) if p == "/" => errs.push(FieldError::new(field, mount.covers_root)),
+        Some(p) => {
+            if let Some(first) = taken.insert(p.clone(), mount.name) {
+                errs.push(FieldError::new(
+                    field,
+                    format!("{p:?} is also the path of {first}"),
+                ));
+            }
+        }
+    }
 }
 
 /// Capabilities, rlimits, the OOM score and the restart policy of an app.
-fn check_isolation(errs: &mut Vec<FieldError>, at: &str, app: &crate::manifest::App) {
+fn check_isolation(errs: &mut Vec<FieldError>, at: &str, app: &App) {
     use crate::limits::{capability, rlimit};
     use crate::manifest::RestartPolicy;
     for (list, names) in [
@@ -428,7 +499,7 @@ pub fn resolve_host_paths(pod: &mut PodManifest, base: &Path) -> Vec<FieldError>
                 field,
                 format!("{} is not a directory", p.display()),
             )),
-            Err(e) => errs.push(FieldError::new(field, e)),
+            Err(e) => errs.push(FieldError::new(field, e.to_string())),
         }
     }
     for (i, app) in pod.apps.iter_mut().enumerate() {
@@ -442,29 +513,52 @@ pub fn resolve_host_paths(pod: &mut PodManifest, base: &Path) -> Vec<FieldError>
                 field,
                 format!("{} is neither a directory nor a tar archive", p.display()),
             )),
-            Err(e) => errs.push(FieldError::new(field, e)),
+            Err(e) => errs.push(FieldError::new(field, e.to_string())),
         }
     }
     errs
 }
 
-fn canonical(base: &Path, path: &Path) -> Result<PathBuf, String> {
+/// A host path of the manifest that cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+enum HostPathError {
+    #[error("{} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+}
+
+fn canonical(base: &Path, path: &Path) -> Result<PathBuf, HostPathError> {
     let joined = base.join(path);
-    fs::canonicalize(&joined).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!("{} does not exist", joined.display()),
-        _ => format!("{}: {e}", joined.display()),
+    fs::canonicalize(&joined).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => HostPathError::Missing { path: joined },
+        _ => HostPathError::Unreadable {
+            path: joined,
+            source,
+        },
     })
 }
 
 fn check_name(errs: &mut Vec<FieldError>, field: &str, name: &str) {
     if let Err(why) = check_acname(name) {
-        errs.push(FieldError::new(field, why));
+        errs.push(FieldError::new(field, why.to_string()));
     }
+}
+
+/// Why a name is not an appc ACName.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "{0:?} is not a valid name: use lowercase letters, digits and single '-' between them"
+    )]
+    Malformed(String),
+    #[error("{name:?} is {len} characters long; at most {MAX_NAME_LEN} are allowed")]
+    TooLong { name: String, len: usize },
 }
 
 /// appc's ACName: lowercase letters and digits, in groups joined by single
 /// `-`. Names become 9p tags, directory names and log prefixes.
-pub fn check_acname(name: &str) -> Result<(), String> {
+pub fn check_acname(name: &str) -> Result<(), NameError> {
     let well_formed = !name.is_empty()
         && name.split('-').all(|part| {
             !part.is_empty()
@@ -473,27 +567,38 @@ pub fn check_acname(name: &str) -> Result<(), String> {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
     if !well_formed {
-        return Err(format!(
-            "{name:?} is not a valid name: use lowercase letters, digits and single '-' between them"
-        ));
+        return Err(NameError::Malformed(name.to_string()));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "{name:?} is {} characters long; at most {MAX_NAME_LEN} are allowed",
-            name.len()
-        ));
+        return Err(NameError::TooLong {
+            name: name.to_string(),
+            len: name.len(),
+        });
     }
     Ok(())
 }
 
+/// Why a path is not a path inside an app's root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestPathError {
+    #[error("contains a NUL character")]
+    Nul,
+    #[error("{0:?} must be an absolute path")]
+    Relative(String),
+    #[error("{0:?} must not contain \"..\"")]
+    DotDot(String),
+    #[error("{0:?} is not a Linux path")]
+    NotLinux(String),
+}
+
 /// Checks a path inside an app's root and returns it normalised (no `.`,
 /// no repeated or trailing `/`). Refuses relative paths and any `..`.
-pub fn normalize_guest_path(path: &str) -> Result<String, String> {
+pub fn normalize_guest_path(path: &str) -> Result<String, GuestPathError> {
     if path.contains('\0') {
-        return Err("contains a NUL character".into());
+        return Err(GuestPathError::Nul);
     }
     if !path.starts_with('/') {
-        return Err(format!("{path:?} must be an absolute path"));
+        return Err(GuestPathError::Relative(path.to_string()));
     }
     let mut out = String::new();
     for c in Path::new(path).components() {
@@ -503,10 +608,8 @@ pub fn normalize_guest_path(path: &str) -> Result<String, String> {
                 out.push('/');
                 out.push_str(&part.to_string_lossy());
             }
-            Component::ParentDir => {
-                return Err(format!("{path:?} must not contain \"..\""));
-            }
-            Component::Prefix(_) => return Err(format!("{path:?} is not a Linux path")),
+            Component::ParentDir => return Err(GuestPathError::DotDot(path.to_string())),
+            Component::Prefix(_) => return Err(GuestPathError::NotLinux(path.to_string())),
         }
     }
     if out.is_empty() {
@@ -851,5 +954,17 @@ mod tests {
         assert_eq!(normalize_guest_path("/a//b/./c/").unwrap(), "/a/b/c");
         assert_eq!(normalize_guest_path("/").unwrap(), "/");
         assert!(normalize_guest_path("/a/../b").is_err());
+        assert_eq!(
+            normalize_guest_path("/a/../b").unwrap_err().to_string(),
+            "\"/a/../b\" must not contain \"..\""
+        );
+        assert_eq!(
+            normalize_guest_path("a").unwrap_err().to_string(),
+            "\"a\" must be an absolute path"
+        );
+        assert_eq!(
+            normalize_guest_path("/a\0").unwrap_err().to_string(),
+            "contains a NUL character"
+        );
     }
 }

@@ -1,30 +1,24 @@
 //! host-ctl's library: everything the `host-ctl` command line is made of,
 //! also used by the benchmarks (`kvmpod-bench`).
+//!
+//! The folders are layers; each uses only those below it:
+//!
+//! ```text
+//! commands   one thin module per subcommand (anyhow lives here only)
+//! launch     manifest + host -> a prepared pod (plan, initramfs, aliases)
+//! pod        pod directories, records, the store, CIDs, the monitor
+//! logs       apps' output: log files, collectors, the terminal printer
+//! agent      the vsock connection and ttrpc client, the guest console
+//! vmm        hypervisor backends (QEMU, lkvm), VM processes, accel, vsock
+//! ui         tables, signal names, terminal modes, message text
+//! ```
+//!
+//! `docs/architecture.md` follows `host-ctl run` through them.
 
-pub mod accel;
-pub mod agent_client;
-pub mod bootkernel;
-pub mod child;
-pub mod cids;
+pub mod agent;
 pub mod commands;
-pub mod console;
-#[cfg(test)]
-mod golden;
-pub mod hostlog;
 pub mod launch;
-pub mod lkvm;
-pub mod monitor;
-pub mod output;
-pub mod poddir;
-pub mod pods;
-pub mod qemu;
-pub mod record;
-pub mod run;
-pub mod shares;
-pub mod signals;
-pub mod table;
-pub mod terminal;
-pub mod tools;
-pub mod tsc;
-pub mod vmspec;
-pub mod vsock;
+pub mod logs;
+pub mod pod;
+pub mod ui;
+pub mod vmm;

@@ -1,7 +1,14 @@
 //! host-ctl: kvmpod's command line. It validates a pod manifest, builds the
 //! guest initramfs, boots the pod's VM and talks to the agent inside.
 
-use host_ctl::{accel, commands, hostlog, launch, poddir, run, signals, vmspec, vsock};
+use host_ctl::commands::{self, run::EXIT_HOST_ERROR};
+use host_ctl::launch::RunOptions;
+use host_ctl::logs::Stream;
+use host_ctl::pod::DEFAULT_STATE_DIR;
+use host_ctl::ui::signals;
+use host_ctl::vmm::accel::AccelRequest;
+use host_ctl::vmm::vsock::VsockMode;
+use host_ctl::vmm::HypervisorKind;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +28,7 @@ and host-ctl talks to the agent over vsock."
 )]
 struct Cli {
     /// Where pods keep their state.
-    #[arg(long, global = true, env = "KVMPOD_STATE_DIR", default_value = poddir::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "KVMPOD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -68,7 +75,7 @@ enum Command {
         timestamps: bool,
         /// Only one stream.
         #[arg(long, value_enum)]
-        stream: Option<StreamArg>,
+        stream: Option<Stream>,
     },
     /// Run a command in an app's root, with its environment and user.
     Exec {
@@ -142,13 +149,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum StreamArg {
-    Stdout,
-    Stderr,
-}
-
-fn parse_signal(s: &str) -> Result<i32, String> {
+fn parse_signal(s: &str) -> Result<i32, signals::BadSignal> {
     signals::parse(s)
 }
 
@@ -183,11 +184,11 @@ struct VmArgs {
     /// The pod manifest (JSON).
     manifest: PathBuf,
     /// The hypervisor.
-    #[arg(long, value_enum, default_value_t = vmspec::Hypervisor::Qemu)]
-    hypervisor: vmspec::Hypervisor,
+    #[arg(long, value_enum, default_value_t = HypervisorKind::Qemu)]
+    hypervisor: HypervisorKind,
     /// How the host reaches the guest's vsock.
-    #[arg(long, value_enum, default_value_t = vsock::Mode::Auto)]
-    vsock: vsock::Mode,
+    #[arg(long, value_enum, default_value_t = VsockMode::Auto)]
+    vsock: VsockMode,
     /// The guest kernel [default: the newest /boot/vmlinuz-*].
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -198,8 +199,8 @@ struct VmArgs {
     #[arg(long)]
     agent: Option<PathBuf>,
     /// The accelerator: KVM only where it really works, else TCG.
-    #[arg(long, value_enum, default_value_t = accel::AccelRequest::Auto)]
-    accel: accel::AccelRequest,
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    accel: AccelRequest,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=65536))]
     memory: u32,
@@ -217,8 +218,8 @@ struct VmArgs {
 }
 
 impl VmArgs {
-    fn settings(self, state_dir: PathBuf) -> launch::Settings {
-        launch::Settings {
+    fn options(self, state_dir: PathBuf) -> RunOptions {
+        RunOptions {
             manifest: self.manifest,
             state_dir,
             kernel: self.kernel,
@@ -243,16 +244,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir;
     match cli.command {
         Command::Run(a) => {
-            let settings = launch::Settings {
+            let options = RunOptions {
                 boot_timeout: Duration::from_secs(a.boot_timeout),
                 grace: Duration::from_secs(a.grace),
                 linger: Duration::from_secs(a.linger),
                 detach: a.detach,
-                ..a.vm.settings(state)
+                ..a.vm.options(state)
             };
-            run::run(settings, a.timings, a.rm).await
+            commands::run::run(options, a.timings, a.rm).await
         }
-        Command::Args(a) => commands::args::run(&a.settings(state)),
+        Command::Args(a) => commands::args::run(&a.options(state)),
         Command::List { format } => commands::list::run(&state, format),
         Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
         Command::Logs {
@@ -263,10 +264,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             timestamps,
             stream,
         } => {
-            let stream = stream.map(|s| match s {
-                StreamArg::Stdout => hostlog::Stream::Stdout,
-                StreamArg::Stderr => hostlog::Stream::Stderr,
-            });
             let o = commands::logs::Options {
                 app,
                 follow,
@@ -309,7 +306,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
-        Command::Monitor { adopt, dir } => run::monitor_main(&dir, adopt).await,
+        Command::Monitor { adopt, dir } => commands::monitor::run(&dir, adopt).await,
     }
 }
 
@@ -324,7 +321,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("host-ctl: error: starting the async runtime: {e}");
-            return ExitCode::from(run::EXIT_HOST_ERROR as u8);
+            return ExitCode::from(EXIT_HOST_ERROR as u8);
         }
     };
     let result = runtime.block_on(dispatch(cli));
@@ -334,7 +331,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("host-ctl: error: {e:#}");
-            ExitCode::from(run::EXIT_HOST_ERROR as u8)
+            ExitCode::from(EXIT_HOST_ERROR as u8)
         }
     }
 }

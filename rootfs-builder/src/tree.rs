@@ -114,10 +114,8 @@ fn split_dev(dev: u64) -> (u32, u32) {
     (major as u32, minor as u32)
 }
 
-/// Adds the entries of a tar archive under `prefix`. Absolute entry names
-/// are taken as relative to the root; a name with `..` is refused, so an
-/// archive cannot place files outside the app's root.
-pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<usize, TreeError> {
+/// Opens a tar archive, gzip-compressed or not.
+fn open_tar(tar_path: &Path) -> Result<tar::Archive<Box<dyn Read>>, TreeError> {
     let mut file = BufReader::new(File::open(tar_path).map_err(io_err(tar_path))?);
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(io_err(tar_path))?;
@@ -127,87 +125,35 @@ pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<u
     } else {
         Box::new(file)
     };
-    let mut tar = tar::Archive::new(reader);
-    let entry_err = |entry: &str, why: String| TreeError::TarEntry {
-        archive: tar_path.to_path_buf(),
-        entry: entry.to_string(),
-        why,
-    };
+    Ok(tar::Archive::new(reader))
+}
+
+/// Adds the entries of a tar archive under `prefix`. Absolute entry names
+/// are taken as relative to the root; a name with `..` is refused, so an
+/// archive cannot place files outside the app's root.
+pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<usize, TreeError> {
+    let mut tar = open_tar(tar_path)?;
     let mut count = 0;
     for item in tar.entries().map_err(io_err(tar_path))? {
         let mut item = item.map_err(io_err(tar_path))?;
         let raw = item.path().map_err(io_err(tar_path))?.into_owned();
-        let shown = raw.display().to_string();
-        let Some(rel) = relative_entry_path(&raw).map_err(|why| entry_err(&shown, why))? else {
+        let entry_err = |why: String| TreeError::TarEntry {
+            archive: tar_path.to_path_buf(),
+            entry: raw.display().to_string(),
+            why,
+        };
+        let Some(rel) = relative_entry_path(&raw).map_err(entry_err)? else {
             continue; // the archive's own root, "./"
         };
         let header = item.header();
-        let mode = header
-            .mode()
-            .map_err(|e| entry_err(&shown, e.to_string()))?;
-        let uid = header.uid().map_err(|e| entry_err(&shown, e.to_string()))? as u32;
-        let gid = header.gid().map_err(|e| entry_err(&shown, e.to_string()))? as u32;
-        let dev = |h: &tar::Header| -> Result<(u32, u32), TreeError> {
-            let major = h.device_major().ok().flatten().unwrap_or(0);
-            let minor = h.device_minor().ok().flatten().unwrap_or(0);
-            Ok((major, minor))
-        };
-        let at = format!("{prefix}/{rel}");
-        let node = match header.entry_type() {
-            tar::EntryType::Directory => Node::Dir,
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let mut data = Vec::with_capacity(item.size() as usize);
-                item.read_to_end(&mut data)
-                    .map_err(|e| entry_err(&shown, e.to_string()))?;
-                Node::File(Data::Bytes(data))
-            }
-            tar::EntryType::Symlink => {
-                let target = item
-                    .link_name()
-                    .map_err(|e| entry_err(&shown, e.to_string()))?
-                    .ok_or_else(|| entry_err(&shown, "symlink without a target".into()))?;
-                let target = target
-                    .to_str()
-                    .ok_or_else(|| entry_err(&shown, "link target is not UTF-8".into()))?;
-                Node::Symlink(target.to_string())
-            }
-            tar::EntryType::Link => {
-                // A hard link: the initramfs gets a copy of the target.
-                let target = item
-                    .link_name()
-                    .map_err(|e| entry_err(&shown, e.to_string()))?
-                    .ok_or_else(|| entry_err(&shown, "hard link without a target".into()))?;
-                let target = relative_entry_path(&target)
-                    .map_err(|why| entry_err(&shown, why))?
-                    .ok_or_else(|| entry_err(&shown, "hard link to the root".into()))?;
-                match archive.get(&format!("{prefix}/{target}")) {
-                    Some(
-                        e @ Entry {
-                            node: Node::File(_),
-                            ..
-                        },
-                    ) => e.node.clone(),
-                    _ => {
-                        return Err(entry_err(
-                            &shown,
-                            format!("hard link to {target:?}, which is not an earlier file"),
-                        ))
-                    }
-                }
-            }
-            tar::EntryType::Char => {
-                let (major, minor) = dev(header)?;
-                Node::CharDev { major, minor }
-            }
-            tar::EntryType::Block => {
-                let (major, minor) = dev(header)?;
-                Node::BlockDev { major, minor }
-            }
-            tar::EntryType::Fifo => Node::Fifo,
-            _ => continue, // PAX and GNU metadata are applied by the tar reader
+        let mode = header.mode().map_err(|e| entry_err(e.to_string()))?;
+        let uid = header.uid().map_err(|e| entry_err(e.to_string()))? as u32;
+        let gid = header.gid().map_err(|e| entry_err(e.to_string()))? as u32;
+        let Some(node) = tar_node(archive, prefix, &mut item).map_err(entry_err)? else {
+            continue; // PAX and GNU metadata are applied by the tar reader
         };
         archive.add(
-            &at,
+            &format!("{prefix}/{rel}"),
             Entry {
                 node,
                 perm: mode & 0o7777,
@@ -218,6 +164,73 @@ pub fn add_tar(archive: &mut Archive, tar_path: &Path, prefix: &str) -> Result<u
         count += 1;
     }
     Ok(count)
+}
+
+/// What a tar entry becomes in the archive; None for entries that carry
+/// only metadata.
+fn tar_node<R: Read>(
+    archive: &Archive,
+    prefix: &str,
+    item: &mut tar::Entry<'_, R>,
+) -> Result<Option<Node>, String> {
+    let header = item.header();
+    let dev = |h: &tar::Header| {
+        let major = h.device_major().ok().flatten().unwrap_or(0);
+        let minor = h.device_minor().ok().flatten().unwrap_or(0);
+        (major, minor)
+    };
+    Ok(Some(match header.entry_type() {
+        tar::EntryType::Directory => Node::Dir,
+        tar::EntryType::Regular | tar::EntryType::Continuous => {
+            let mut data = Vec::with_capacity(item.size() as usize);
+            item.read_to_end(&mut data).map_err(|e| e.to_string())?;
+            Node::File(Data::Bytes(data))
+        }
+        tar::EntryType::Symlink => {
+            let target = item
+                .link_name()
+                .map_err(|e| e.to_string())?
+                .ok_or("symlink without a target")?;
+            let target = target.to_str().ok_or("link target is not UTF-8")?;
+            Node::Symlink(target.to_string())
+        }
+        tar::EntryType::Link => hard_link(archive, prefix, item)?,
+        tar::EntryType::Char => {
+            let (major, minor) = dev(header);
+            Node::CharDev { major, minor }
+        }
+        tar::EntryType::Block => {
+            let (major, minor) = dev(header);
+            Node::BlockDev { major, minor }
+        }
+        tar::EntryType::Fifo => Node::Fifo,
+        _ => return Ok(None),
+    }))
+}
+
+/// A hard link: the initramfs gets a copy of the target, which must be an
+/// earlier file of the archive.
+fn hard_link<R: Read>(
+    archive: &Archive,
+    prefix: &str,
+    item: &tar::Entry<'_, R>,
+) -> Result<Node, String> {
+    let target = item
+        .link_name()
+        .map_err(|e| e.to_string())?
+        .ok_or("hard link without a target")?;
+    let target = relative_entry_path(&target)?.ok_or("hard link to the root")?;
+    match archive.get(&format!("{prefix}/{target}")) {
+        Some(
+            e @ Entry {
+                node: Node::File(_),
+                ..
+            },
+        ) => Ok(e.node.clone()),
+        _ => Err(format!(
+            "hard link to {target:?}, which is not an earlier file"
+        )),
+    }
 }
 
 /// The entry's path relative to the root, or None for the root itself.

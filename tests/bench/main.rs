@@ -14,7 +14,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use host_ctl::vsock::{connect, connect_hybrid, Endpoint};
+use host_ctl::agent::vsock::{connect, connect_hybrid, Endpoint};
 use kvmpod_api::layout::{DEFAULT_VSOCK_PORT, FORWARD_VSOCK_PORT};
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
 use kvmpod_api::protocol::{attach_input, AttachInput, StatusRequest};
@@ -119,8 +119,9 @@ impl Ctx {
 
     /// The newest pod's directory.
     fn newest_pod(&self) -> Result<PathBuf> {
-        host_ctl::record::all(&self.state)?
+        host_ctl::pod::store::all_dirs(&self.state)?
             .pop()
+            .map(|d| d.path)
             .ok_or_else(|| anyhow!("no pod was created"))
     }
 
@@ -351,7 +352,7 @@ fn machine_line() -> String {
         })
         .map(|kb| kb / 1024 / 1024)
         .unwrap_or(0);
-    let accel = host_ctl::accel::choose(host_ctl::accel::AccelRequest::Auto)
+    let accel = host_ctl::vmm::accel::choose(host_ctl::vmm::accel::AccelRequest::Auto)
         .map(|c| format!("{} ({})", c.accel.name(), c.reason))
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {mem} GiB; accelerator {accel}")
@@ -644,7 +645,7 @@ fn baseline(ctx: &Ctx, report: &mut Report) -> Result<()> {
 fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
     use rootfs_builder::archive::{Archive, Entry};
     let pod = kvmpod_api::validate::load(manifest)?;
-    let kernel = host_ctl::tools::kernel(None, None)?;
+    let kernel = host_ctl::launch::host::kernel(None, None)?;
     let modules_dir = kernel
         .modules
         .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;

@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 
-use crate::launch::{self, Cmd, Settings};
+use crate::launch::{self, RunOptions};
+use crate::vmm::Program;
 
 /// Quotes a word for a POSIX shell: as it is when it is plainly safe, else
 /// in single quotes.
@@ -20,7 +21,7 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-pub fn command_line(cmd: &Cmd) -> String {
+pub fn command_line(cmd: &Program) -> String {
     std::iter::once(cmd.program.to_string_lossy().into_owned())
         .chain(cmd.args.iter().cloned())
         .map(|w| shell_quote(&w))
@@ -28,7 +29,7 @@ pub fn command_line(cmd: &Cmd) -> String {
         .join(" ")
 }
 
-pub fn run(s: &Settings) -> Result<i32> {
+pub fn run(s: &RunOptions) -> Result<i32> {
     let plan = launch::plan(s)?;
     for n in &plan.notes {
         eprintln!("host-ctl: {n}");

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use kvmpod_api::manifest::PodManifest;
-use kvmpod_api::protocol::{attach_input, AttachInput, LogStream, StatusRequest};
-use tokio::io::AsyncReadExt;
+use kvmpod_api::protocol::{attach_input, AttachInput, LogChunk, LogStream, StatusRequest};
 
-use crate::agent_client;
-use crate::pods::Pod;
+use crate::agent;
+use crate::pod::StoredPod;
 
 fn input(kind: attach_input::Kind) -> AttachInput {
     let mut m = AttachInput::new();
@@ -21,15 +20,28 @@ fn input(kind: attach_input::Kind) -> AttachInput {
     m
 }
 
+/// Writes a chunk of the app's output to our stdout or stderr.
+fn write_out(chunk: &LogChunk) {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let w: &mut dyn Write = if chunk.stream.enum_value_or_default() == LogStream::LOG_STREAM_STDERR
+    {
+        &mut err
+    } else {
+        &mut out
+    };
+    let _ = w.write_all(&chunk.data);
+    let _ = w.flush();
+}
+
 pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let manifest: PodManifest = serde_json::from_slice(&std::fs::read(pod.dir.manifest())?)?;
     let Some(spec) = manifest.apps.iter().find(|a| a.name == app) else {
         anyhow::bail!("pod {} has no app named {app:?}", pod.record.id);
     };
     let client = pod.client().await?;
     let stream = client
-        .attach(agent_client::no_deadline())
+        .attach(agent::no_deadline())
         .await
         .map_err(|e| anyhow!("attaching: {e}"))?;
     let (tx, mut rx) = stream.split();
@@ -37,45 +49,17 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
         .await
         .map_err(|e| anyhow!("attaching: {e}"))?;
     let feeder = spec.stdin.then(|| {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = tx.send(&input(attach_input::Kind::CloseStdin(true))).await;
-                        return;
-                    }
-                    Ok(n) => {
-                        if tx
-                            .send(&input(attach_input::Kind::Stdin(buf[..n].to_vec())))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
+        tokio::spawn(agent::stdin::pump(
+            tx.clone(),
+            |data| input(attach_input::Kind::Stdin(data)),
+            || input(attach_input::Kind::CloseStdin(true)),
+        ))
     });
 
     let detached = loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Ok(chunk) => {
-                    let err = chunk.stream.enum_value_or_default() == LogStream::LOG_STREAM_STDERR;
-                    if err {
-                        let mut e = std::io::stderr().lock();
-                        let _ = e.write_all(&chunk.data);
-                        let _ = e.flush();
-                    } else {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(&chunk.data);
-                        let _ = o.flush();
-                    }
-                }
+                Ok(chunk) => write_out(&chunk),
                 // The stream ends when the app has exited and its output is out.
                 Err(_) => break false,
             },
@@ -91,7 +75,7 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
     }
     let st = client
         .status(
-            agent_client::deadline(Duration::from_secs(10)),
+            agent::deadline(Duration::from_secs(10)),
             &StatusRequest::new(),
         )
         .await;

@@ -8,8 +8,8 @@ use kvmpod_api::protocol::EventsRequest;
 use serde::Serialize;
 
 use super::Format;
-use crate::agent_client;
-use crate::pods::Pod;
+use crate::agent;
+use crate::pod::StoredPod;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,12 +27,12 @@ struct EventView<'a> {
 }
 
 pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let client = pod.client().await?;
     let mut req = EventsRequest::new();
     req.follow = follow;
     let mut rx = client
-        .events(agent_client::no_deadline(), &req)
+        .events(agent::no_deadline(), &req)
         .await
         .map_err(|e| anyhow!("asking for events: {e}"))?;
     loop {

@@ -9,13 +9,12 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use kvmpod_api::protocol::{exec_input, exec_output, ExecInput, ExecStart, WindowSize};
-use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 use ttrpc::r#async::CSSender;
 
-use crate::agent_client;
-use crate::pods::Pod;
-use crate::terminal::{self, RawMode};
+use crate::agent;
+use crate::pod::StoredPod;
+use crate::ui::terminal::{self, RawMode};
 
 pub struct Options {
     pub app: String,
@@ -41,25 +40,12 @@ fn window() -> Option<WindowSize> {
 
 /// Copies this process's stdin to the command; end of file closes its stdin.
 async fn feed_stdin(tx: CSSender<ExecInput>) {
-    let mut stdin = tokio::io::stdin();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(&input(exec_input::Kind::CloseStdin(true))).await;
-                return;
-            }
-            Ok(n) => {
-                if tx
-                    .send(&input(exec_input::Kind::Stdin(buf[..n].to_vec())))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    }
+    agent::stdin::pump(
+        tx,
+        |data| input(exec_input::Kind::Stdin(data)),
+        || input(exec_input::Kind::CloseStdin(true)),
+    )
+    .await;
 }
 
 /// Keeps the remote terminal's size in step with this one.
@@ -96,10 +82,10 @@ async fn forward_signals(tx: CSSender<ExecInput>) {
 }
 
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let client = pod.client().await?;
     let stream = client
-        .exec(agent_client::no_deadline())
+        .exec(agent::no_deadline())
         .await
         .map_err(|e| anyhow!("starting exec: {e}"))?;
     let (tx, mut rx) = stream.split();

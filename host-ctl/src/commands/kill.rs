@@ -7,17 +7,17 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use kvmpod_api::protocol::SignalRequest;
 
-use crate::agent_client;
-use crate::pods::Pod;
+use crate::agent;
+use crate::pod::StoredPod;
 
 pub async fn run(state_dir: &Path, id: &str, app: Option<&str>, signal: i32) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let client = pod.client().await?;
     let mut req = SignalRequest::new();
     req.app = app.unwrap_or_default().to_string();
     req.signal = signal;
     client
-        .signal(agent_client::deadline(Duration::from_secs(10)), &req)
+        .signal(agent::deadline(Duration::from_secs(10)), &req)
         .await
         .map_err(|e| match e {
             ttrpc::Error::RpcStatus(s) => anyhow!("{}", s.message()),

@@ -5,10 +5,11 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::Format;
-use crate::{pods, table};
+use crate::pod::store;
+use crate::ui::table;
 
 pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
-    let records = pods::all(state_dir)?;
+    let records = store::all(state_dir)?;
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(0);

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use kvmpod_api::manifest::PodManifest;
 
-use crate::hostlog::{self, Record, Stream};
-use crate::pods::{self, Pod};
-use crate::record::State;
+use crate::logs::{self, LogRecord, Stream};
+use crate::pod::record::State;
+use crate::pod::{store, StoredPod};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -39,7 +39,7 @@ struct Liner {
 }
 
 impl Liner {
-    fn push(&mut self, app: &str, r: &Record, out: &mut Vec<Line>) {
+    fn push(&mut self, app: &str, r: &LogRecord, out: &mut Vec<Line>) {
         if r.dropped > 0 {
             out.push(Line {
                 time: r.time.clone(),
@@ -98,7 +98,7 @@ fn print(lines: &[Line], prefix_width: Option<usize>, timestamps: bool) {
 }
 
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let manifest: PodManifest = serde_json::from_slice(&std::fs::read(pod.dir.manifest())?)?;
     let apps: Vec<String> = match &o.app {
         Some(a) if manifest.apps.iter().any(|m| &m.name == a) => vec![a.clone()],
@@ -122,7 +122,7 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let read_new = |liner: &mut Liner, positions: &mut Vec<u64>| -> Result<Vec<Line>> {
         let mut lines = Vec::new();
         for (app, pos) in apps.iter().zip(positions.iter_mut()) {
-            let (records, next) = hostlog::read_from(&hostlog::path(&pod.dir.path, app), *pos)?;
+            let (records, next) = logs::read_from(&pod.dir.app_log(app), *pos)?;
             *pos = next;
             for r in &records {
                 liner.push(app, r, &mut lines);
@@ -147,7 +147,7 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     }
     loop {
         // Seen exited before reading: whatever the monitor wrote is on disk.
-        let ended = pods::reconcile(state_dir, &pod.dir.path)?.state == State::Exited;
+        let ended = store::reconcile(&pod.dir)?.state == State::Exited;
         let lines = read_new(&mut liner, &mut positions)?;
         print(&lines, prefix, o.timestamps);
         if ended {
@@ -171,17 +171,17 @@ mod tests {
         let mut out = Vec::new();
         liner.push(
             "a",
-            &Record::new(t, Stream::Stdout, 0, b"one\ntw", 0),
+            &LogRecord::new(t, Stream::Stdout, 0, b"one\ntw", 0),
             &mut out,
         );
         liner.push(
             "a",
-            &Record::new(t, Stream::Stderr, 6, b"err\n", 0),
+            &LogRecord::new(t, Stream::Stderr, 6, b"err\n", 0),
             &mut out,
         );
         liner.push(
             "a",
-            &Record::new(t, Stream::Stdout, 10, b"o\nthree", 0),
+            &LogRecord::new(t, Stream::Stdout, 10, b"o\nthree", 0),
             &mut out,
         );
         let texts: Vec<(Stream, &[u8])> = out.iter().map(|l| (l.stream, &l.bytes[..])).collect();

@@ -1,4 +1,6 @@
-//! The subcommands that act on existing pods.
+//! The subcommands, one thin module each: they parse nothing (clap does,
+//! in `main.rs`), call the layers below, and print. Errors become anyhow
+//! here and only here.
 
 pub mod args;
 pub mod attach;
@@ -7,8 +9,10 @@ pub mod exec;
 pub mod kill;
 pub mod list;
 pub mod logs;
+pub mod monitor;
 pub mod port_forward;
 pub mod rm;
+pub mod run;
 pub mod stats;
 pub mod status;
 pub mod stop;

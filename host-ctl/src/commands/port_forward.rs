@@ -10,30 +10,30 @@ use kvmpod_api::layout::FORWARD_VSOCK_PORT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::pods::Pod;
-use crate::vsock::{self, Endpoint};
+use crate::agent::vsock::{self, Endpoint};
+use crate::pod::StoredPod;
 
 /// Parses `HOSTPORT:GUESTPORT` (HOSTPORT 0: any free port).
-pub fn parse_ports(spec: &str) -> Result<(u16, u16), String> {
+pub fn parse_ports(spec: &str) -> Result<(u16, u16)> {
     let (h, g) = spec
         .split_once(':')
-        .ok_or_else(|| format!("{spec:?} is not HOSTPORT:GUESTPORT"))?;
+        .ok_or_else(|| anyhow!("{spec:?} is not HOSTPORT:GUESTPORT"))?;
     let host = h
         .parse::<u16>()
-        .map_err(|_| format!("host port {h:?} is not a port number"))?;
+        .map_err(|_| anyhow!("host port {h:?} is not a port number"))?;
     let guest = g
         .parse::<u16>()
-        .map_err(|_| format!("guest port {g:?} is not a port number"))?;
+        .map_err(|_| anyhow!("guest port {g:?} is not a port number"))?;
     if guest == 0 {
-        return Err("the guest port cannot be 0".into());
+        bail!("the guest port cannot be 0");
     }
     Ok((host, guest))
 }
 
 pub async fn run(state_dir: &Path, id: &str, spec: &str) -> Result<i32> {
-    let (host_port, guest_port) = parse_ports(spec).map_err(|e| anyhow!(e))?;
-    let pod = Pod::open(state_dir, id)?;
-    if pod.record.state != crate::record::State::Running {
+    let (host_port, guest_port) = parse_ports(spec)?;
+    let pod = StoredPod::open(state_dir, id)?;
+    if pod.record.state != crate::pod::State::Running {
         bail!("pod {} is not running", pod.record.id);
     }
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, host_port)))
@@ -103,11 +103,14 @@ mod tests {
 
     #[test]
     fn port_specs_parse() {
-        assert_eq!(parse_ports("8080:80"), Ok((8080, 80)));
-        assert_eq!(parse_ports("0:80"), Ok((0, 80)));
+        assert_eq!(parse_ports("8080:80").unwrap(), (8080, 80));
+        assert_eq!(parse_ports("0:80").unwrap(), (0, 80));
         assert!(parse_ports("80").is_err());
         assert!(parse_ports("8080:0").is_err());
-        assert!(parse_ports("x:80").unwrap_err().contains("host port"));
+        assert!(parse_ports("x:80")
+            .unwrap_err()
+            .to_string()
+            .contains("host port"));
         assert!(parse_ports("80:99999").is_err());
     }
 }

@@ -9,9 +9,9 @@ use kvmpod_api::protocol::StatsRequest;
 use serde::Serialize;
 
 use super::Format;
-use crate::agent_client;
-use crate::pods::Pod;
-use crate::table;
+use crate::agent;
+use crate::pod::StoredPod;
+use crate::ui::table;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -27,11 +27,11 @@ struct AppStatsView {
 }
 
 pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     let client = pod.client().await?;
     let st = client
         .stats(
-            agent_client::deadline(Duration::from_secs(10)),
+            agent::deadline(Duration::from_secs(10)),
             &StatsRequest::new(),
         )
         .await

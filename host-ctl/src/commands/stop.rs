@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use kvmpod_api::protocol::ShutdownRequest;
 
-use crate::agent_client;
-use crate::pods::{self, Pod};
-use crate::record::{self, State};
+use crate::agent;
+use crate::pod::record::{self, State};
+use crate::pod::{store, StoredPod};
 
 pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
-    let pod = Pod::open(state_dir, id)?;
+    let pod = StoredPod::open(state_dir, id)?;
     match pod.record.state {
         State::Exited => {
             println!("pod {} has already exited", pod.record.id);
@@ -25,7 +25,7 @@ pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
         ),
         State::Running => {}
     }
-    record::update(&pod.dir.path, |r| {
+    record::update(&pod.dir, |r| {
         r.stop_requested.get_or_insert_with(record::now);
     })?;
     let client = pod.client().await?;
@@ -34,15 +34,15 @@ pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
         .unwrap_or(u32::MAX)
         .max(1);
     client
-        .shutdown(agent_client::deadline(Duration::from_secs(10)), &req)
+        .shutdown(agent::deadline(Duration::from_secs(10)), &req)
         .await
         .map_err(|e| anyhow!("asking pod {} to stop: {e}", pod.record.id))?;
     let until = Instant::now() + timeout + Duration::from_secs(30);
     loop {
-        let r = pods::reconcile(state_dir, &pod.dir.path)?;
+        let r = store::reconcile(&pod.dir)?;
         // Over once recorded and its monitor has finished (the VM is off
         // and what the pod held on the host is released).
-        if r.state == State::Exited && !record::monitor_alive(&pod.dir.path) {
+        if r.state == State::Exited && !record::monitor_alive(&pod.dir) {
             println!("pod {} stopped", r.id);
             for a in &r.apps {
                 if let Some(code) = a.exit_code {

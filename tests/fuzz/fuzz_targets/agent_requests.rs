@@ -7,8 +7,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kvmpod_agent::pod::Pod;
-use kvmpod_agent::reaper::{Exit, Reaper};
+use kvmpod_agent::pod::{Pod, Stream};
+use kvmpod_agent::process::{Exit, Reaper};
 use kvmpod_agent::timeline::Timeline;
 use kvmpod_api::config::AgentConfig;
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
@@ -49,13 +49,12 @@ fn harness() -> &'static Harness {
             );
             // Exited apps: every follow ends, nothing waits forever.
             for app in &pod.apps {
-                app.logs
-                    .append(kvmpod_agent::logbuf::Stream::Stdout, b"some output\n", 1);
+                app.logs.append(Stream::Stdout, b"some output\n", 1);
                 app.set_exited(Exit { code: 0, signal: 0 }, 2);
                 app.logs.close();
             }
             pod.app_done();
-            kvmpod_agent::service::serve(Arc::clone(&pod), &format!("unix://{}", socket.display()))
+            kvmpod_agent::rpc::serve(Arc::clone(&pod), &format!("unix://{}", socket.display()))
                 .await
                 .expect("the server starts")
         });

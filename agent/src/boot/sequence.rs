@@ -1,0 +1,151 @@
+//! The agent's whole life, in order: the guest's own file systems, kernel
+//! modules, the vsock server, volumes, apps; then waiting for shutdown.
+//!
+//! Until the vsock server is up, a failure can only be told on the console:
+//! one `FATAL` line, then power-off. After that the failure is recorded in
+//! the pod's status for the host to collect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvmpod_api::config::AgentConfig;
+use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT};
+use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::timeline::Stage;
+use ttrpc::r#async::Server;
+
+use super::config::{read_config, read_manifest};
+use super::{early, kmod, net, power, rootswitch};
+use crate::pod::{self, Pod};
+use crate::process::{self, Reaper};
+use crate::timeline::Timeline;
+use crate::{console, rpc, storage};
+
+/// Reports a failure on the console and powers off.
+fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
+    console::fatal(stage, error);
+    power::power_off()
+}
+
+/// Runs the pod; returns when it is time to power off.
+pub async fn run(init_ns: u64) {
+    let timeline = Timeline::default();
+    timeline.mark_at(Stage::Init, init_ns);
+    let (config, manifest) = from_initramfs(&timeline);
+    guest_system(&config);
+    timeline.mark(Stage::BaseMounted);
+
+    let reaper = Reaper::new();
+    if let Err(e) = reaper.start() {
+        fatal("starting the reaper", &e);
+    }
+    let linger = Duration::from_secs(config.linger_secs);
+    let pod = Pod::new(manifest, config, timeline, reaper);
+    // Kept alive for the life of the agent: dropping it stops serving.
+    let _server = serve(&pod).await;
+    pod.timeline.mark(Stage::AgentReady);
+    console::stage(Stage::AgentReady);
+
+    start_pod(&pod);
+    let grace = shutdown_requested(&pod, linger).await;
+    pod::stop(&pod, grace).await;
+}
+
+/// What must come from the initramfs before the root moves off it: the
+/// settings, the manifest and the kernel modules.
+fn from_initramfs(timeline: &Timeline) -> (AgentConfig, PodManifest) {
+    let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
+    console::init_logger(config.debug);
+    let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
+    timeline.mark(Stage::ConfigRead);
+    if let Err(e) = kmod::load_all(&config.modules) {
+        fatal("loading kernel modules", &e);
+    }
+    timeline.mark(Stage::ModulesLoaded);
+    console::stage(Stage::ModulesLoaded);
+
+    // Apps pivot_root into their roots, which the initramfs cannot allow.
+    if rootswitch::on_initramfs() {
+        let roots: Vec<_> = manifest
+            .apps
+            .iter()
+            .map(|a| layout::app_rootfs(&a.name))
+            .collect();
+        match rootswitch::switch_to_tmpfs(&roots) {
+            Ok(()) => {
+                timeline.mark(Stage::RootSwitched);
+            }
+            Err(e) => fatal("moving the root off the initramfs", &e),
+        }
+    }
+    (config, manifest)
+}
+
+/// The guest's own file systems, cgroups, loopback and `/etc` files.
+fn guest_system(config: &AgentConfig) {
+    if let Err(e) = early::mount_base() {
+        fatal("mounting the guest's file systems", &e);
+    }
+    early::protect_from_oom();
+    // Without these the pod still runs: apps lose their statistics and
+    // limits (an app that asks for limits then fails to start), or port
+    // forwarding finds nothing to connect to.
+    if let Err(e) = process::setup_cgroups() {
+        log::warn!("{e}");
+    }
+    if let Err(e) = net::loopback_up() {
+        log::warn!("{e}");
+    }
+    if let Err(e) = storage::write_pod_files(&config.hostname) {
+        log::warn!("{e}");
+    }
+}
+
+/// Serves the agent API on its vsock port, and port forwarding.
+async fn serve(pod: &Arc<Pod>) -> Server {
+    let addr = format!("vsock://-1:{}", pod.config.vsock_port);
+    let server = match rpc::serve(Arc::clone(pod), &addr).await {
+        Ok(s) => s,
+        Err(e) => fatal(&format!("serving the agent API on {addr}"), &e),
+    };
+    if let Err(e) = rpc::start_forwarding(FORWARD_VSOCK_PORT) {
+        log::warn!(
+            "port forwarding unavailable: listening on vsock port {FORWARD_VSOCK_PORT}: {e}"
+        );
+    }
+    server
+}
+
+/// Mounts the volumes, then starts the apps; a volume that cannot be
+/// mounted fails the pod instead.
+fn start_pod(pod: &Arc<Pod>) {
+    match storage::mount_all(&pod.manifest, &pod.config) {
+        Ok(()) => {
+            pod.timeline.mark(Stage::VolumesMounted);
+            console::stage(Stage::VolumesMounted);
+            pod::start_apps(pod);
+        }
+        Err(e) => {
+            // The host learns this from the status; the console line helps
+            // whoever reads the console file.
+            console::fatal("mounting volumes", &e);
+            pod.fail(e.to_string());
+        }
+    }
+}
+
+/// Waits until the host asks for shutdown, or the apps are done and the
+/// host did not come for the final status within `linger`; returns the
+/// grace period for the apps still running.
+async fn shutdown_requested(pod: &Pod, linger: Duration) -> Duration {
+    tokio::select! {
+        grace = pod.stop_requested() => grace,
+        _ = async {
+            pod.wait_all().await;
+            tokio::time::sleep(linger).await;
+        } => {
+            console::line(format_args!("no shutdown request {linger:?} after the apps exited; powering off"));
+            Duration::from_millis(u64::from(pod.config.grace_ms))
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The pod subsystem's one error type: why an app could not be started,
+//! and the exit status it is recorded with.
+
+use crate::error::SysError;
+use crate::process::{SpawnError, EXIT_SETUP_FAILED};
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Its root could not be assembled.
+    #[error(transparent)]
+    Root(#[from] StorageError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// It asks for limits, and its cgroup could not be made.
+    #[error("applying the app's resource limits: {0}")]
+    Limits(SysError),
+    /// Its cgroup could not be opened for the process to join.
+    #[error(transparent)]
+    Cgroup(SysError),
+}
+
+impl StartError {
+    /// The exit status the app is recorded with: a shell's for a program
+    /// that cannot run, 125 for the rest.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Spawn(e) => e.exit_code(),
+            _ => EXIT_SETUP_FAILED,
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Stopping the pod without losing anything: SIGTERM to every app, a grace
+//! period, SIGKILL to what is left (orphans included), then `sync` and the
+//! volumes unmounted, so every write has reached the host before power-off.
+
+use std::time::Duration;
+
+use kvmpod_api::layout;
+use kvmpod_api::protocol::EventKind;
+use kvmpod_api::timeline::Stage;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::state::{Phase, Pod};
+use crate::storage;
+use crate::timeline::boottime_ns;
+
+/// How long killed processes get to be reaped before unmounting anyway.
+const REAP_WAIT: Duration = Duration::from_secs(3);
+/// Time for the reply to a Shutdown request to leave before power-off.
+const REPLY_FLUSH: Duration = Duration::from_millis(50);
+
+/// Signals every app's process group (apps lead their own session).
+fn signal_apps(pod: &Pod, sig: Signal) {
+    for app in &pod.apps {
+        if let Some(pid) = app.running_pid() {
+            let _ = kill(Pid::from_raw(-pid), sig);
+        }
+    }
+}
+
+/// Runs the stop sequence. The caller powers off afterwards.
+pub async fn stop(pod: &Pod, grace: Duration) {
+    pod.set_phase(Phase::Stopping);
+    pod.timeline.mark(Stage::Stopping);
+    pod.events.push(
+        EventKind::EVENT_KIND_POD_STOPPING,
+        "",
+        0,
+        0,
+        format!("grace period {grace:?}"),
+    );
+    signal_apps(pod, Signal::SIGTERM);
+    if tokio::time::timeout(grace, pod.wait_all()).await.is_err() {
+        log::warn!("apps still running after {grace:?}; killing them");
+        signal_apps(pod, Signal::SIGKILL);
+    }
+    // Everything but PID 1: daemons the apps left behind, exec'd commands.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    let _ = tokio::time::timeout(REAP_WAIT, pod.wait_all()).await;
+
+    nix::unistd::sync();
+    for e in storage::unmount_under(&[layout::STAGE2_DIR, layout::VOLUMES_DIR]) {
+        log::warn!("{e}");
+    }
+    nix::unistd::sync();
+    pod.timeline.mark_at(Stage::Stopped, boottime_ns());
+    tokio::time::sleep(REPLY_FLUSH).await;
+}

@@ -1,0 +1,362 @@
+//! The pod's live state: each app's status and logs, the pod's phase and the
+//! boot timeline. State is split per app, each behind its own small lock, so
+//! a slow reader of one part never stalls the others (Kata #13452).
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use kvmpod_api::config::AgentConfig;
+use kvmpod_api::manifest::{App, PodManifest};
+use kvmpod_api::protocol::{self as pb, EventKind};
+use tokio::sync::watch;
+
+use super::events::EventLog;
+use super::logbuf::LogBuffer;
+use crate::process::{AppCgroup, Exit, Reaper, EXIT_SETUP_FAILED};
+use crate::timeline::{boottime_ns, Timeline};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppState {
+    Pending,
+    Running,
+    /// Exited, waiting out its backoff before it is started again.
+    Restarting,
+    Exited,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AppStatus {
+    pub state: AppState,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub error: String,
+    pub started_ns: u64,
+    pub exited_ns: u64,
+    pub restarts: u32,
+}
+
+pub struct AppRecord {
+    pub manifest: App,
+    status: Mutex<AppStatus>,
+    pub logs: LogBuffer,
+    /// True once the app has exited or failed to start.
+    done: watch::Sender<bool>,
+    /// The app's cgroup, once created.
+    pub cgroup: OnceLock<AppCgroup>,
+    /// The running app's mount namespace, for `exec` to join.
+    ns: Mutex<Option<OwnedFd>>,
+    /// The write end of the current run's stdin (apps with `"stdin":
+    /// true`). Writers hold the inner lock while writing; replacing or
+    /// closing takes only the outer one.
+    stdin: Mutex<Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AppRecord {
+    fn new(manifest: App, log_capacity: usize) -> Self {
+        AppRecord {
+            manifest,
+            status: Mutex::new(AppStatus {
+                state: AppState::Pending,
+                pid: 0,
+                exit_code: 0,
+                signal: 0,
+                error: String::new(),
+                started_ns: 0,
+                exited_ns: 0,
+                restarts: 0,
+            }),
+            logs: LogBuffer::new(log_capacity),
+            done: watch::channel(false).0,
+            cgroup: OnceLock::new(),
+            ns: Mutex::new(None),
+            stdin: Mutex::new(None),
+        }
+    }
+
+    /// The stdin of a new run of the app.
+    pub(super) fn set_stdin(&self, writer: tokio::net::unix::pipe::Sender) {
+        *lock(&self.stdin) = Some(Arc::new(tokio::sync::Mutex::new(writer)));
+    }
+
+    /// Feeds the app's stdin. Fails when the app has none (or closed it).
+    pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let writer = lock(&self.stdin).clone();
+        match writer {
+            Some(w) => w.lock().await.write_all(data).await,
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!(
+                    "app {:?} has no stdin (start it with \"stdin\": true)",
+                    self.name()
+                ),
+            )),
+        }
+    }
+
+    /// Ends the app's stdin (it reads end of file once a write under way
+    /// is done).
+    pub fn close_stdin(&self) {
+        lock(&self.stdin).take();
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    pub(super) fn status(&self) -> AppStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Keeps the running app's mount namespace (None when it exits).
+    pub(super) fn set_namespace(&self, ns: Option<OwnedFd>) {
+        *lock(&self.ns) = ns;
+    }
+
+    /// The running app's mount namespace, for a process to join.
+    pub fn namespace(&self) -> Option<OwnedFd> {
+        lock(&self.ns).as_ref().and_then(|fd| fd.try_clone().ok())
+    }
+
+    /// The app exited and will be started again after a backoff.
+    pub(super) fn set_restarting(&self, exit: Exit, at: u64, restarts: u32) {
+        let mut s = lock(&self.status);
+        s.state = AppState::Restarting;
+        s.pid = 0;
+        s.exit_code = exit.code;
+        s.signal = exit.signal;
+        s.exited_ns = at;
+        s.restarts = restarts;
+    }
+
+    pub(super) fn set_running(&self, pid: i32, at: u64) {
+        let mut s = lock(&self.status);
+        s.state = AppState::Running;
+        s.pid = pid;
+        s.started_ns = at;
+        s.exit_code = 0;
+        s.signal = 0;
+    }
+
+    pub fn set_exited(&self, exit: Exit, at: u64) {
+        {
+            let mut s = lock(&self.status);
+            s.state = AppState::Exited;
+            s.exit_code = exit.code;
+            s.signal = exit.signal;
+            s.exited_ns = at;
+        }
+        self.done.send_replace(true);
+    }
+
+    /// The app could not be started: recorded with an exit status (125,
+    /// 126 or 127, as a shell would) and the reason.
+    pub(super) fn set_failed(&self, code: i32, error: String, at: u64) {
+        {
+            let mut s = lock(&self.status);
+            s.state = AppState::Failed;
+            s.exit_code = code;
+            s.error = error;
+            s.exited_ns = at;
+        }
+        self.logs.close();
+        self.done.send_replace(true);
+    }
+
+    /// The pid to signal, while the app runs.
+    pub fn running_pid(&self) -> Option<i32> {
+        let s = lock(&self.status);
+        (s.state == AppState::Running && s.pid > 0).then_some(s.pid)
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+
+    pub async fn wait(&self) {
+        let mut rx = self.done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Starting,
+    Running,
+    Exited,
+    Failed,
+    Stopping,
+}
+
+pub struct Pod {
+    pub manifest: PodManifest,
+    pub config: AgentConfig,
+    pub apps: Vec<Arc<AppRecord>>,
+    pub timeline: Timeline,
+    pub reaper: Arc<Reaper>,
+    phase: Mutex<(Phase, String)>,
+    /// The grace period of the first shutdown request.
+    stop: watch::Sender<Option<Duration>>,
+    stopping: AtomicBool,
+    exited_reported: AtomicBool,
+    pub events: EventLog,
+}
+
+impl Pod {
+    pub fn new(
+        manifest: PodManifest,
+        config: AgentConfig,
+        timeline: Timeline,
+        reaper: Arc<Reaper>,
+    ) -> Arc<Self> {
+        let capacity = usize::try_from(config.log_buffer_bytes).unwrap_or(usize::MAX);
+        let apps = manifest
+            .apps
+            .iter()
+            .map(|a| Arc::new(AppRecord::new(a.clone(), capacity)))
+            .collect();
+        Arc::new(Pod {
+            manifest,
+            config,
+            apps,
+            timeline,
+            reaper,
+            phase: Mutex::new((Phase::Starting, String::new())),
+            stop: watch::channel(None).0,
+            stopping: AtomicBool::new(false),
+            exited_reported: AtomicBool::new(false),
+            events: EventLog::default(),
+        })
+    }
+
+    pub fn app(&self, name: &str) -> Option<&Arc<AppRecord>> {
+        self.apps.iter().find(|a| a.name() == name)
+    }
+
+    pub(super) fn set_phase(&self, phase: Phase) {
+        let mut p = lock(&self.phase);
+        // Failed and Stopping are final as far as the apps are concerned.
+        if !matches!(p.0, Phase::Failed | Phase::Stopping) || phase == Phase::Stopping {
+            p.0 = phase;
+        }
+    }
+
+    /// Pod setup failed: no (further) app starts. Apps not started yet are
+    /// failed with the same reason.
+    pub fn fail(&self, error: String) {
+        *lock(&self.phase) = (Phase::Failed, error.clone());
+        for app in &self.apps {
+            if app.status().state == AppState::Pending {
+                app.set_failed(
+                    EXIT_SETUP_FAILED,
+                    format!("pod setup failed: {error}"),
+                    boottime_ns(),
+                );
+            }
+        }
+        self.app_done();
+    }
+
+    /// Called when an app is done; the pod is done when every app is.
+    pub fn app_done(&self) {
+        if self.apps.iter().all(|a| a.is_done()) {
+            self.set_phase(Phase::Exited);
+            if !self.exited_reported.swap(true, Ordering::SeqCst) {
+                self.events
+                    .push(EventKind::EVENT_KIND_POD_EXITED, "", 0, 0, String::new());
+            }
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub async fn wait_all(&self) {
+        for app in &self.apps {
+            app.wait().await;
+        }
+    }
+
+    /// Asks for shutdown; only the first request counts. Returns whether
+    /// this one did.
+    pub fn request_stop(&self, grace: Duration) -> bool {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        self.stop.send_replace(Some(grace));
+        true
+    }
+
+    /// Resolves with the grace period once shutdown was asked for.
+    pub async fn stop_requested(&self) -> Duration {
+        let mut rx = self.stop.subscribe();
+        let default = Duration::from_millis(u64::from(self.config.grace_ms));
+        let grace = match rx.wait_for(Option::is_some).await {
+            Ok(g) => g.unwrap_or(default),
+            Err(_) => default,
+        };
+        grace
+    }
+
+    /// The wire form of the pod's status.
+    pub fn status(&self) -> pb::PodStatus {
+        let (phase, error) = lock(&self.phase).clone();
+        let mut st = pb::PodStatus::new();
+        st.state = match phase {
+            Phase::Starting => pb::PodState::POD_STATE_STARTING,
+            Phase::Running => pb::PodState::POD_STATE_RUNNING,
+            Phase::Exited => pb::PodState::POD_STATE_EXITED,
+            Phase::Failed => pb::PodState::POD_STATE_FAILED,
+            Phase::Stopping => pb::PodState::POD_STATE_STOPPING,
+        }
+        .into();
+        st.error = error;
+        st.apps = self
+            .apps
+            .iter()
+            .map(|a| {
+                let s = a.status();
+                let mut out = pb::AppStatus::new();
+                out.name = a.name().to_string();
+                out.state = match s.state {
+                    AppState::Pending => pb::AppState::APP_STATE_PENDING,
+                    AppState::Running => pb::AppState::APP_STATE_RUNNING,
+                    AppState::Exited => pb::AppState::APP_STATE_EXITED,
+                    AppState::Failed => pb::AppState::APP_STATE_FAILED,
+                    AppState::Restarting => pb::AppState::APP_STATE_RESTARTING,
+                }
+                .into();
+                out.restarts = s.restarts;
+                out.pid = s.pid;
+                out.exit_code = s.exit_code;
+                out.signal = s.signal;
+                out.error = s.error;
+                out.started_ns = s.started_ns;
+                out.exited_ns = s.exited_ns;
+                out
+            })
+            .collect();
+        st.timeline = self
+            .timeline
+            .snapshot()
+            .into_iter()
+            .map(|(name, ns)| {
+                let mut e = pb::TimelineEvent::new();
+                e.name = name;
+                e.boottime_ns = ns;
+                e
+            })
+            .collect();
+        st.now_ns = boottime_ns();
+        st
+    }
+}

@@ -1,0 +1,404 @@
+//! Turning an app of the manifest into a process: its program found in its
+//! own `PATH`, its environment, identity and working directory, started in
+//! its root in a session of its own.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use kvmpod_api::layout;
+use kvmpod_api::manifest::App;
+use kvmpod_api::validate::normalize_guest_path;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, SFlag};
+use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
+use tokio::sync::oneshot;
+
+use super::error::exec_error;
+use super::isolation::{Enter, Isolation};
+use super::users::{self, Identity};
+use super::{Exit, Reaper, SpawnError};
+use crate::error::Context;
+use crate::storage::{open_in_root, open_root};
+
+/// `PATH` for apps that do not set one (appc's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment an app starts with: appc's defaults, then its own.
+fn environment(app: &App, id: &Identity) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), DEFAULT_PATH.to_string()),
+        ("HOME".to_string(), id.home.clone()),
+        ("AC_APP_NAME".to_string(), app.name.clone()),
+    ];
+    for var in &app.env {
+        match env.iter_mut().find(|(k, _)| *k == var.name) {
+            Some(slot) => slot.1 = var.value.clone(),
+            None => env.push((var.name.clone(), var.value.clone())),
+        }
+    }
+    env
+}
+
+/// Finds the program to execute, as a path inside the app's root. A name
+/// without `/` is searched in `PATH`, inside the root; any other path must
+/// name an executable file there.
+fn find_program(
+    root: &OwnedFd,
+    program: &str,
+    path_var: &str,
+    cwd: &str,
+) -> Result<String, SpawnError> {
+    if program.contains('/') {
+        let full = if program.starts_with('/') {
+            program.to_string()
+        } else {
+            format!("{}/{program}", cwd.trim_end_matches('/'))
+        };
+        return match is_executable(root, &full) {
+            Some(true) => Ok(program.to_string()),
+            Some(false) => Err(SpawnError::NotExecutable(program.to_string())),
+            None => Err(SpawnError::Missing(program.to_string())),
+        };
+    }
+    for dir in path_var.split(':').filter(|d| d.starts_with('/')) {
+        let candidate = format!("{}/{program}", dir.trim_end_matches('/'));
+        if is_executable(root, &candidate) == Some(true) {
+            return Ok(candidate);
+        }
+    }
+    Err(SpawnError::NotInPath {
+        program: program.to_string(),
+        path: path_var.to_string(),
+    })
+}
+
+/// Some(true) for an executable regular file, Some(false) for something
+/// else that exists, None when nothing is there.
+fn is_executable(root: &OwnedFd, path: &str) -> Option<bool> {
+    let fd = open_in_root(root, path, OFlag::O_PATH).ok()?;
+    let st = fstat(&fd).ok()?;
+    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    Some(regular && st.st_mode & 0o111 != 0)
+}
+
+/// Where a process's stdin, stdout and stderr go.
+pub(super) enum Stdio3 {
+    /// stdout and stderr piped to the agent; stdin piped too, or
+    /// `/dev/null`.
+    Pipes { stdin: bool },
+    /// All three on this pseudo-terminal, which becomes the process's
+    /// controlling terminal.
+    Pty(OwnedFd),
+}
+
+/// Everything needed to start an app (or a command in its root), prepared
+/// before `fork` so the child only makes system calls.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    pub program: String,
+    argv0: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: String,
+    identity: Identity,
+}
+
+impl Launch {
+    /// The launch of `argv` (the app's own `exec` for the app) in `app`'s
+    /// root, with the app's environment plus `extra_env`.
+    pub(super) fn new(
+        app: &App,
+        root: &OwnedFd,
+        identity: Identity,
+        argv: &[String],
+        extra_env: &[(String, String)],
+    ) -> Result<Self, SpawnError> {
+        let mut env = environment(app, &identity);
+        for (k, v) in extra_env {
+            match env.iter_mut().find(|(name, _)| name == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => env.push((k.clone(), v.clone())),
+            }
+        }
+        let cwd = app
+            .working_directory
+            .as_deref()
+            .map(|w| normalize_guest_path(w).unwrap_or_else(|_| "/".into()))
+            .unwrap_or_else(|| "/".into());
+        let path_var = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(DEFAULT_PATH);
+        let first = argv.first().cloned().unwrap_or_default();
+        let program = find_program(root, &first, path_var, &cwd)?;
+        Ok(Launch {
+            program,
+            argv0: first,
+            args: argv.iter().skip(1).cloned().collect(),
+            env,
+            cwd,
+            identity,
+        })
+    }
+
+    /// The command. In the child, just before `exec`: join the app's
+    /// cgroup (through `cgroup_procs`), apply `isolation` (enter the app's
+    /// root in a mount namespace, limits, the capability bounding set),
+    /// change to the working directory, start a new session (so signals
+    /// reach the whole process group; with a pty, take it as controlling
+    /// terminal), drop to the app's groups, gid and uid, then cut root's
+    /// capabilities down and set `no_new_privs`. The command holds the
+    /// descriptors its child needs until it is dropped.
+    pub(super) fn command(
+        &self,
+        io: Stdio3,
+        cgroup_procs: Option<OwnedFd>,
+        isolation: Isolation,
+    ) -> Result<Command, SpawnError> {
+        let cwd = self.check_strings()?;
+        let mut cmd = Command::new(&self.program);
+        cmd.arg0(&self.argv0)
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let tty = connect(&mut cmd, io)?;
+        let child = ChildSetup {
+            cgroup_procs,
+            isolation,
+            cwd,
+            tty,
+            uid: Uid::from_raw(self.identity.uid),
+            gid: Gid::from_raw(self.identity.gid),
+            groups: self
+                .identity
+                .groups
+                .iter()
+                .copied()
+                .map(Gid::from_raw)
+                .collect(),
+        };
+        // SAFETY: the closure runs in the forked child before exec, where
+        // only async-signal-safe calls are sound: `ChildSetup::run` makes
+        // nothing but system calls on data prepared here (see it).
+        unsafe {
+            cmd.pre_exec(move || child.run());
+        }
+        Ok(cmd)
+    }
+
+    /// Refuses strings the kernel cannot take (NUL bytes); returns the
+    /// working directory as the C string the child changes to.
+    fn check_strings(&self) -> Result<CString, SpawnError> {
+        let cstr =
+            |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
+        let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
+        for a in std::iter::once(&self.program).chain(&self.args) {
+            cstr(a.as_bytes(), "argument")?;
+        }
+        for (k, v) in &self.env {
+            cstr(k.as_bytes(), "environment")?;
+            cstr(v.as_bytes(), "environment")?;
+        }
+        Ok(cwd)
+    }
+}
+
+/// Connects the command's stdio as `io` says; returns whether it is a
+/// terminal.
+fn connect(cmd: &mut Command, io: Stdio3) -> Result<bool, SpawnError> {
+    match io {
+        Stdio3::Pipes { stdin } => {
+            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            Ok(false)
+        }
+        Stdio3::Pty(slave) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().context(|| "duplicating the terminal".into());
+            cmd.stdin(Stdio::from(dup(&slave)?))
+                .stdout(Stdio::from(dup(&slave)?))
+                .stderr(Stdio::from(slave));
+            Ok(true)
+        }
+    }
+}
+
+/// What the child does between `fork` and `exec`, prepared before `fork`.
+/// `run` makes only async-signal-safe system calls on this data, without
+/// allocating or locking, as `pre_exec` requires.
+struct ChildSetup {
+    /// The app's `cgroup.procs`, which the child joins by writing "0".
+    cgroup_procs: Option<OwnedFd>,
+    isolation: Isolation,
+    cwd: CString,
+    tty: bool,
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+}
+
+impl ChildSetup {
+    fn run(&self) -> io::Result<()> {
+        if let Some(procs) = &self.cgroup_procs {
+            if nix::unistd::write(procs, b"0")? != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: this is the forked child before exec, which is what
+        // `apply_as_root` is for.
+        unsafe { self.isolation.apply_as_root() }?;
+        // Mark every inherited descriptor close-on-exec: the process gets
+        // its stdio and nothing of the agent's.
+        // SAFETY: close_range takes plain integers and only sets a flag on
+        // the process's own descriptors.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        nix::unistd::chdir(self.cwd.as_c_str())?;
+        setsid()?;
+        // SAFETY: TIOCSCTTY takes an int by value; descriptor 0 is the
+        // terminal the command was given.
+        if self.tty && unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        setgroups(&self.groups)?;
+        setgid(self.gid)?;
+        setuid(self.uid)?;
+        // SAFETY: as above, the forked child before exec.
+        unsafe { self.isolation.apply_after_identity(self.uid.as_raw()) }
+    }
+}
+
+/// An app's main process, ready to be started, and started again after
+/// each exit the restart policy allows.
+pub struct AppLaunch {
+    launch: Launch,
+    /// The app's root, which the process pivots into.
+    root: CString,
+}
+
+impl AppLaunch {
+    /// Resolves `app`'s identity and program inside its (assembled) root.
+    pub fn prepare(app: &App) -> Result<Self, SpawnError> {
+        let root_path = layout::app_rootfs(&app.name);
+        let root = open_root(&root_path).map_err(SpawnError::Root)?;
+        let identity = users::resolve(&root, app.user.as_deref(), app.group.as_deref())?;
+        let launch = Launch::new(app, &root, identity, &app.exec, &[])?;
+        let root = CString::new(root_path.as_os_str().as_bytes())
+            .map_err(|_| SpawnError::Nul("the app's root".into()))?;
+        Ok(AppLaunch { launch, root })
+    }
+
+    /// Starts `app`'s process once: in its cgroup (through `cgroup_procs`),
+    /// in a new mount namespace pivoted into its root, reaped by `reaper`.
+    pub fn spawn(
+        &self,
+        reaper: &Reaper,
+        app: &App,
+        cgroup_procs: Option<OwnedFd>,
+    ) -> Result<(Child, oneshot::Receiver<Exit>), SpawnError> {
+        let io = Stdio3::Pipes { stdin: app.stdin };
+        let isolation = Isolation::for_app(
+            app,
+            Enter::Pivot {
+                root: self.root.clone(),
+            },
+        );
+        let mut command = self.launch.command(io, cgroup_procs, isolation)?;
+        reaper
+            .spawn(&mut command)
+            .map_err(|e| exec_error(&self.launch.program, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmpod_api::manifest::EnvVar;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn app(exec: &[&str], env: &[(&str, &str)]) -> App {
+        App {
+            name: "web".into(),
+            rootfs: "/r".into(),
+            exec: exec.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(n, v)| EnvVar {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            ..App::default()
+        }
+    }
+
+    fn id() -> Identity {
+        Identity {
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+            home: "/root".into(),
+        }
+    }
+
+    #[test]
+    fn environment_has_defaults_that_the_app_can_override() {
+        let env = environment(&app(&["x"], &[("PATH", "/opt/bin"), ("A", "1")]), &id());
+        assert_eq!(
+            env,
+            [
+                ("PATH".to_string(), "/opt/bin".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+                ("AC_APP_NAME".to_string(), "web".to_string()),
+                ("A".to_string(), "1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_are_found_inside_the_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("data")).unwrap();
+        fs::write(root.join("bin/tool"), "").unwrap();
+        fs::set_permissions(root.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(root.join("bin/plain"), "").unwrap();
+        let r = open_root(root).unwrap();
+        assert_eq!(
+            find_program(&r, "tool", "/usr/bin:/bin", "/").unwrap(),
+            "/bin/tool"
+        );
+        assert_eq!(find_program(&r, "/bin/tool", "", "/").unwrap(), "/bin/tool");
+        assert_eq!(
+            find_program(&r, "../bin/tool", "", "/data").unwrap(),
+            "../bin/tool"
+        );
+        let e = find_program(&r, "sh", "/usr/bin:/bin", "/").unwrap_err();
+        assert_eq!(e.exit_code(), 127);
+        assert_eq!(
+            e.to_string(),
+            "\"sh\" was not found in the app's PATH (/usr/bin:/bin)"
+        );
+        // The host's /bin/sh does not count: the search stays in the root.
+        assert!(find_program(&r, "/bin/sh", "", "/").is_err());
+        let e = find_program(&r, "/bin/plain", "", "/").unwrap_err();
+        assert_eq!(e.exit_code(), 126);
+        assert_eq!(
+            find_program(&r, "/nope", "", "/").unwrap_err().exit_code(),
+            127
+        );
+    }
+}

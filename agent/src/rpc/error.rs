@@ -1,0 +1,78 @@
+//! The RPC subsystem's one error type: what the host asked for that the
+//! agent refuses, and the one mapping of it to a ttrpc status.
+
+use std::io;
+
+use ttrpc::Code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No app of that name; `known` lists the pod's apps when the reply
+    /// should name them.
+    #[error("no app named {app:?} in this pod{}", known_apps(known))]
+    UnknownApp { app: String, known: Option<String> },
+    #[error("{0} is not a signal number (1 to 64)")]
+    BadSignal(i32),
+    #[error("an offset applies to one app's output; name the app")]
+    OffsetNeedsApp,
+    #[error("the first message of an attach must name the app")]
+    AttachWithoutApp,
+    #[error("attach needs an app's name")]
+    AttachNeedsOneApp,
+    #[error("the first message of an exec must say what to start")]
+    ExecWithoutStart,
+    #[error("exec needs a command")]
+    NoCommand,
+    #[error("the command and its environment are {0} bytes; at most {1} are accepted")]
+    CommandTooLarge(usize, usize),
+    #[error("invalid environment variable name")]
+    BadVariableName,
+    #[error("app {0:?} is not running")]
+    NotRunning(String),
+    #[error("no app is running")]
+    NoneRunning,
+    #[error("the pod is stopping")]
+    Stopping,
+    /// A port forwarding request line that is not one.
+    #[error("unknown request {0:?} (expected \"TCP <port>\", \"ECHO\" or \"SOURCE <bytes>\")")]
+    UnknownRequest(String),
+    #[error("invalid port {0:?}")]
+    BadPort(String),
+    #[error("invalid byte count {0:?} (at most {1})")]
+    BadByteCount(String, u64),
+    #[error("request line too long")]
+    LineTooLong,
+    #[error("connection closed before the request")]
+    ClosedEarly,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+fn known_apps(known: &Option<String>) -> String {
+    match known {
+        Some(apps) => format!(" (apps: {apps})"),
+        None => String::new(),
+    }
+}
+
+impl RpcError {
+    /// The status code the host sees.
+    fn code(&self) -> Code {
+        match self {
+            RpcError::UnknownApp { .. } => Code::NOT_FOUND,
+            RpcError::NotRunning(_) | RpcError::NoneRunning | RpcError::Stopping => {
+                Code::FAILED_PRECONDITION
+            }
+            RpcError::ClosedEarly | RpcError::Io(_) => Code::UNAVAILABLE,
+            _ => Code::INVALID_ARGUMENT,
+        }
+    }
+}
+
+/// The one way an agent error reaches the host over ttrpc: its code, and
+/// its message as it is.
+impl From<RpcError> for ttrpc::Error {
+    fn from(e: RpcError) -> Self {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
+    }
+}

@@ -1,0 +1,282 @@
+//! Assembling an app's root, once, before its first start: the root made a
+//! mount point (so the app can `pivot_root` into it), its own `/proc`, a
+//! read-only `/sys`, a minimal `/dev`, the pod's `/etc/hosts`,
+//! `/etc/hostname` and `/etc/resolv.conf`, the manifest's tmpfs mounts and
+//! volumes, and finally the root itself read-only if asked. Every target
+//! is resolved inside the root (see `resolve`).
+//!
+//! An app's root must be a mount point of its own for `pivot_root`. Boot
+//! makes every root one when it moves the guest's root off the initramfs
+//! ([`mount_app_roots_in`]); otherwise [`assemble`] does.
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kvmpod_api::layout;
+use kvmpod_api::manifest::{is_mount_read_only, App, MountPoint, PodManifest};
+use kvmpod_api::validate::normalize_guest_path;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::unistd::symlinkat;
+
+use super::mounts::{bind_into_root, make_read_only};
+use super::resolve::{ensure_target, fd_path, open_in_root, open_root, Kind};
+use super::StorageError;
+use crate::error::Context;
+
+/// Where the agent writes the files every app gets in its `/etc`.
+const ETC_DIR: &str = "/run/kvmpod/etc";
+
+/// Set once every app's root is a mount point of its own.
+static APP_ROOTS_MOUNTED: AtomicBool = AtomicBool::new(false);
+
+/// Bind-mounts each of `app_roots` at the same path under `new_root`, the
+/// root boot is assembling: once that is moved over `/`, each app's root
+/// is a mount point of its own.
+pub fn mount_app_roots_in(new_root: &Path, app_roots: &[PathBuf]) -> Result<(), StorageError> {
+    for root in app_roots {
+        let inside = new_root.join(root.strip_prefix("/").unwrap_or(root));
+        fs::create_dir_all(&inside).context(|| format!("creating {}", inside.display()))?;
+        mount(
+            Some(root.as_path()),
+            &inside,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .context(|| format!("bind-mounting {} into the new root", root.display()))?;
+    }
+    APP_ROOTS_MOUNTED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Writes the pod's `/etc` files and sets the guest's hostname.
+pub fn write_pod_files(hostname: &str) -> Result<(), StorageError> {
+    fs::create_dir_all(ETC_DIR).context(|| format!("creating {ETC_DIR}"))?;
+    let files = [
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        ),
+        // The pod has no network beyond loopback: no resolver to name.
+        ("resolv.conf", "# kvmpod: the pod has no network beyond loopback\n".into()),
+    ];
+    for (name, text) in files {
+        let p = Path::new(ETC_DIR).join(name);
+        fs::write(&p, text).context(|| format!("writing {}", p.display()))?;
+    }
+    nix::unistd::sethostname(hostname).context(|| format!("setting the hostname {hostname:?}"))?;
+    Ok(())
+}
+
+fn sys(what: String) -> impl FnOnce(Errno) -> StorageError {
+    move |errno| StorageError::sys(what, errno)
+}
+
+/// Character devices every app gets: name, major, minor, mode.
+const DEVICES: [(&str, u64, u64, u32); 7] = [
+    ("null", 1, 3, 0o666),
+    ("zero", 1, 5, 0o666),
+    ("full", 1, 7, 0o666),
+    ("random", 1, 8, 0o666),
+    ("urandom", 1, 9, 0o666),
+    ("tty", 5, 0, 0o666),
+    ("console", 5, 1, 0o620),
+];
+
+const SYMLINKS: [(&str, &str); 5] = [
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// A fresh mount of `fstype` at `path` inside `root`.
+fn mount_in(
+    root: &OwnedFd,
+    path: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), StorageError> {
+    let target = ensure_target(root, path, Kind::Dir).map_err(StorageError::target)?;
+    mount(Some(fstype), &fd_path(&target), Some(fstype), flags, data)
+        .map_err(sys(format!("mounting {fstype} at {path}")))
+}
+
+/// `/dev` with only what an app needs: the usual character devices, a
+/// private devpts (its ptys are its own), `/dev/shm`, and the symlinks.
+fn minimal_dev(root: &OwnedFd) -> Result<(), StorageError> {
+    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount_in(
+        root,
+        "/dev",
+        "tmpfs",
+        nosuid_noexec,
+        Some("mode=0755,size=64k"),
+    )?;
+    let dev = open_in_root(root, "/dev", OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .map_err(StorageError::target)?;
+    for (name, major, minor, mode) in DEVICES {
+        mknodat(
+            dev.as_fd(),
+            name,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(mode),
+            makedev(major, minor),
+        )
+        .map_err(sys(format!("creating /dev/{name}")))?;
+        // mknod honours the agent's umask (the kernel starts init with
+        // 022): without this, /dev/null is 0644 and only root may write it.
+        fchmodat(
+            dev.as_fd(),
+            name,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(sys(format!("setting the mode of /dev/{name}")))?;
+    }
+    for (name, target) in SYMLINKS {
+        symlinkat(target, dev.as_fd(), name).map_err(sys(format!("creating /dev/{name}")))?;
+    }
+    mount_in(
+        root,
+        "/dev/pts",
+        "devpts",
+        nosuid_noexec,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount_in(
+        root,
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+}
+
+/// Builds `app`'s root (see the module docs), with the volumes of
+/// `manifest`. Errors name the mount.
+pub fn assemble(manifest: &PodManifest, app: &App) -> Result<(), StorageError> {
+    let root_path = layout::app_rootfs(&app.name);
+    // The root must be a mount point of its own: pivot_root needs one. It
+    // already is when the agent moved the root off the initramfs.
+    if !APP_ROOTS_MOUNTED.load(Ordering::SeqCst) {
+        mount(
+            Some(root_path.as_path()),
+            root_path.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .context(|| format!("making {} a mount point", root_path.display()))?;
+    }
+    let root = open_root(&root_path)?;
+    kernel_file_systems(&root)?;
+    minimal_dev(&root).map_err(StorageError::in_step("/dev"))?;
+    pod_etc_files(&root, app)?;
+    tmpfs_mounts(&root, app)?;
+    volume_mounts(&root, manifest, app)?;
+    if app.read_only_root_filesystem {
+        // Only the root's own mount: what is mounted in it stays writable.
+        make_read_only(&root_path).context(|| "making the root read-only".into())?;
+    }
+    Ok(())
+}
+
+/// The app's own `/proc`, and a read-only `/sys`.
+fn kernel_file_systems(root: &OwnedFd) -> Result<(), StorageError> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_in(root, "/proc", "proc", nosuid_nodev_noexec, None)
+        .map_err(StorageError::in_step("/proc"))?;
+    mount_in(
+        root,
+        "/sys",
+        "sysfs",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )
+    .map_err(StorageError::in_step("/sys"))
+}
+
+/// The pod's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`,
+/// read-only.
+fn pod_etc_files(root: &OwnedFd, app: &App) -> Result<(), StorageError> {
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let src = Path::new(ETC_DIR).join(name);
+        let Err(e) = bind_into_root(root, &src, &format!("/etc/{name}"), true) else {
+            continue;
+        };
+        match dangling_target(&e) {
+            // An image's /etc/resolv.conf is often a symlink to a runtime
+            // file that does not exist: the app goes without ours.
+            Some(path) => log::warn!(
+                "app {}: {path} is a dangling symlink; not providing it",
+                app.name
+            ),
+            None => return Err(StorageError::in_step(format!("/etc/{name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// The mount target that `e` found to be a dangling symlink, if that is
+/// why a mount failed.
+fn dangling_target(e: &StorageError) -> Option<&str> {
+    match e {
+        StorageError::Target(why) => match why.as_ref() {
+            StorageError::DanglingSymlink { path } => Some(path),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The manifest's tmpfs mounts.
+fn tmpfs_mounts(root: &OwnedFd, app: &App) -> Result<(), StorageError> {
+    for t in &app.tmpfs {
+        let path = normalize_guest_path(&t.path).map_err(|reason| StorageError::TmpfsPath {
+            path: t.path.clone(),
+            reason,
+        })?;
+        let mut data = format!("mode={:04o}", t.mode.unwrap_or(0o1777));
+        if let Some(size) = t.size {
+            data.push_str(&format!(",size={size}"));
+        }
+        mount_in(
+            root,
+            &path,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&data),
+        )
+        .map_err(StorageError::in_step(format!("tmpfs at {path}")))?;
+    }
+    Ok(())
+}
+
+/// The app's volumes, parents before the mounts nested in them.
+fn volume_mounts(root: &OwnedFd, manifest: &PodManifest, app: &App) -> Result<(), StorageError> {
+    let mut mps: Vec<(String, &MountPoint)> = app
+        .mount_points
+        .iter()
+        .filter_map(|mp| normalize_guest_path(&mp.path).ok().map(|p| (p, mp)))
+        .collect();
+    mps.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, mp) in mps {
+        let volume = manifest
+            .volume(&mp.volume)
+            .ok_or_else(|| StorageError::NoVolume(mp.volume.clone()))?;
+        let source = layout::volume_dir(&volume.name);
+        bind_into_root(root, &source, &path, is_mount_read_only(volume, mp)).map_err(
+            StorageError::in_step(format!("mounting volume {:?} at {path}", volume.name)),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Storage's one error type: resolving paths in an app's root, mounting
+//! there and in the guest. Messages name the path or mount concerned.
+
+use kvmpod_api::validate::GuestPathError;
+use nix::errno::Errno;
+
+use crate::error::SysError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// A system call failed; its context names the path.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("{path} is not a directory")]
+    NotDir { path: String },
+    #[error("{path} is a directory, but a file is mounted there")]
+    IsDir { path: String },
+    #[error("{path} is a symlink to nothing inside the app's root; refusing to create its target")]
+    DanglingSymlink { path: String },
+    /// Where a mount was to go could not be resolved in the app's root.
+    #[error("mount target {0}")]
+    Target(Box<StorageError>),
+    /// One step of assembling an app's root: `/proc`, `tmpfs at /run`...
+    #[error("{what}: {source}")]
+    Step {
+        what: String,
+        source: Box<StorageError>,
+    },
+    #[error("tmpfs {path}: {reason}")]
+    TmpfsPath {
+        path: String,
+        reason: GuestPathError,
+    },
+    #[error("no volume named {0:?}")]
+    NoVolume(String),
+}
+
+impl StorageError {
+    /// A failed system call on `context` (a path, or what was being done).
+    pub(crate) fn sys(context: impl Into<String>, errno: Errno) -> Self {
+        StorageError::Sys(SysError {
+            context: context.into(),
+            errno,
+        })
+    }
+
+    /// This error, as the reason a mount target could not be made.
+    pub(crate) fn target(self) -> Self {
+        StorageError::Target(Box::new(self))
+    }
+
+    /// Names the step of assembling an app's root that failed.
+    pub(crate) fn in_step(what: impl Into<String>) -> impl FnOnce(StorageError) -> StorageError {
+        let what = what.into();
+        move |e| StorageError::Step {
+            what,
+            source: Box::new(e),
+        }
+    }
+}

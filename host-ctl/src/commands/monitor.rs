@@ -1,0 +1,36 @@
+//! `host-ctl monitor <pod dir>` (hidden): the life of a detached pod's
+//! monitor process, started by `run --detach` or, with `--adopt`, to take
+//! over a running VM whose monitor died.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::pod::monitor::{self, read_manifest};
+use crate::pod::record;
+use crate::pod::{Monitor, PodDir, VmLaunch};
+
+pub async fn run(dir: &Path, adopt: bool) -> Result<i32> {
+    let dir = PodDir::open(dir)?;
+    let interrupts = monitor::interrupts()?;
+    let monitor = if adopt {
+        eprintln!(
+            "host-ctl monitor: adopting pod {} at {}",
+            dir.id,
+            record::now()
+        );
+        Monitor::adopt(dir).await?
+    } else {
+        let launch = VmLaunch::read(&dir)?;
+        let pod = read_manifest(&dir)?;
+        Monitor::boot(dir, pod, &launch, false).await?
+    };
+    let outcome = monitor.supervise(None, interrupts).await?;
+    eprintln!(
+        "host-ctl monitor: pod {} ended at {}: {}",
+        outcome.record.id,
+        record::now(),
+        outcome.record.exit_reason.as_deref().unwrap_or("")
+    );
+    Ok(0)
+}

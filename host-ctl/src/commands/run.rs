@@ -1,0 +1,230 @@
+//! `host-ctl run`: a pod from manifest to exit code, attached or detached.
+//!
+//! Attached, this process is the pod's monitor: it prints the apps' output
+//! and exits with the first failing app's status (manifest order), 0 when
+//! all succeeded, 125 when host-ctl failed, 130 when interrupted. Detached,
+//! a monitor process of its own session takes the pod over and `run`
+//! prints the pod's ID once the agent has answered.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use kvmpod_api::protocol::{AppState, PodState, PodStatus};
+
+use crate::launch::{self, RunOptions};
+use crate::logs::Printer;
+use crate::pod::monitor::{self, spawn::spawn_monitor};
+use crate::pod::record::{self, State};
+use crate::pod::{Monitor, PodDir};
+use crate::ui::text::indent;
+use crate::vmm::process::tail;
+
+/// Exit status of host-ctl when it fails itself (not an app).
+pub const EXIT_HOST_ERROR: i32 = 125;
+/// Exit status after an interrupt, as a shell reports SIGINT.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Host-side moments, for `--timings`.
+struct HostClock {
+    start: Instant,
+    marks: Vec<(&'static str, Instant)>,
+}
+
+impl HostClock {
+    fn mark(&mut self, name: &'static str) {
+        self.marks.push((name, Instant::now()));
+    }
+}
+
+pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
+    let mut clock = HostClock {
+        start: Instant::now(),
+        marks: Vec::new(),
+    };
+    let prepared = launch::prepare(&s, &mut |m| clock.mark(m))?;
+    if s.detach {
+        return detach(prepared.dir, &s).await;
+    }
+    let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
+    let dir_path = prepared.dir.path.clone();
+    let interrupts = monitor::interrupts()?;
+    clock.mark("vm-starting");
+    let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
+    clock.mark("agent-answered");
+    let outcome = monitor.supervise(Some(printer), interrupts).await?;
+    clock.mark("vm-exited");
+
+    if let Some(status) = &outcome.status {
+        report_failures(status);
+        if timings {
+            print_timings(status, &clock);
+        }
+    }
+    let code = if outcome.interrupted {
+        EXIT_INTERRUPTED
+    } else if let Some(status) = &outcome.status {
+        exit_code(status)
+    } else {
+        eprintln!(
+            "host-ctl: pod {} ended: {}",
+            outcome.record.id,
+            outcome.record.exit_reason.as_deref().unwrap_or("unknown")
+        );
+        EXIT_HOST_ERROR
+    };
+    if rm {
+        if let Err(e) = std::fs::remove_dir_all(&dir_path) {
+            eprintln!("host-ctl: removing {}: {e}", dir_path.display());
+        }
+    }
+    Ok(code)
+}
+
+/// Starts a monitor process for the prepared pod and waits until its agent
+/// answered (printing the pod's ID) or it failed (printing why).
+async fn detach(dir: PodDir, s: &RunOptions) -> Result<i32> {
+    let mut monitor = spawn_monitor(&dir, false)?;
+    let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
+    loop {
+        let rec = record::read(&dir)?;
+        match rec.state {
+            State::Running => {
+                println!("{}", dir.id);
+                return Ok(0);
+            }
+            State::Exited => bail!(
+                "pod {} did not start: {}",
+                dir.id,
+                rec.exit_reason.as_deref().unwrap_or("no reason recorded")
+            ),
+            State::Prepared => {}
+        }
+        if let Ok(Some(status)) = monitor.try_wait() {
+            bail!(
+                "the monitor of pod {} exited ({status}) before the pod started:\n{}",
+                dir.id,
+                indent(&tail(&dir.monitor_log(), 10))
+            );
+        }
+        if Instant::now() > until {
+            bail!(
+                "pod {} did not start in time; see {}",
+                dir.id,
+                dir.path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first non-zero app exit status, in manifest order, else 0.
+pub fn exit_code(status: &PodStatus) -> i32 {
+    if status.state.enum_value_or_default() == PodState::POD_STATE_FAILED
+        && status.apps.iter().all(|a| a.exit_code == 0)
+    {
+        return EXIT_HOST_ERROR;
+    }
+    status
+        .apps
+        .iter()
+        .map(|a| a.exit_code)
+        .find(|&c| c != 0)
+        .unwrap_or(0)
+}
+
+pub fn report_failures(status: &PodStatus) {
+    if status.state.enum_value_or_default() == PodState::POD_STATE_FAILED {
+        eprintln!("host-ctl: the pod could not be set up: {}", status.error);
+    }
+    for app in &status.apps {
+        if let Some(line) = app_outcome(app) {
+            eprintln!("host-ctl: {line}");
+        }
+    }
+}
+
+/// A line about an app that did not succeed, or None if it did.
+pub fn app_outcome(app: &kvmpod_api::protocol::AppStatus) -> Option<String> {
+    match app.state.enum_value_or_default() {
+        AppState::APP_STATE_FAILED => Some(format!(
+            "app {:?} could not start (status {}): {}",
+            app.name, app.exit_code, app.error
+        )),
+        AppState::APP_STATE_EXITED if app.signal != 0 => Some(format!(
+            "app {:?} was killed by {} (status {})",
+            app.name,
+            crate::ui::signals::name(app.signal),
+            app.exit_code
+        )),
+        AppState::APP_STATE_EXITED if app.exit_code != 0 => Some(format!(
+            "app {:?} exited with status {}",
+            app.name, app.exit_code
+        )),
+        _ => None,
+    }
+}
+
+fn print_timings(status: &PodStatus, clock: &HostClock) {
+    eprintln!("host-ctl: boot timeline (guest CLOCK_BOOTTIME, from kernel start):");
+    for e in &status.timeline {
+        eprintln!("  {:>9.3}s  {}", e.boottime_ns as f64 / 1e9, e.name);
+    }
+    eprintln!("host-ctl: host timeline (wall clock, from host-ctl start):");
+    for (name, at) in &clock.marks {
+        eprintln!(
+            "  {:>9.3}s  {name}",
+            at.duration_since(clock.start).as_secs_f64()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmpod_api::protocol::AppStatus;
+
+    fn status(codes: &[i32]) -> PodStatus {
+        let mut s = PodStatus::new();
+        s.state = PodState::POD_STATE_EXITED.into();
+        s.apps = codes
+            .iter()
+            .map(|&c| {
+                let mut a = AppStatus::new();
+                a.exit_code = c;
+                a
+            })
+            .collect();
+        s
+    }
+
+    #[test]
+    fn first_failing_app_in_manifest_order_decides() {
+        assert_eq!(exit_code(&status(&[0, 0])), 0);
+        assert_eq!(exit_code(&status(&[0, 7, 3])), 7);
+        let mut failed = status(&[0]);
+        failed.state = PodState::POD_STATE_FAILED.into();
+        assert_eq!(exit_code(&failed), EXIT_HOST_ERROR);
+    }
+
+    #[test]
+    fn outcomes_name_codes_and_signals() {
+        let mut a = AppStatus::new();
+        a.name = "web".into();
+        a.state = AppState::APP_STATE_EXITED.into();
+        assert_eq!(app_outcome(&a), None);
+        a.exit_code = 7;
+        assert_eq!(app_outcome(&a).unwrap(), "app \"web\" exited with status 7");
+        a.exit_code = 143;
+        a.signal = 15;
+        assert_eq!(
+            app_outcome(&a).unwrap(),
+            "app \"web\" was killed by SIGTERM (status 143)"
+        );
+        a.state = AppState::APP_STATE_FAILED.into();
+        a.exit_code = 127;
+        a.error = "\"x\" was not found".into();
+        assert!(app_outcome(&a)
+            .unwrap()
+            .contains("could not start (status 127)"));
+    }
+}

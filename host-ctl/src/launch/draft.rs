@@ -1,0 +1,207 @@
+//! Working out a pod's plan: what the manifest and the host decide (the
+//! draft), then the command lines once the pod has its guest CID.
+
+use std::path::{Path, PathBuf};
+
+use kvmpod_api::manifest::PodManifest;
+
+use super::{host, LaunchError, PodPlan, RunOptions};
+use crate::agent::Endpoint;
+use crate::pod::{cache_dir, cids, PodDir, VmLaunch};
+use crate::vmm::accel::{self, Choice};
+use crate::vmm::vsock::{self, VsockKind, VsockMode, VHOST_VSOCK_DEV};
+use crate::vmm::{
+    host_shares, hypervisor, kernel_cmdline, Alias, Cache, Hypervisor, MachineChoice, Program,
+    Share, VmConfig, VmmError, VsockDevice,
+};
+
+/// What a pod's plan needs from the manifest and the host, found once: the
+/// CID is leased only after every check passed, and adds nothing to find.
+#[derive(Clone)]
+pub(super) struct Draft {
+    pub dir: PodDir,
+    pub pod: PodManifest,
+    agent: PathBuf,
+    kernel: host::Kernel,
+    accel: Choice,
+    vm_bin: PathBuf,
+    image: PathBuf,
+    /// vhost-device-vsock, for hybrid vsock; `None`: the host's AF_VSOCK.
+    vhost_program: Option<PathBuf>,
+    shares: Vec<Share>,
+    aliases: Vec<Alias>,
+    machine: MachineChoice,
+    notes: Vec<String>,
+}
+
+/// How strictly the host is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Check {
+    /// `run`: what the host lacks is an error.
+    Strict,
+    /// `args`: what the host lacks is noted, and the command lines are
+    /// shown as they would be; nothing is written.
+    Show,
+}
+
+/// A program this host lacks: an error when strict, else a note and its
+/// bare name.
+fn lacking(
+    notes: &mut Vec<String>,
+    check: Check,
+    found: Result<PathBuf, VmmError>,
+    bare: &str,
+) -> Result<PathBuf, VmmError> {
+    match found {
+        Ok(p) => Ok(p),
+        Err(e) if check == Check::Show => {
+            notes.push(format!("cannot run here: {e}"));
+            Ok(PathBuf::from(bare))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The vsock device for the pod, and why.
+fn choose_vsock(
+    o: &RunOptions,
+    hv: &dyn Hypervisor,
+    check: Check,
+    notes: &mut Vec<String>,
+) -> Result<VsockKind, VmmError> {
+    let wanted = if !hv.supports_hybrid_vsock() && check == Check::Show {
+        VsockMode::Vhost
+    } else {
+        o.vsock
+    };
+    let (kind, why) = match vsock::choose(wanted, Path::new(VHOST_VSOCK_DEV)) {
+        Ok(c) => c,
+        Err(e) if check == Check::Show => {
+            notes.push(format!("cannot run here: {e}"));
+            (VsockKind::Vhost, format!("{} needs it", hv.display_name()))
+        }
+        Err(e) => return Err(e),
+    };
+    if kind == VsockKind::Hybrid && !hv.supports_hybrid_vsock() {
+        return Err(VmmError::Unavailable(format!(
+            "{} needs the host's vhost-vsock (AF_VSOCK), which is not usable here: {why}",
+            hv.display_name()
+        )));
+    }
+    notes.push(format!("vsock {}: {why}", kind.describe()));
+    Ok(kind)
+}
+
+/// Validates the manifest and the host for a pod that would live in `dir`.
+pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, LaunchError> {
+    let pod = kvmpod_api::validate::load(&o.manifest)?;
+    let agent = host::agent(o.agent.as_deref())?;
+    let kernel = host::kernel(o.kernel.as_deref(), o.modules_dir.as_deref())?;
+    let hv = hypervisor(o.hypervisor);
+    let accel = accel::choose(o.accel)?;
+    let mut notes = vec![format!(
+        "accelerator {}: {}",
+        accel.accel.name(),
+        accel.reason
+    )];
+    let kind = choose_vsock(o, hv, check, &mut notes)?;
+    let vm_bin = lacking(&mut notes, check, hv.program(), hv.program_name())?;
+    let cache = match check {
+        Check::Strict => Cache::Write,
+        Check::Show => Cache::ReadOnly,
+    };
+    let image = hv.boot_image(&kernel.image, &cache_dir(&o.state_dir), cache);
+    let (shares, aliases) = hv.export_shares(&host_shares(&pod), &dir.aliases_dir());
+    let vhost_program = match kind {
+        VsockKind::Vhost => None,
+        VsockKind::Hybrid => Some(lacking(
+            &mut notes,
+            check,
+            vsock::vhost_device_vsock(),
+            "vhost-device-vsock",
+        )?),
+    };
+    let machine = hv.machine(shares.len(), accel.accel);
+    notes.extend(machine.notes.iter().cloned());
+    Ok(Draft {
+        dir,
+        pod,
+        agent,
+        kernel,
+        accel,
+        vm_bin,
+        image,
+        vhost_program,
+        shares,
+        aliases,
+        machine,
+        notes,
+    })
+}
+
+/// The plan with guest CID `cid`: the VM's command lines.
+pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, LaunchError> {
+    let dir = d.dir;
+    let hv = hypervisor(o.hypervisor);
+    let (vsock, endpoint, backend) = match d.vhost_program {
+        Some(program) => (
+            VsockDevice::VhostUser {
+                socket: dir.vhost_socket(),
+            },
+            Endpoint::Hybrid {
+                socket: dir.vsock_socket(),
+                cid,
+            },
+            Some(Program {
+                program,
+                args: vsock::vhost_device_vsock_args(cid, &dir.vhost_socket(), &dir.vsock_socket()),
+            }),
+        ),
+        None => (VsockDevice::Kernel { cid }, Endpoint::Vhost { cid }, None),
+    };
+    let config = VmConfig {
+        name: dir.id.clone(),
+        machine: d.machine.machine,
+        kernel: d.image,
+        initrd: dir.initramfs(),
+        cmdline: kernel_cmdline(o.debug, d.machine.tsc_khz, hv.kernel_params()),
+        memory_mib: o.memory_mib,
+        cpus: o.cpus,
+        accel: d.accel.accel,
+        console_log: dir.console_log(),
+        shares: d.shares,
+        vsock,
+    };
+    let launch = VmLaunch {
+        hypervisor: o.hypervisor,
+        vm: Program {
+            program: d.vm_bin,
+            args: hv.argv(&config)?,
+        },
+        vsock_backend: backend,
+        endpoint,
+        boot_timeout_secs: o.boot_timeout.as_secs(),
+        grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),
+        accel: d.accel.accel,
+    };
+    Ok(PodPlan {
+        dir,
+        pod: d.pod,
+        agent: d.agent,
+        kernel: d.kernel,
+        launch,
+        aliases: d.aliases,
+        cid,
+        transport: d.machine.machine.transport_module(),
+        notes: d.notes,
+    })
+}
+
+/// The plan for a pod that is not created: for `host-ctl args`. It writes
+/// nothing, not even the kernel cache.
+pub fn plan(o: &RunOptions) -> Result<PodPlan, LaunchError> {
+    let dir = PodDir::planned(&o.state_dir);
+    let cid = cids::peek(&o.state_dir);
+    let d = draft(o, dir, Check::Show)?;
+    finish(o, d, cid)
+}

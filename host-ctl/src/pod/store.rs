@@ -1,0 +1,229 @@
+//! The pods under a state directory: finding them, keeping their records
+//! true, releasing what they hold on the host and removing them.
+//!
+//! A record can fall behind reality when a monitor is killed: `reconcile`
+//! catches up. A pod whose VM is gone is marked exited, with why; a
+//! running pod whose monitor died gets a new monitor that adopts its VM.
+//! So `list` never shows a pod as running when its VM is gone.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
+
+use super::dir::{pods_dir, PodDir};
+use super::monitor::spawn::spawn_monitor;
+use super::record::{self, PodRecord, State};
+use super::{cids, PodError};
+use crate::agent::{self, AgentClient};
+use crate::vmm;
+
+type Result<T> = std::result::Result<T, PodError>;
+
+/// How long a freshly created pod may have no monitor (it is being
+/// prepared, or its monitor is starting).
+const PREPARE_GRACE: Duration = Duration::from_secs(120);
+
+/// A pod found in the store, with its record brought up to date.
+pub struct StoredPod {
+    pub dir: PodDir,
+    pub record: PodRecord,
+}
+
+impl StoredPod {
+    /// The pod named by `id` (a UUID or a unique prefix), reconciled.
+    pub fn open(state_dir: &Path, id: &str) -> Result<StoredPod> {
+        let dir = find(state_dir, id)?;
+        let record = reconcile(&dir)?;
+        Ok(StoredPod { dir, record })
+    }
+
+    /// A connection to the pod's agent; the pod must be running.
+    pub async fn client(&self) -> Result<AgentClient> {
+        if self.record.state != State::Running {
+            return Err(PodError::NotRunning(format!(
+                "pod {} is {}",
+                self.record.id,
+                self.record.describe_state()
+            )));
+        }
+        let endpoint = self.record.endpoint.as_ref().ok_or_else(|| {
+            PodError::Invalid(format!("pod {} has no vsock endpoint", self.record.id))
+        })?;
+        Ok(agent::connect_once(endpoint, DEFAULT_VSOCK_PORT).await?)
+    }
+
+    /// Waits up to `limit` for the pod's monitor to finish (an exited pod's
+    /// monitor may still be powering the VM off); whether it did.
+    pub async fn wait_for_monitor(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while record::monitor_alive(&self.dir) {
+            if Instant::now() > until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+}
+
+/// The pod directories under `state_dir`, oldest first.
+pub fn all_dirs(state_dir: &Path) -> Result<Vec<PodDir>> {
+    let pods = pods_dir(state_dir);
+    let entries = match fs::read_dir(&pods) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(PodError::Io {
+                what: "reading",
+                path: pods,
+                source,
+            })
+        }
+    };
+    let mut dirs: Vec<(SystemTime, PodDir)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| PodDir::open(&e.path()).ok())
+        .map(|d| {
+            let t = fs::metadata(d.record())
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            (t, d)
+        })
+        .collect();
+    dirs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    Ok(dirs.into_iter().map(|(_, d)| d).collect())
+}
+
+/// The pod named by `id`: a whole UUID or a unique prefix.
+pub fn find(state_dir: &Path, id: &str) -> Result<PodDir> {
+    if id.is_empty() || id.contains('/') {
+        return Err(PodError::NotFound(format!("{id:?} is not a pod ID")));
+    }
+    let mut matches: Vec<PodDir> = all_dirs(state_dir)?
+        .into_iter()
+        .filter(|d| d.id.starts_with(id))
+        .collect();
+    match matches.len() {
+        0 => Err(PodError::NotFound(format!(
+            "no pod {id:?} in {} (`host-ctl list` shows the pods)",
+            pods_dir(state_dir).display()
+        ))),
+        1 => Ok(matches.remove(0)),
+        n => Err(PodError::NotFound(format!(
+            "{id:?} names {n} pods; give more of the ID"
+        ))),
+    }
+}
+
+fn age(created: &str) -> Duration {
+    humantime::parse_rfc3339(created)
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or(Duration::MAX)
+}
+
+/// Brings the record of the pod in `dir` up to date (see the module docs).
+pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
+    let rec = record::read(dir)?;
+    if rec.state == State::Exited || record::monitor_alive(dir) {
+        return Ok(rec);
+    }
+    let vm_alive = rec.vm.is_some_and(|v| v.alive());
+    if vm_alive && rec.state == State::Running {
+        readopt(dir)?;
+        return record::read(dir);
+    }
+    if rec.state == State::Prepared && !vm_alive && age(&rec.created) < PREPARE_GRACE {
+        return Ok(rec);
+    }
+    // Neither a monitor nor a VM: the pod ended without anyone recording
+    // it. Say so, and clean up what is left.
+    if let Some(b) = rec.vsock_backend {
+        b.kill();
+    }
+    let reason = match (rec.state, rec.vm, rec.monitor) {
+        (State::Prepared, _, _) => "abandoned while starting (its monitor died)".to_string(),
+        (_, Some(vm), Some(m)) => format!(
+            "its monitor (pid {}) died, and its VM (pid {}) is gone",
+            m.pid, vm.pid
+        ),
+        _ => "its VM is gone".to_string(),
+    };
+    let rec = record::update(dir, |r| {
+        if r.state != State::Exited {
+            r.state = State::Exited;
+            r.finished = Some(record::now());
+            r.exit_reason = Some(reason);
+        }
+    })?;
+    release(dir);
+    Ok(rec)
+}
+
+/// Starts a monitor that adopts the running VM, and waits (up to 5 s)
+/// until it holds the pod or gave up.
+fn readopt(dir: &PodDir) -> Result<()> {
+    let mut child = spawn_monitor(dir, true)?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while !record::monitor_alive(dir) && Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Every pod, reconciled, oldest first.
+pub fn all(state_dir: &Path) -> Result<Vec<PodRecord>> {
+    let mut out = Vec::new();
+    for dir in all_dirs(state_dir)? {
+        match reconcile(&dir) {
+            Ok(r) => out.push(r),
+            Err(e) => eprintln!("host-ctl: {}: {e}", dir.path.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// Releases what a pod holds on the host once it is over: its CID lease,
+/// share aliases, sockets and initramfs. Safe to call more than once.
+pub fn release(dir: &PodDir) {
+    if let Ok(r) = record::read(dir) {
+        if let Some(cid) = r.cid {
+            cids::release(&dir.state_dir(), cid, &dir.id);
+        }
+    }
+    vmm::unmount_aliases(&dir.aliases_dir());
+    dir.tidy();
+}
+
+/// Releases and deletes an exited pod whose monitor is gone.
+pub fn remove(dir: &PodDir) -> Result<()> {
+    release(dir);
+    fs::remove_dir_all(&dir.path).map_err(|source| PodError::Io {
+        what: "removing",
+        path: dir.path.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_found_by_unique_prefix() {
+        let state = tempfile::tempdir().unwrap();
+        let a = PodDir::create(state.path()).unwrap();
+        record::create(&a, &PodRecord::new(&a, Path::new("p"), false)).unwrap();
+        assert_eq!(find(state.path(), &a.id[..8]).unwrap(), a);
+        assert!(find(state.path(), "zzz")
+            .unwrap_err()
+            .to_string()
+            .contains("no pod"));
+        assert!(find(state.path(), "../x").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! `<pod dir>/launch.json`: how to start a prepared pod's VM. `host-ctl
+//! run` works it out and writes it; the monitor (maybe a detached process
+//! started later, or one adopting the VM) reads it.
+
+use std::fs;
+
+use serde::{Deserialize, Serialize};
+
+use super::dir::PodDir;
+use super::PodError;
+use crate::agent::Endpoint;
+use crate::vmm::{hypervisor, Accel, HypervisorKind, Program, VmLogs, VmProcesses, VmmError};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmLaunch {
+    pub hypervisor: HypervisorKind,
+    pub vm: Program,
+    /// The vhost-user vsock backend, for hybrid vsock.
+    pub vsock_backend: Option<Program>,
+    pub endpoint: Endpoint,
+    pub boot_timeout_secs: u64,
+    pub grace_ms: u32,
+    pub accel: Accel,
+}
+
+impl VmLaunch {
+    pub fn read(dir: &PodDir) -> Result<Self, PodError> {
+        let path = dir.launch();
+        let text = fs::read(&path).map_err(|source| PodError::Io {
+            what: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| PodError::BadFile { path, source })
+    }
+
+    pub fn write(&self, dir: &PodDir) -> Result<(), PodError> {
+        let path = dir.launch();
+        let text = serde_json::to_vec_pretty(self).map_err(|source| PodError::BadFile {
+            path: path.clone(),
+            source,
+        })?;
+        fs::write(&path, text).map_err(|source| PodError::Io {
+            what: "writing",
+            path,
+            source,
+        })
+    }
+
+    /// Where the VM's processes write their output.
+    pub fn logs(&self, dir: &PodDir) -> VmLogs {
+        VmLogs {
+            vm: dir.vm_log(self.hypervisor),
+            vsock_backend: dir.vhost_log(),
+        }
+    }
+
+    /// Starts the vsock backend (for hybrid vsock), then the hypervisor.
+    pub async fn start(
+        &self,
+        dir: &PodDir,
+        die_with_parent: bool,
+    ) -> Result<VmProcesses, VmmError> {
+        let socket = dir.vhost_socket();
+        VmProcesses::start(
+            (hypervisor(self.hypervisor).display_name(), &self.vm),
+            self.vsock_backend.as_ref().map(|b| (b, socket.as_path())),
+            &self.logs(dir),
+            die_with_parent,
+        )
+        .await
+    }
+}

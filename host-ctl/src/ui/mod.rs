@@ -1,0 +1,8 @@
+//! What the command line shows: tables, sizes, signal names, terminal
+//! modes and message formatting. A leaf: it uses no other part of
+//! host-ctl.
+
+pub mod signals;
+pub mod table;
+pub mod terminal;
+pub mod text;

@@ -1,0 +1,109 @@
+//! QEMU: the default backend. It boots the guest kernel through its PVH
+//! entry (a cached ELF), picks `microvm` for small pods and `q35` with PCI
+//! bridges for many host volumes, shares host directories with
+//! `-fsdev ... readonly=on` where no app writes them, and takes its vsock
+//! device from the host kernel or from vhost-device-vsock (hybrid).
+
+mod args;
+mod pvh;
+pub mod tsc;
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    find_program, Accel, Alias, Cache, GuestEnd, Hypervisor, HypervisorKind, Machine,
+    MachineChoice, Share, VmConfig, VmOutput, VmmError,
+};
+
+/// The QEMU binary, unless `KVMPOD_QEMU` names another.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// microvm has 24 virtio-mmio transports; the vsock device takes one.
+pub const MICROVM_MAX_SHARES: usize = 23;
+
+pub struct Qemu;
+
+impl Hypervisor for Qemu {
+    fn kind(&self) -> HypervisorKind {
+        HypervisorKind::Qemu
+    }
+
+    fn display_name(&self) -> &'static str {
+        "QEMU"
+    }
+
+    fn program_name(&self) -> &'static str {
+        QEMU
+    }
+
+    fn program(&self) -> Result<PathBuf, VmmError> {
+        find_program("KVMPOD_QEMU", QEMU, "QEMU", &[])
+    }
+
+    fn boot_image(&self, kernel: &Path, cache: &Path, mode: Cache) -> PathBuf {
+        pvh::boot_kernel(kernel, cache, mode).path
+    }
+
+    fn supports_hybrid_vsock(&self) -> bool {
+        true
+    }
+
+    /// A TCG guest on microvm must be told its TSC rate (see [`tsc`]);
+    /// where the host's cannot be measured, a machine with timers it can
+    /// calibrate against does instead.
+    fn machine(&self, shares: usize, accel: Accel) -> MachineChoice {
+        let machine = if shares <= MICROVM_MAX_SHARES {
+            Machine::Microvm
+        } else {
+            Machine::Q35
+        };
+        if machine == Machine::Microvm && accel == Accel::Tcg {
+            if let Some(khz) = tsc::host_tsc_khz() {
+                return MachineChoice {
+                    machine,
+                    tsc_khz: Some(khz),
+                    notes: Vec::new(),
+                };
+            }
+            return MachineChoice {
+                machine: Machine::Q35,
+                tsc_khz: None,
+                notes: vec![
+                    "q35 rather than microvm: this host's TSC rate could not be measured as constant"
+                        .into(),
+                ],
+            };
+        }
+        MachineChoice {
+            machine,
+            tsc_khz: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn kernel_params(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// QEMU takes every source as it is, with `readonly=on` where needed.
+    fn export_shares(&self, shares: &[Share], _pod_dir: &Path) -> (Vec<Share>, Vec<Alias>) {
+        (shares.to_vec(), Vec::new())
+    }
+
+    fn argv(&self, config: &VmConfig) -> Result<Vec<String>, VmmError> {
+        Ok(args::argv(config))
+    }
+
+    fn output(&self) -> VmOutput {
+        VmOutput::Diagnostics
+    }
+
+    /// microvm and q35 have ACPI.
+    fn guest_end(&self) -> GuestEnd {
+        GuestEnd::PowerOff
+    }
+
+    fn supports_tcg(&self) -> bool {
+        true
+    }
+}
