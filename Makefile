@@ -54,9 +54,12 @@ lint:
 unit-test:
 	$(CARGO) test --locked --workspace --exclude kvmpod-tests
 
+# The boot suite's wall time is printed at the end, pass or fail.
 boot-test: build
+	@start=$$(date +%s); \
 	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
-	    $(CARGO) test --locked --no-fail-fast -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output
+	    $(CARGO) test --locked --no-fail-fast -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output; \
+	rc=$$?; echo "boot tests: $$(( $$(date +%s) - start )) s of wall time (exit status $$rc)"; exit $$rc
 
 # The fuzz targets (tests/fuzz) run without a sanitizer, so they build on
 # the stable toolchain; a crash or a hang fails the run.

@@ -24,11 +24,12 @@ fn good(fx: &Fixture) -> Value {
     })
 }
 
-#[test]
-fn every_rule_is_enforced_before_a_vm_starts() {
-    let fx = Fixture::new();
-    type Edit = fn(&mut Value);
-    let cases: &[(&str, Edit, &str)] = &[
+type Edit = fn(&mut Value);
+
+/// Each case: what it breaks, the edit to the good manifest, and the field
+/// the error must name.
+fn cases() -> Vec<(&'static str, Edit, &'static str)> {
+    vec![
         (
             "bad app name",
             |m| m["apps"][0]["name"] = json!("Web_1"),
@@ -96,8 +97,13 @@ fn every_rule_is_enforced_before_a_vm_starts() {
             |m| m["volumes"][1]["kind"] = json!("tmp"),
             "volumes[1].kind",
         ),
-    ];
-    for (what, edit, field) in cases {
+    ]
+}
+
+#[test]
+fn every_rule_is_enforced_before_a_vm_starts() {
+    let fx = Fixture::new();
+    for (what, edit, field) in cases() {
         let mut m = good(&fx);
         edit(&mut m);
         let path = fx.write_manifest("bad.json", &m);
@@ -115,9 +121,19 @@ fn every_rule_is_enforced_before_a_vm_starts() {
         );
         assert_eq!(fx.pods_created(), 0, "{what}: a pod directory was created");
     }
-    // And a good one passes validation (it would boot; `--help`-level
-    // proof is enough here: the boot tests run real pods).
-    let _ = good(&fx);
+    // The control: the same manifest unedited passes validation, so each
+    // refusal above is the edit's doing. (`args` validates as `run` does
+    // and boots nothing; the boot tests run real pods.)
+    let path = fx.write_manifest("good.json", &good(&fx));
+    let out = fx.host_ctl(&["args", path.to_str().unwrap()], Duration::from_secs(30));
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the good manifest was refused\n{}",
+        out.dump()
+    );
+    assert!(!out.stderr.contains("invalid"), "{}", out.dump());
+    fx.finish_without_pods();
 }
 
 #[test]
@@ -134,4 +150,5 @@ fn several_problems_are_reported_together() {
         "{}",
         out.dump()
     );
+    fx.finish_without_pods();
 }

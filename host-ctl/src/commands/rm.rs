@@ -34,7 +34,7 @@ async fn remove_one(state_dir: &Path, id: &str, force: bool) -> Result<String> {
                 pod.record.state.as_str()
             );
         }
-        super::stop::run(state_dir, id, Duration::ZERO).await?;
+        super::stop::stop(state_dir, id, Duration::ZERO).await?;
     }
     // An exited pod's monitor may still be powering the VM off.
     if !pod.wait_for_monitor(Duration::from_secs(30)).await {

@@ -9,16 +9,38 @@ use anyhow::{anyhow, bail, Result};
 use kvmpod_api::protocol::ShutdownRequest;
 
 use crate::agent;
-use crate::pod::record::{self, State};
+use crate::pod::record::{self, PodRecord, State};
 use crate::pod::{store, StoredPod};
 
 pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
+    match stop(state_dir, id, timeout).await? {
+        Stopped::Already(id) => println!("pod {id} has already exited"),
+        Stopped::Now(r) => {
+            println!("pod {} stopped", r.id);
+            for a in &r.apps {
+                if let Some(code) = a.exit_code {
+                    println!("  {}: status {code}", a.name);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// What `stop` found.
+pub enum Stopped {
+    /// The pod had exited before (its ID).
+    Already(String),
+    /// It has stopped now: its final record.
+    Now(Box<PodRecord>),
+}
+
+/// Stops the pod and waits until its monitor has recorded the end and
+/// released what it held; prints nothing.
+pub async fn stop(state_dir: &Path, id: &str, timeout: Duration) -> Result<Stopped> {
     let pod = StoredPod::open(state_dir, id)?;
     match pod.record.state {
-        State::Exited => {
-            println!("pod {} has already exited", pod.record.id);
-            return Ok(0);
-        }
+        State::Exited => return Ok(Stopped::Already(pod.record.id)),
         State::Prepared => bail!(
             "pod {} is still starting; try again in a moment",
             pod.record.id
@@ -43,13 +65,7 @@ pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
         // Over once recorded and its monitor has finished (the VM is off
         // and what the pod held on the host is released).
         if r.state == State::Exited && !record::monitor_alive(&pod.dir) {
-            println!("pod {} stopped", r.id);
-            for a in &r.apps {
-                if let Some(code) = a.exit_code {
-                    println!("  {}: status {code}", a.name);
-                }
-            }
-            return Ok(0);
+            return Ok(Stopped::Now(Box::new(r)));
         }
         if Instant::now() > until {
             bail!(

@@ -124,13 +124,11 @@ mod tests {
     }
 
     #[test]
-    fn measures_this_host_plausibly() {
-        // Where the host promises an invariant TSC, the figure is that of
-        // a real CPU: between 100 MHz and 10 GHz.
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-        if invariant_tsc(&cpuinfo) {
-            let khz = host_tsc_khz().expect("an invariant TSC measures consistently");
-            assert!((100_000..10_000_000).contains(&khz), "{khz} kHz");
-        }
+    fn one_measurement_is_a_real_cpus_rate() {
+        // One window, not the agreement of three (which a loaded host may
+        // deny, and which `agree` is tested for above): between 100 MHz and
+        // 10 GHz wherever the host has a TSC.
+        let khz = measure().expect("rdtsc and CLOCK_MONOTONIC_RAW work on x86-64");
+        assert!((100_000..10_000_000).contains(&khz), "{khz} kHz");
     }
 }

@@ -1,0 +1,245 @@
+//! Figure 3, the baseline: a trivial pod (mount a host volume, write a file)
+//! under host-ctl against a busybox-init VM doing the same module loads, 9p
+//! mount and exec on the same QEMU command line, minus the vsock device.
+//! Their ratio is what kvmpod adds to the least a VM must do.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::ctx::{path_str, runs, Ctx};
+use crate::report::Report;
+use crate::stats::Figure;
+
+/// The baseline VM's QEMU: its program and arguments, and its console log.
+struct BaselineVm {
+    program: String,
+    args: Vec<String>,
+    console: PathBuf,
+}
+
+pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let data = ctx.host_dir("trivial-data")?;
+    let manifest = ctx.write_manifest(
+        "trivial",
+        &json!({
+            "volumes": [{"name": "data", "kind": "host", "source": data}],
+            "apps": [{"name": "writer", "rootfs": ctx.rootfs, "exec": ["/bin/sh", "-c", "echo hello > /data/out.txt"],
+                      "mountPoints": [{"volume": "data", "path": "/data"}]}]
+        }),
+    )?;
+    let vm = baseline_vm(ctx, &manifest)?;
+    let mut kvmpod = Vec::new();
+    let mut base = Vec::new();
+    for _ in 0..runs() {
+        let (wall, _, _) = ctx.run_attached(&manifest)?;
+        kvmpod.push(wall);
+        base.push(run_baseline(&vm, &data)?);
+    }
+    let k = Figure::of("host-ctl run (trivial pod), wall", "s", &kvmpod);
+    let b = Figure::of("baseline busybox-init VM (same work), wall", "s", &base);
+    let ratio = k.median / b.median;
+    report.add("baseline", k);
+    report.add("baseline", b);
+    report.add(
+        "baseline",
+        Figure::of("ratio host-ctl / baseline (medians)", "×", &[ratio]).target(1.05, false),
+    );
+    Ok(())
+}
+
+/// The QEMU command line host-ctl would use for `manifest`, booting the
+/// baseline initramfs instead, and its initramfs, built.
+fn baseline_vm(ctx: &Ctx, manifest: &Path) -> Result<BaselineVm> {
+    let args = ctx.ok(&["args", path_str(manifest)?])?;
+    let qemu_line = args
+        .lines()
+        .last()
+        .ok_or_else(|| anyhow!("host-ctl args printed nothing"))?;
+    let words = shell_words(qemu_line);
+    let base_dir = ctx.host_dir("baseline")?;
+    let initrd = base_dir.join("initramfs.img");
+    let console = base_dir.join("console.log");
+    // The same virtio transport as the machine host-ctl picked.
+    let microvm = words
+        .windows(2)
+        .any(|w| w[0] == "-machine" && w[1].starts_with("microvm"));
+    let transport = if microvm { "virtio_mmio" } else { "virtio_pci" };
+    build_baseline_initramfs(ctx, manifest, transport, &initrd)?;
+    Ok(BaselineVm {
+        program: words.first().cloned().unwrap_or_default(),
+        args: baseline_args(&words, &initrd, &console),
+        console,
+    })
+}
+
+/// host-ctl's QEMU arguments (after the program) rewritten for the
+/// baseline: its initramfs and console, no vsock device, and no shared
+/// memory backend (vhost-user needs it, the baseline does not).
+fn baseline_args(words: &[String], initrd: &Path, console: &Path) -> Vec<String> {
+    let mut qemu = Vec::new();
+    let mut i = 1;
+    while i < words.len() {
+        let w = &words[i];
+        let next = words.get(i + 1).cloned().unwrap_or_default();
+        match w.as_str() {
+            "-initrd" => {
+                qemu.push(w.clone());
+                qemu.push(initrd.display().to_string());
+                i += 2;
+            }
+            "-object" if next.starts_with("memory-backend-memfd") => i += 2,
+            "-machine" => {
+                qemu.push(w.clone());
+                qemu.push(next.replace(",memory-backend=mem", ""));
+                i += 2;
+            }
+            "-chardev" if next.starts_with("socket,id=vsock") => i += 2,
+            "-device"
+                if next.starts_with("vhost-user-vsock") || next.starts_with("vhost-vsock") =>
+            {
+                i += 2
+            }
+            "-chardev" if next.starts_with("file,id=console") => {
+                qemu.push(w.clone());
+                qemu.push(format!("file,id=console,path={}", console.display()));
+                i += 2;
+            }
+            _ => {
+                qemu.push(w.clone());
+                i += 1;
+            }
+        }
+    }
+    qemu
+}
+
+/// Boots the baseline VM once; its wall time, once it has done the pod's
+/// work (written `hello` to the host volume `data`).
+fn run_baseline(vm: &BaselineVm, data: &Path) -> Result<f64> {
+    let _ = fs::remove_file(data.join("out.txt"));
+    let start = Instant::now();
+    let st = Command::new(&vm.program)
+        .args(&vm.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", vm.program))?;
+    let wall = start.elapsed().as_secs_f64();
+    let wrote = fs::read_to_string(data.join("out.txt")).unwrap_or_default();
+    if !st.success() || wrote != "hello\n" {
+        bail!(
+            "the baseline VM did not do its work (status {st}); console:\n{}",
+            fs::read_to_string(&vm.console).unwrap_or_default()
+        );
+    }
+    Ok(wall)
+}
+
+/// The baseline's initramfs: busybox, the same modules in the same order,
+/// and an /init script doing the pod's work.
+fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
+    use rootfs_builder::archive::{Archive, Entry};
+    let pod = kvmpod_api::validate::load(manifest)?;
+    let kernel = host_ctl::launch::host::kernel(None, None)?;
+    let modules_dir = kernel
+        .modules
+        .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;
+    let kver = modules_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
+    let mut a = Archive::new();
+    rootfs_builder::tree::add_dir(&mut a, &ctx.rootfs, "")?;
+    a.add("dev/console", Entry::console())?;
+    for d in ["proc", "mnt/data"] {
+        a.add(d, Entry::dir(0o755))?;
+    }
+    let mut paths = Vec::new();
+    for m in index.resolve(&host_ctl::launch::needed_modules(&pod, transport))? {
+        let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
+        a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
+        paths.push(format!("/{p}"));
+    }
+    let init = format!(
+        "#!/bin/sh\n\
+         mount -t proc proc /proc\n\
+         for m in {}; do insmod $m; done\n\
+         mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=512000 data /mnt/data\n\
+         /bin/sh -c 'echo hello > /mnt/data/out.txt'\n\
+         sync\n\
+         umount /mnt/data\n\
+         poweroff -f\n",
+        paths.join(" ")
+    );
+    a.add("init", Entry::file(init.into_bytes(), 0o755))?;
+    // Uncompressed, as host-ctl writes its own by default.
+    rootfs_builder::write_initramfs(&a, out, rootfs_builder::Compression::None)?;
+    Ok(())
+}
+
+/// Splits a shell-quoted line as `host-ctl args` prints it.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    cur.push(q);
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ' ' if in_word => {
+                words.push(std::mem::take(&mut cur));
+                in_word = false;
+            }
+            ' ' => {}
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_undo_host_ctl_quoting() {
+        assert_eq!(
+            shell_words("qemu -append 'console=ttyS0 panic=-1' -name x,y 'it'\\''s'"),
+            [
+                "qemu",
+                "-append",
+                "console=ttyS0 panic=-1",
+                "-name",
+                "x,y",
+                "it's"
+            ]
+        );
+    }
+}

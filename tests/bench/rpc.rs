@@ -1,0 +1,80 @@
+//! Figure 4, RPC: the ttrpc status call's round trip against a one-byte
+//! echo over a raw vsock stream to the same VM. The echo is the transport's
+//! floor; the ratio is what ttrpc and the agent's handling add to it.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use host_ctl::agent::vsock::{connect, connect_hybrid};
+use kvmpod_api::layout::{DEFAULT_VSOCK_PORT, FORWARD_VSOCK_PORT};
+use kvmpod_api::protocol::agent_ttrpc::AgentClient;
+use kvmpod_api::protocol::StatusRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::report::Report;
+use crate::service::ServicePod;
+use crate::stats::Figure;
+
+/// Round trips timed; the first [`WARMUP`] of them are not counted.
+const ROUND_TRIPS: usize = 1020;
+const WARMUP: usize = 20;
+
+/// Measures and reports both; the status call's client, which the caller
+/// keeps open: the figures after this one have always been measured with
+/// that connection to the agent open.
+pub async fn measure(pod: &ServicePod, report: &mut Report) -> Result<AgentClient> {
+    let (client, rpc) = status_round_trips(pod).await?;
+    let echo = echo_round_trips(pod).await?;
+    let r = Figure::of("ttrpc status round trip over vsock", "µs", &rpc);
+    let e = Figure::of("raw vsock echo round trip (same VM)", "µs", &echo);
+    let ratio = r.median / e.median;
+    report.add("rpc", r);
+    report.add("rpc", e);
+    report.add(
+        "rpc",
+        Figure::of("ratio ttrpc / raw echo (medians)", "×", &[ratio]).target(1.2, false),
+    );
+    Ok(client)
+}
+
+/// ttrpc status round trips on one connection, in µs; and the client.
+async fn status_round_trips(pod: &ServicePod) -> Result<(AgentClient, Vec<f64>)> {
+    let client = AgentClient::new(ttrpc::r#async::Client::new(
+        connect(&pod.endpoint, DEFAULT_VSOCK_PORT).await?,
+    ));
+    let mut rpc = Vec::new();
+    for i in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        client
+            .status(
+                ttrpc::context::with_timeout(10_000_000_000),
+                &StatusRequest::new(),
+            )
+            .await
+            .map_err(|e| anyhow!("status: {e}"))?;
+        if i >= WARMUP {
+            rpc.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok((client, rpc))
+}
+
+/// One byte echoed by the agent on its forwarding port, in µs per round
+/// trip.
+async fn echo_round_trips(pod: &ServicePod) -> Result<Vec<f64>> {
+    let mut echo_stream = connect_hybrid(&pod.socket, FORWARD_VSOCK_PORT).await?;
+    echo_stream.write_all(b"ECHO\n").await?;
+    let mut ok = [0u8; 3];
+    echo_stream.read_exact(&mut ok).await?;
+    let mut echo = Vec::new();
+    for i in 0..ROUND_TRIPS {
+        let t = Instant::now();
+        echo_stream.write_all(b"x").await?;
+        let mut b = [0u8; 1];
+        echo_stream.read_exact(&mut b).await?;
+        if i >= WARMUP {
+            echo.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(echo)
+}

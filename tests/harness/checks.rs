@@ -1,0 +1,38 @@
+//! Checks run inside the guest by a shell script. Each prints `CHECK <name>
+//! ok` or `CHECK <name> FAIL <why>`, so one pod can prove many things and
+//! a failure names itself.
+
+/// `if CONDITION; then ok; else FAIL`.
+pub fn check(name: &str, condition: &str) -> String {
+    format!("if {condition}; then echo 'CHECK {name} ok'; else echo 'CHECK {name} FAIL'; fi; ")
+}
+
+/// A write to `path` that must fail with EROFS ("Read-only file system"),
+/// not with any other error (a permission error proves nothing about
+/// read-only). It needs no writable file of its own.
+pub fn erofs(name: &str, path: &str) -> String {
+    format!(
+        "err=$( (echo evil > {path}) 2>&1 ) && echo 'CHECK {name} FAIL: write succeeded' || \
+         case \"$err\" in *'Read-only file system'*) echo 'CHECK {name} ok';; \
+         *) echo \"CHECK {name} FAIL: $err\";; esac; "
+    )
+}
+
+/// `[ "$(COMMAND)" = 'EXPECTED' ]`, printing what it got when it fails.
+pub fn equals(name: &str, command: &str, expected: &str) -> String {
+    format!(
+        "got=$({command}); if [ \"$got\" = '{expected}' ]; then echo 'CHECK {name} ok'; \
+         else echo \"CHECK {name} FAIL: got [$got], want [{expected}]\"; fi; "
+    )
+}
+
+/// Fails unless every named check printed ok and none printed FAIL.
+pub fn assert_checks(stdout: &str, dump: &str, names: &[&str]) {
+    for n in names {
+        assert!(
+            stdout.contains(&format!("CHECK {n} ok")),
+            "missing CHECK {n} ok\n{dump}"
+        );
+    }
+    assert!(!stdout.contains(" FAIL"), "{dump}");
+}
