@@ -139,6 +139,12 @@ enum Command {
     },
     /// Remove every exited pod, after marking pods whose VM died.
     Gc,
+    /// (internal) Run a hypervisor in its filesystem jail.
+    #[command(hide = true)]
+    VmmJail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// (internal) Own a detached pod's VM.
     #[command(hide = true)]
     Monitor {
@@ -306,6 +312,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
+        Command::VmmJail { args } => commands::vmm_jail::run(&args),
         Command::Monitor { adopt, dir } => commands::monitor::run(&dir, adopt).await,
     }
 }

@@ -21,5 +21,5 @@ mod sequence;
 
 use error::BootError;
 
-pub use power::power_off;
+pub use power::{power_off, set_vm_end};
 pub use sequence::run;

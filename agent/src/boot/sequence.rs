@@ -55,6 +55,7 @@ pub async fn run(init_ns: u64) {
 /// settings, the manifest and the kernel modules.
 fn from_initramfs(timeline: &Timeline) -> (AgentConfig, PodManifest) {
     let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
+    power::set_vm_end(config.vm_end);
     console::init_logger(config.debug);
     let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
     timeline.mark(Stage::ConfigRead);

@@ -39,6 +39,18 @@ pub fn run(s: &RunOptions) -> Result<i32> {
         plan.dir.path.display(),
         plan.cid
     );
+    for a in &plan.aliases {
+        println!(
+            "# then: bind-mount {} at {}{}",
+            shell_quote(&a.source.to_string_lossy()),
+            shell_quote(&a.path.to_string_lossy()),
+            if a.read_only {
+                ", read-only with everything under it"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(b) = &plan.launch.vsock_backend {
         println!("{}", command_line(b));
     }

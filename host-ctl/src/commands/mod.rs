@@ -16,6 +16,7 @@ pub mod run;
 pub mod stats;
 pub mod status;
 pub mod stop;
+pub mod vmm_jail;
 
 /// `--format`: for people, or for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

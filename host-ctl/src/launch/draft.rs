@@ -172,12 +172,16 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         shares: d.shares,
         vsock,
     };
+    let mut vm = Program {
+        program: d.vm_bin,
+        args: hv.argv(&config)?,
+    };
+    if let Some(jail) = hv.jail(&config, &vm.program, &dir.vmm_jail()) {
+        vm = jail.wrap(&host_ctl_exe()?, vm);
+    }
     let launch = VmLaunch {
         hypervisor: o.hypervisor,
-        vm: Program {
-            program: d.vm_bin,
-            args: hv.argv(&config)?,
-        },
+        vm,
         vsock_backend: backend,
         endpoint,
         boot_timeout_secs: o.boot_timeout.as_secs(),
@@ -195,6 +199,12 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         transport: d.machine.machine.transport_module(),
         notes: d.notes,
     })
+}
+
+/// The running host-ctl, which also sets up a hypervisor's jail.
+fn host_ctl_exe() -> Result<PathBuf, LaunchError> {
+    std::env::current_exe()
+        .map_err(|e| LaunchError::Host(format!("finding host-ctl's own path: {e}")))
 }
 
 /// The plan for a pod that is not created: for `host-ctl args`. It writes

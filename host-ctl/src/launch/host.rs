@@ -15,7 +15,7 @@ macro_rules! bail {
     };
 }
 
-use crate::vmm::DEPS_HINT;
+use crate::vmm::{elf_interpreter, DEPS_HINT};
 
 /// The agent: `--agent`, `KVMPOD_AGENT`, next to host-ctl, or where the
 /// workspace build puts it (`target/x86_64-unknown-linux-musl/agent/`).
@@ -73,36 +73,6 @@ pub fn check_static(path: &Path) -> Result<()> {
         ),
         Err(why) => bail!("{} is not a usable agent binary: {why}", path.display()),
     }
-}
-
-/// Whether a 64-bit little-endian ELF asks for a program interpreter.
-fn elf_interpreter(b: &[u8]) -> std::result::Result<bool, &'static str> {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    };
-    let u64_at = |o: usize| {
-        b.get(o..o + 8)
-            .map(|s| u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]))
-    };
-    if b.get(..4) != Some(b"\x7fELF") {
-        return Err("not an ELF file");
-    }
-    if b.get(4) != Some(&2) || b.get(5) != Some(&1) {
-        return Err("not a 64-bit little-endian ELF");
-    }
-    let phoff = u64_at(0x20).ok_or("truncated header")? as usize;
-    let phentsize = u16_at(0x36).ok_or("truncated header")? as usize;
-    let phnum = u16_at(0x38).ok_or("truncated header")? as usize;
-    for i in 0..phnum {
-        let kind = u32_at(phoff + i * phentsize).ok_or("truncated program headers")?;
-        if kind == PT_INTERP {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }
 
 /// The guest kernel and its modules directory.

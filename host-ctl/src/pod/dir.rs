@@ -176,6 +176,11 @@ impl PodDir {
     pub fn vsock_socket(&self) -> PathBuf {
         self.path.join("vsock.sock")
     }
+    /// Where a jailed hypervisor's root is mounted (in its own mount
+    /// namespace only).
+    pub fn vmm_jail(&self) -> PathBuf {
+        self.path.join("jail")
+    }
     /// Host-side share aliases (lkvm's read-only bind mounts).
     pub fn aliases_dir(&self) -> PathBuf {
         self.path.join("shares")

@@ -156,9 +156,20 @@ fn probe_guest() -> Result<(), ProbeError> {
         )));
     }
     let vm = kvm.create_vm().map_err(failed("creating a VM"))?;
-    // Guest memory: one page, leaked on purpose (the probe runs once, and
-    // the VM may still reference it if the thread is abandoned).
-    let mem: &'static mut [u8] = Box::leak(vec![0u8; SIZE].into_boxed_slice());
+    // Guest memory: one page, page-aligned (KVM refuses a region that is
+    // not: EINVAL, seen in a nested KVM host), leaked on purpose (the probe
+    // runs once, and the VM may still reference it if the thread is
+    // abandoned).
+    let layout = std::alloc::Layout::from_size_align(SIZE, SIZE)
+        .map_err(|e| ProbeError(format!("a page layout: {e}")))?;
+    // SAFETY: the layout has a non-zero size.
+    let page = unsafe { std::alloc::alloc_zeroed(layout) };
+    if page.is_null() {
+        return Err(ProbeError("allocating a page for the probe guest".into()));
+    }
+    // SAFETY: `page` is a fresh, zeroed, exclusively owned allocation of
+    // SIZE bytes that is never freed.
+    let mem: &'static mut [u8] = unsafe { std::slice::from_raw_parts_mut(page, SIZE) };
     mem[..CODE.len()].copy_from_slice(&CODE);
     let region = kvm_bindings::kvm_userspace_memory_region {
         slot: 0,

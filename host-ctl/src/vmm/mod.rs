@@ -13,6 +13,7 @@ mod config;
 mod error;
 #[cfg(test)]
 mod golden;
+mod jail;
 mod lkvm;
 pub mod process;
 mod qemu;
@@ -21,14 +22,16 @@ pub mod vsock;
 
 use std::path::{Path, PathBuf};
 
+use kvmpod_api::config::VmEnd;
 use serde::{Deserialize, Serialize};
 
 pub use accel::Accel;
 pub use config::{host_shares, kernel_cmdline, Machine, Share, VmConfig, VsockDevice};
 pub use error::VmmError;
+pub use jail::{Bind, BindKind, Jail};
 pub use lkvm::aliases::{mount_all as mount_aliases, unmount_all as unmount_aliases, Alias};
 pub use process::{Program, Supervised, VmLogs, VmProcesses};
-pub use tools::{find_program, DEPS_HINT};
+pub use tools::{elf_interpreter, find_program, DEPS_HINT};
 
 /// The hypervisors kvmpod drives, as the user names them and as pod
 /// records store them.
@@ -74,15 +77,6 @@ pub enum VmOutput {
     Console,
     /// Its own diagnostics; the console goes to a file it writes (QEMU).
     Diagnostics,
-}
-
-/// How the guest must end the VM so that the hypervisor process exits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestEnd {
-    /// ACPI power-off.
-    PowerOff,
-    /// A reboot, which the hypervisor turns into its exit.
-    Reboot,
 }
 
 /// Whether to write a backend's boot image cache (`host-ctl run`) or only
@@ -131,9 +125,14 @@ pub trait Hypervisor: Sync {
     /// Where the VM process's stdout and stderr go.
     fn output(&self) -> VmOutput;
 
-    /// How the guest ends the VM.
-    fn guest_end(&self) -> GuestEnd;
+    /// How the guest ends the VM so that the hypervisor process exits.
+    fn vm_end(&self) -> VmEnd;
 
     /// Whether the backend can boot a guest without KVM.
     fn supports_tcg(&self) -> bool;
+
+    /// The filesystem jail the hypervisor process must run in (see
+    /// [`jail`]), whose tmpfs goes on `root`; None where the backend
+    /// contains its shares itself.
+    fn jail(&self, config: &VmConfig, program: &Path, root: &Path) -> Option<Jail>;
 }

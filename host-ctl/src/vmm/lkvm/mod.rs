@@ -19,9 +19,11 @@ pub mod aliases;
 
 use std::path::{Path, PathBuf};
 
+use kvmpod_api::config::VmEnd;
+
 use super::{
-    find_program, Accel, Alias, Cache, GuestEnd, Hypervisor, HypervisorKind, Machine,
-    MachineChoice, Share, VmConfig, VmOutput, VmmError, VsockDevice,
+    elf_interpreter, find_program, Accel, Alias, Bind, BindKind, Cache, Hypervisor, HypervisorKind,
+    Jail, Machine, MachineChoice, Share, VmConfig, VmOutput, VmmError, VsockDevice,
 };
 
 /// 9p devices lkvm's one PCI bus leaves room for.
@@ -78,8 +80,18 @@ impl Hypervisor for Lkvm {
         }
     }
 
+    /// `--nodefaults` drops kvmtool's own x86 parameters, and without
+    /// `pci=conf1` the guest finds no PCI config space (so no virtio-pci,
+    /// no 9p, no vsock); kvmtool has no ACPI or IO-APIC to offer either.
+    /// (The i8042 ones are in every pod's command line already.)
     fn kernel_params(&self) -> &'static [&'static str] {
-        &[]
+        &[
+            "noapic",
+            "noacpi",
+            "pci=conf1",
+            "reboot=k",
+            "i8042.direct=1",
+        ]
     }
 
     fn export_shares(&self, shares: &[Share], pod_dir: &Path) -> (Vec<Share>, Vec<Alias>) {
@@ -95,12 +107,68 @@ impl Hypervisor for Lkvm {
         VmOutput::Console
     }
 
-    fn guest_end(&self) -> GuestEnd {
-        GuestEnd::PowerOff
+    /// kvmtool on x86 has no ACPI: a power-off only halts the guest and
+    /// lkvm runs on. A reboot through the keyboard controller (`reboot=k`)
+    /// makes lkvm exit.
+    fn vm_end(&self) -> VmEnd {
+        VmEnd::Reboot
     }
 
     fn supports_tcg(&self) -> bool {
         false
+    }
+
+    /// kvmtool's 9p server follows symlinks on the host, so lkvm runs in a
+    /// jail holding only its binary, the kernel, the initrd, the shares and
+    /// the devices it opens (see [`super::jail`]).
+    fn jail(&self, config: &VmConfig, program: &Path, root: &Path) -> Option<Jail> {
+        Some(jail(config, program, root))
+    }
+}
+
+/// What lkvm needs to see.
+fn jail(config: &VmConfig, program: &Path, root: &Path) -> Jail {
+    let bind = |path: &Path, kind| Bind {
+        path: path.to_path_buf(),
+        kind,
+    };
+    let mut binds = vec![
+        bind(program, BindKind::ReadOnly),
+        bind(&config.kernel, BindKind::ReadOnly),
+        bind(&config.initrd, BindKind::ReadOnly),
+    ];
+    // A dynamically linked lkvm needs its libraries (the one `make deps`
+    // builds is static).
+    let dynamic = std::fs::read(program)
+        .ok()
+        .is_some_and(|b| elf_interpreter(&b) == Ok(true));
+    if dynamic {
+        for lib in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+            if Path::new(lib).is_dir() {
+                binds.push(bind(Path::new(lib), BindKind::ReadOnly));
+            }
+        }
+    }
+    binds.extend(
+        config
+            .shares
+            .iter()
+            .map(|s| bind(&s.source, BindKind::Share)),
+    );
+    let mut devices = vec!["/dev/kvm", "/dev/null", "/dev/zero", "/dev/urandom"];
+    if matches!(config.vsock, VsockDevice::Kernel { .. }) {
+        devices.push("/dev/vhost-vsock");
+    }
+    binds.extend(
+        devices
+            .into_iter()
+            .map(|d| bind(Path::new(d), BindKind::Device)),
+    );
+    Jail {
+        root: root.to_path_buf(),
+        binds,
+        // kvmtool keeps its control socket under $HOME/.lkvm.
+        env: vec![("HOME".into(), "/".into())],
     }
 }
 

@@ -10,9 +10,11 @@ pub mod tsc;
 
 use std::path::{Path, PathBuf};
 
+use kvmpod_api::config::VmEnd;
+
 use super::{
-    find_program, Accel, Alias, Cache, GuestEnd, Hypervisor, HypervisorKind, Machine,
-    MachineChoice, Share, VmConfig, VmOutput, VmmError,
+    find_program, Accel, Alias, Cache, Hypervisor, HypervisorKind, Jail, Machine, MachineChoice,
+    Share, VmConfig, VmOutput, VmmError,
 };
 
 /// The QEMU binary, unless `KVMPOD_QEMU` names another.
@@ -98,12 +100,20 @@ impl Hypervisor for Qemu {
         VmOutput::Diagnostics
     }
 
-    /// microvm and q35 have ACPI.
-    fn guest_end(&self) -> GuestEnd {
-        GuestEnd::PowerOff
+    /// microvm and q35 have ACPI. (A reboot would end QEMU too, through
+    /// `-no-reboot`, but hung microvm with a PVH kernel.)
+    fn vm_end(&self) -> VmEnd {
+        VmEnd::PowerOff
     }
 
     fn supports_tcg(&self) -> bool {
         true
+    }
+
+    /// QEMU's `local` 9p backend walks every path component with
+    /// `O_NOFOLLOW` (since the fix of CVE-2016-9602): a symlink in a share
+    /// cannot take the guest outside it.
+    fn jail(&self, _config: &VmConfig, _program: &Path, _root: &Path) -> Option<Jail> {
+        None
     }
 }
