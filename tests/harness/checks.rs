@@ -26,13 +26,17 @@ pub fn equals(name: &str, command: &str, expected: &str) -> String {
     )
 }
 
-/// Fails unless every named check printed ok and none printed FAIL.
+/// Fails unless every named check printed ok and none printed FAIL; the
+/// failure lists every check that did not pass.
 pub fn assert_checks(stdout: &str, dump: &str, names: &[&str]) {
-    for n in names {
-        assert!(
-            stdout.contains(&format!("CHECK {n} ok")),
-            "missing CHECK {n} ok\n{dump}"
-        );
-    }
-    assert!(!stdout.contains(" FAIL"), "{dump}");
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !stdout.contains(&format!("CHECK {n} ok")))
+        .collect();
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.contains(" FAIL")).collect();
+    assert!(
+        missing.is_empty() && failed.is_empty(),
+        "checks not passed: {missing:?}; failed lines: {failed:#?}\n{dump}"
+    );
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use kvmpod_api::manifest::{parse_mode, parse_size, PodManifest};
-use kvmpod_api::tag::nine_p_tag;
+use kvmpod_api::tag::{nine_p_tag, MAX_TAG_LEN};
 use kvmpod_api::validate::{check_acname, normalize_guest_path, parse, validate};
 use libfuzzer_sys::fuzz_target;
 
@@ -16,7 +16,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_mode(text);
     let _ = normalize_guest_path(text);
     let _ = check_acname(text);
-    assert!(nine_p_tag(text).len() <= 31 || text.len() <= 31);
+    // Every volume name has a tag the virtio-9p device accepts; a short
+    // name is its own tag, a long one an ASCII prefix and a hash.
+    let tag = nine_p_tag(text);
+    assert!(tag.len() <= MAX_TAG_LEN, "{tag:?} is too long");
+    if text.len() <= MAX_TAG_LEN {
+        assert_eq!(tag, text);
+    } else {
+        assert!(tag.is_ascii(), "{tag:?}");
+    }
     let Ok(pod) = parse(text) else {
         return;
     };
