@@ -7,6 +7,7 @@
 //! A missing prerequisite is a failure that says how to fix it (`make
 //! deps`, `make build`), never a quiet skip.
 
+pub mod binaries;
 pub mod checks;
 pub mod fixture;
 pub mod leftovers;
@@ -17,6 +18,7 @@ pub mod programs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use binaries::euid_probe;
 pub use checks::{assert_checks, check, equals, erofs};
 pub use fixture::{fixture_pods, Fixture};
 pub use pod::PodSpec;

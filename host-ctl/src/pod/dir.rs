@@ -196,6 +196,7 @@ impl PodDir {
         for p in [self.vhost_socket(), self.vsock_socket(), self.initramfs()] {
             let _ = fs::remove_file(p);
         }
+        let _ = fs::remove_dir(self.vmm_jail());
     }
 }
 

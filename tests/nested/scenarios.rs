@@ -1,0 +1,462 @@
+//! `kvmpod-nested-scenarios`: the boot tests that need a real KVM host with
+//! vhost-vsock, run inside the nested test host by `boot_nested.rs`:
+//!
+//!     tests/nested/run -- kvmpod-nested-scenarios [SCENARIO]...
+//!
+//! Each scenario prints `SCENARIO <name> ok (<seconds>s)` or `SCENARIO
+//! <name> FAILED: <why>`; the exit status is 1 if any failed. Outside a KVM
+//! host with vhost-vsock it fails at once and says so.
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use kvmpod_tests::{assert_checks, check, equals, erofs, Fixture, CMD, POD_LIMIT};
+use serde_json::{json, Value};
+
+type Scenario = (&'static str, fn());
+
+const SCENARIOS: [Scenario; 5] = [
+    ("lkvm-pod", lkvm_pod),
+    ("lkvm-detached", lkvm_detached),
+    ("lkvm-ends-on-failures", lkvm_ends_on_failures),
+    ("lkvm-symlink-jail", lkvm_symlink_jail),
+    ("qemu-kvm-af-vsock", qemu_kvm_af_vsock),
+];
+
+fn main() -> ExitCode {
+    let wanted: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(why) = prerequisites() {
+        println!("SCENARIO prerequisites FAILED: {why}");
+        return ExitCode::FAILURE;
+    }
+    let mut failed = false;
+    for (name, scenario) in SCENARIOS {
+        if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
+            continue;
+        }
+        let start = Instant::now();
+        match std::panic::catch_unwind(scenario) {
+            Ok(()) => println!("SCENARIO {name} ok ({:.1}s)", start.elapsed().as_secs_f64()),
+            Err(e) => {
+                failed = true;
+                let why = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                println!("SCENARIO {name} FAILED: {why}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A KVM host with vhost-vsock and lkvm: what the nested host provides.
+fn prerequisites() -> Result<(), String> {
+    for dev in ["/dev/kvm", "/dev/vhost-vsock"] {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)
+            .map_err(|e| format!("{dev}: {e} (these scenarios run inside tests/nested/run)"))?;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|d| d.join("lkvm").is_file()) {
+        return Err("lkvm is not on PATH; run `make deps` (it builds kvmtool)".into());
+    }
+    Ok(())
+}
+
+/// The pod directory of pod `id`.
+fn pod_dir(fx: &Fixture, id: &str) -> std::path::PathBuf {
+    fx.state_dir().join("pods").join(id)
+}
+
+/// Two apps under lkvm: a writable host volume, a read-only one (EROFS in
+/// the guest, the host file unchanged), an empty volume shared by the apps,
+/// a source path with a comma, and an app that exits 3. host-ctl exits 3,
+/// and lkvm has ended by itself (the guest rebooted it away).
+fn lkvm_pod() {
+    let fx = Fixture::new();
+    let rw = fx.host_dir("rw", &[]);
+    let ro = fx.host_dir("ro", &[("keep.txt", "original\n")]);
+    let comma = fx.host_dir("with,comma", &[("in.txt", "through the alias\n")]);
+    let writer = [
+        check("rw-write", "echo 'from lkvm' > /rw/out.txt"),
+        erofs("ro-erofs", "/ro/keep.txt"),
+        equals("comma-read", "cat /comma/in.txt", "through the alias"),
+        check("comma-write", "echo new > /comma/new.txt"),
+        "echo shared > /shared/msg.tmp && mv /shared/msg.tmp /shared/msg; exit 3".into(),
+    ]
+    .concat();
+    let reader = format!(
+        "i=0; while [ ! -e /shared/msg ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; {}",
+        equals("empty-shared", "cat /shared/msg", "shared")
+    );
+    let m = fx
+        .pod()
+        .host_volume("rw", &rw)
+        .host_volume("ro", &ro)
+        .host_volume("comma", &comma)
+        .volume(json!({"name": "shared", "kind": "empty"}))
+        .app("writer", &writer)
+        .mount("rw", "/rw")
+        .mount_ro("ro", "/ro")
+        .mount("comma", "/comma")
+        .mount("shared", "/shared")
+        .app("reader", &reader)
+        .mount("shared", "/shared")
+        .write("pod.json");
+    let out = fx.run(&["--hypervisor", "lkvm", m.to_str().unwrap()], POD_LIMIT);
+    assert_eq!(out.code, Some(3), "{}", out.dump());
+    assert_checks(
+        &out.stdout,
+        &out.dump(),
+        &[
+            "rw-write",
+            "ro-erofs",
+            "comma-read",
+            "comma-write",
+            "empty-shared",
+        ],
+    );
+    assert!(!out.stderr.contains("did not power off"), "{}", out.dump());
+    let id = kvmpod_tests::fixture_pods(&fx)
+        .pop()
+        .expect("a pod was created");
+    let console = fs::read_to_string(pod_dir(&fx, &id).join("console.log")).unwrap();
+    assert!(
+        console.contains("KVM session ended normally"),
+        "lkvm did not end by itself:\n{console}"
+    );
+    assert_eq!(
+        fs::read_to_string(rw.join("out.txt")).unwrap(),
+        "from lkvm\n"
+    );
+    assert_eq!(
+        fs::read_to_string(ro.join("keep.txt")).unwrap(),
+        "original\n"
+    );
+    assert_eq!(fs::read_to_string(comma.join("new.txt")).unwrap(), "new\n");
+    fx.finish();
+}
+
+/// A detached pod under lkvm answers logs -f, exec with a terminal and
+/// port-forward; `stop` ends it within the grace period with lkvm exiting
+/// by itself; `rm` removes it.
+fn lkvm_detached() {
+    let fx = Fixture::new();
+    let gate = fx.host_dir("gate", &[]);
+    let www = fx.host_dir("www", &[("index.html", "served by lkvm\n")]);
+    let m = fx
+        .pod()
+        .host_volume("gate", &gate)
+        .host_volume("www", &www)
+        .app(
+            "ticker",
+            "echo tick 0; while [ ! -e /gate/go ]; do sleep 0.1; done; echo tick 1; exec sleep 600",
+        )
+        .mount("gate", "/gate")
+        .app_exec("httpd", json!(["httpd", "-f", "-p", "80", "-h", "/www"]))
+        .mount_ro("www", "/www")
+        .write("pod.json");
+    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    assert_eq!(fx.record(&id)["hypervisor"], "lkvm");
+
+    let mut follow = fx.spawn_host_ctl(&["logs", "-f", &id, "ticker"]);
+    follow.wait_for_stdout("tick 0", CMD);
+    assert!(!follow.stdout().contains("tick 1"));
+    fs::write(gate.join("go"), "").unwrap();
+    follow.wait_for_stdout("tick 1", CMD);
+
+    let tty = fx.host_ctl(&["exec", "-t", &id, "ticker", "--", "tty"], CMD);
+    assert_eq!(tty.code, Some(0), "{}", tty.dump());
+    assert!(tty.stdout.trim().starts_with("/dev/pts/"), "{}", tty.dump());
+
+    let mut fwd = fx.spawn_host_ctl(&["port-forward", &id, "0:80"]);
+    fwd.wait_for_stdout("forwarding 127.0.0.1:", CMD);
+    let port: u16 = fwd
+        .stdout()
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let body = http_get(port);
+    assert!(body.contains("served by lkvm"), "{body}");
+    fwd.signal(nix::sys::signal::Signal::SIGINT);
+    fwd.finish(CMD);
+
+    let start = Instant::now();
+    let stop = fx.host_ctl(&["stop", "--timeout", "2", &id], Duration::from_secs(120));
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    let took = start.elapsed();
+    let monitor = fs::read_to_string(pod_dir(&fx, &id).join("monitor.log")).unwrap();
+    assert!(!monitor.contains("did not power off"), "{monitor}");
+    assert!(
+        took < Duration::from_secs(17),
+        "stop took {took:?}\n{monitor}"
+    );
+    follow.finish(CMD);
+    assert_eq!(fx.host_ctl(&["rm", &id], CMD).code, Some(0));
+    fx.finish();
+}
+
+fn http_get(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    http.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    http.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// lkvm never spins after the guest is over: an agent failure before vsock
+/// (a module that cannot load), a guest kernel panic (an init that exits)
+/// and `kill` of every app all end lkvm without host-ctl killing it.
+fn lkvm_ends_on_failures() {
+    let fx = Fixture::new();
+    let m = fx
+        .one_app("a", "echo ready; exec sleep 600")
+        .write("pod.json");
+
+    let modules = fx.path().join("modules/6.1.0-fake");
+    fs::create_dir_all(modules.join("kernel")).unwrap();
+    for m in ["virtio_pci", "vmw_vsock_virtio_transport"] {
+        fs::write(modules.join(format!("kernel/{m}.ko")), b"not a module").unwrap();
+    }
+    fs::write(
+        modules.join("modules.dep"),
+        "kernel/virtio_pci.ko:\nkernel/vmw_vsock_virtio_transport.ko:\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let broken = fx.run(
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--modules-dir",
+            modules.to_str().unwrap(),
+            m.to_str().unwrap(),
+        ],
+        POD_LIMIT,
+    );
+    assert_eq!(broken.code, Some(125), "{}", broken.dump());
+    assert!(broken.stderr.contains("the VM exited"), "{}", broken.dump());
+    assert!(
+        broken
+            .stderr
+            .contains("the agent reported: loading kernel modules"),
+        "{}",
+        broken.dump()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let init = fx.path().join("exits");
+    fs::write(&init, kvmpod_tests::euid_probe()).unwrap();
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).unwrap();
+    let panic = fx.run(
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--agent",
+            init.to_str().unwrap(),
+            m.to_str().unwrap(),
+        ],
+        POD_LIMIT,
+    );
+    assert_eq!(panic.code, Some(125), "{}", panic.dump());
+    assert!(panic.stderr.contains("the VM exited"), "{}", panic.dump());
+    assert!(panic.stderr.contains("kernel panic"), "{}", panic.dump());
+
+    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    let kill = fx.host_ctl(&["kill", &id, "--signal", "KILL"], CMD);
+    assert_eq!(kill.code, Some(0), "{}", kill.dump());
+    let rec = fx.wait_until_exited(&id, Duration::from_secs(60));
+    assert_eq!(rec["apps"][0]["exitCode"], 137, "{rec}");
+    let monitor = fs::read_to_string(pod_dir(&fx, &id).join("monitor.log")).unwrap();
+    assert!(!monitor.contains("did not power off"), "{monitor}");
+    fx.finish();
+}
+
+/// A symlink in a shared directory that points outside it. Inside the
+/// guest, its own kernel resolves it (in the guest's namespace). kvmtool's
+/// 9p server, though, joins each path it is sent to the share and follows
+/// symlinks on the host, so a guest speaking 9p itself could read the
+/// target: lkvm therefore runs in a jail where the target does not exist.
+/// Its view is checked from inside its mount namespace, where paths
+/// resolve as lkvm's own system calls do.
+fn lkvm_symlink_jail() {
+    let fx = Fixture::new();
+    let secret = fx.host_dir("secret", &[("key.txt", "host secret\n")]);
+    let share = fx.host_dir("share", &[("inside.txt", "shared\n")]);
+    symlink(secret.join("key.txt"), share.join("escape")).unwrap();
+    symlink("../secret/key.txt", share.join("relative-escape")).unwrap();
+    let m = fx
+        .one_app(
+            "reader",
+            &[
+                equals("inside", "cat /share/inside.txt", "shared"),
+                check(
+                    "escape-not-host",
+                    "! grep -q 'host secret' /share/escape 2>/dev/null",
+                ),
+                check(
+                    "relative-not-host",
+                    "! grep -q 'host secret' /share/relative-escape 2>/dev/null",
+                ),
+                "exec sleep 600".into(),
+            ]
+            .concat(),
+        )
+        .host_volume("share", &share)
+        .mount("share", "/share")
+        .write("pod.json");
+    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    let vm = fx.record(&id)["vm"]["pid"].as_i64().expect("a VM pid") as i32;
+    // What lkvm sees: the share, but neither the symlinks' targets nor
+    // anything else of the host.
+    let sees = |p: &Path| lkvm_can_read(vm, p);
+    assert!(
+        sees(&share.join("inside.txt")),
+        "lkvm cannot read its share"
+    );
+    assert!(
+        !sees(&share.join("escape")),
+        "lkvm follows the absolute symlink out"
+    );
+    assert!(
+        !sees(&share.join("relative-escape")),
+        "lkvm follows the relative symlink out"
+    );
+    assert!(!sees(Path::new("/etc/passwd")), "lkvm sees the host's /etc");
+    assert!(!sees(&secret.join("key.txt")), "lkvm sees the secret");
+    // What the host sees through the same symlink.
+    assert_eq!(
+        fs::read_to_string(share.join("escape")).unwrap(),
+        "host secret\n"
+    );
+    let logs = wait_for_log(&fx, &id, "relative-not-host");
+    assert_checks(
+        &logs,
+        &logs,
+        &["inside", "escape-not-host", "relative-not-host"],
+    );
+    let stop = fx.host_ctl(&["stop", "--timeout", "1", &id], Duration::from_secs(120));
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    fx.finish();
+}
+
+/// Whether process `pid`, with its own mounts and root, can open `path`:
+/// a child joins its mount namespace (which makes the namespace's root its
+/// own) and tries, making no allocation after the fork.
+fn lkvm_can_read(pid: i32, path: &Path) -> bool {
+    use nix::fcntl::{open, OFlag};
+    use nix::sched::{setns, CloneFlags};
+    use nix::sys::stat::Mode;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+    let ns = fs::File::open(format!("/proc/{pid}/ns/mnt")).expect("lkvm's mount namespace");
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the child only makes system calls (setns, open, _exit) on
+    // values prepared before the fork; it allocates nothing and takes no
+    // lock another thread could hold.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = match setns(&ns, CloneFlags::CLONE_NEWNS) {
+                Err(_) => 2,
+                Ok(()) => match open(c_path.as_c_str(), OFlag::O_RDONLY, Mode::empty()) {
+                    Ok(_) => 0,
+                    Err(_) => 1,
+                },
+            };
+            // SAFETY: _exit ends the child without running the parent's
+            // destructors or atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).expect("waitpid") {
+            WaitStatus::Exited(_, 0) => true,
+            WaitStatus::Exited(_, 1) => false,
+            other => panic!("could not enter lkvm's mount namespace: {other:?}"),
+        },
+    }
+}
+
+fn wait_for_log(fx: &Fixture, id: &str, needle: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = fx.host_ctl(&["logs", id], CMD);
+        if logs.stdout.contains(needle) {
+            return logs.stdout;
+        }
+        assert!(Instant::now() < until, "no {needle:?}\n{}", logs.dump());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// QEMU on a host where KVM and vhost-vsock work: `--accel auto` and
+/// `--vsock auto` pick them, and four pods started at once each get their
+/// own CID and are reached over AF_VSOCK.
+fn qemu_kvm_af_vsock() {
+    let fx = Fixture::new();
+    let manifests: Vec<_> = (0..4)
+        .map(|i| {
+            fx.one_app(
+                &format!("app-{i}"),
+                &format!("echo pod {i}; exec sleep 600"),
+            )
+            .write(&format!("pod{i}.json"))
+        })
+        .collect();
+    let runs: Vec<_> = manifests
+        .iter()
+        .map(|m| fx.spawn(&["--detach", m.to_str().unwrap()]))
+        .collect();
+    let mut cids = Vec::new();
+    let mut ids = Vec::new();
+    for (i, r) in runs.into_iter().enumerate() {
+        let out = r.finish(POD_LIMIT);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert!(out.stderr.contains("accelerator kvm: "), "{}", out.dump());
+        assert!(
+            out.stderr.contains("vsock vhost (AF_VSOCK)"),
+            "{}",
+            out.dump()
+        );
+        let id = out.stdout.trim().to_string();
+        let rec: Value = fx.record(&id);
+        assert_eq!(rec["accel"], "kvm", "{rec}");
+        assert_eq!(rec["endpoint"]["kind"], "vhost", "{rec}");
+        cids.push(rec["cid"].as_u64().unwrap());
+        let logs = fx.host_ctl(&["logs", &id], CMD);
+        assert_eq!(logs.stdout, format!("pod {i}\n"), "{}", logs.dump());
+        ids.push(id);
+    }
+    let mut distinct = cids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "CIDs {cids:?}");
+    for (i, id) in ids.iter().enumerate() {
+        let ex = fx.host_ctl(&["exec", id, &format!("app-{i}"), "--", "hostname"], CMD);
+        assert_eq!(ex.code, Some(0), "{}", ex.dump());
+    }
+    for id in &ids {
+        let stop = fx.host_ctl(&["stop", "--timeout", "1", id], Duration::from_secs(120));
+        assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    }
+    assert_eq!(fx.host_ctl(&["gc"], CMD).code, Some(0));
+    fx.finish();
+}
