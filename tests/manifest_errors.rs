@@ -133,6 +133,12 @@ fn every_rule_is_enforced_before_a_vm_starts() {
         out.dump()
     );
     assert!(!out.stderr.contains("invalid"), "{}", out.dump());
+    // `args` creates nothing: no state directory, not even the kernel cache.
+    assert!(
+        !fx.state_dir().exists(),
+        "host-ctl args wrote to {}",
+        fx.state_dir().display()
+    );
     fx.finish_without_pods();
 }
 

@@ -129,6 +129,11 @@ impl Ctx {
             .ok_or_else(|| anyhow!("no pod was created"))
     }
 
+    /// The host-ctl being measured.
+    pub fn host_ctl_path(&self) -> &Path {
+        &self.host_ctl
+    }
+
     /// A pod's record (`state.json`): its timeline, endpoint and sizes.
     pub fn record(&self, pod_dir: &Path) -> Result<Value> {
         let path = pod_dir.join("state.json");

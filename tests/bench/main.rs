@@ -14,6 +14,7 @@ mod ctx;
 mod exec;
 mod logs;
 mod memory;
+mod nested;
 mod report;
 mod rpc;
 mod scale;
@@ -30,7 +31,13 @@ use ctx::Ctx;
 use report::Report;
 
 fn main() -> ExitCode {
-    match bench() {
+    // Inside the nested test host, for the `nested` section.
+    let result = if std::env::args().any(|a| a == "--nested-inner") {
+        nested::inner()
+    } else {
+        bench()
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kvmpod-bench: error: {e:#}");
@@ -69,6 +76,9 @@ fn bench() -> Result<()> {
     }
     if wanted("scale") {
         scale::run(&ctx, &mut report)?;
+    }
+    if wanted("nested") {
+        nested::run(&ctx, &mut report)?;
     }
 
     let took = started.elapsed().as_secs_f64();
