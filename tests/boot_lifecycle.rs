@@ -186,8 +186,9 @@ fn a_kernel_that_cannot_boot_is_reported_not_waited_for() {
 }
 
 /// Programs that cannot run have the shell's statuses: 126 for a file that
-/// is not executable, 127 for one that does not exist; host-ctl exits with
-/// the first in manifest order and says why for each.
+/// is not executable (by anyone, or by the app's user: the kernel's EACCES
+/// at exec), 127 for one that does not exist; host-ctl exits with the
+/// first in manifest order and says why for each.
 #[test]
 fn programs_that_cannot_run_exit_126_and_127() {
     let fx = Fixture::new();
@@ -195,15 +196,21 @@ fn programs_that_cannot_run_exit_126_and_127() {
     let script = root.join("not-executable.sh");
     fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let owner_only = root.join("root-only.sh");
+    fs::write(&owner_only, "#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(&owner_only, fs::Permissions::from_mode(0o700)).unwrap();
     let m = fx
         .pod()
         .app_exec("noexec", serde_json::json!(["/not-executable.sh"]))
+        .app_exec("denied", serde_json::json!(["/root-only.sh"]))
+        .set("user", serde_json::json!("nobody"))
         .app_exec("missing", serde_json::json!(["/no/such/program"]))
         .write("pod.json");
     let out = fx.run(&[m.to_str().unwrap()], POD_LIMIT);
     assert_eq!(out.code, Some(126), "{}", out.dump());
     for needle in [
         "app \"noexec\" could not start (status 126)",
+        "app \"denied\" could not start (status 126)",
         "app \"missing\" could not start (status 127)",
     ] {
         assert!(out.stderr.contains(needle), "no {needle:?}\n{}", out.dump());

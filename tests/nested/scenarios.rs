@@ -114,7 +114,16 @@ fn lkvm_pod() {
         .app("reader", &reader)
         .mount("shared", "/shared")
         .write("pod.json");
-    let out = fx.run(&["--hypervisor", "lkvm", m.to_str().unwrap()], POD_LIMIT);
+    let out = fx.run(
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--boot-timeout",
+            "240",
+            m.to_str().unwrap(),
+        ],
+        POD_LIMIT,
+    );
     assert_eq!(out.code, Some(3), "{}", out.dump());
     assert_checks(
         &out.stdout,
@@ -167,7 +176,7 @@ fn lkvm_detached() {
         .app_exec("httpd", json!(["httpd", "-f", "-p", "80", "-h", "/www"]))
         .mount_ro("www", "/www")
         .write("pod.json");
-    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    let id = fx.detach(&m, &["--hypervisor", "lkvm", "--boot-timeout", "240"]);
     assert_eq!(fx.record(&id)["hypervisor"], "lkvm");
 
     let mut follow = fx.spawn_host_ctl(&["logs", "-f", &id, "ticker"]);
@@ -282,7 +291,7 @@ fn lkvm_ends_on_failures() {
     assert!(panic.stderr.contains("the VM exited"), "{}", panic.dump());
     assert!(panic.stderr.contains("kernel panic"), "{}", panic.dump());
 
-    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    let id = fx.detach(&m, &["--hypervisor", "lkvm", "--boot-timeout", "240"]);
     let kill = fx.host_ctl(&["kill", &id, "--signal", "KILL"], CMD);
     assert_eq!(kill.code, Some(0), "{}", kill.dump());
     let rec = fx.wait_until_exited(&id, Duration::from_secs(60));
@@ -325,7 +334,7 @@ fn lkvm_symlink_jail() {
         .host_volume("share", &share)
         .mount("share", "/share")
         .write("pod.json");
-    let id = fx.detach(&m, &["--hypervisor", "lkvm"]);
+    let id = fx.detach(&m, &["--hypervisor", "lkvm", "--boot-timeout", "240"]);
     let vm = fx.record(&id)["vm"]["pid"].as_i64().expect("a VM pid") as i32;
     // What lkvm sees: the share, but neither the symlinks' targets nor
     // anything else of the host.
@@ -409,7 +418,7 @@ fn wait_for_log(fx: &Fixture, id: &str, needle: &str) -> String {
 
 /// QEMU on a host where KVM and vhost-vsock work: `--accel auto` and
 /// `--vsock auto` pick them, and four pods started at once each get their
-/// own CID and are reached over AF_VSOCK.
+/// own CID and are reached over AF_VSOCK; `--vsock hybrid` is honoured.
 fn qemu_kvm_af_vsock() {
     let fx = Fixture::new();
     let manifests: Vec<_> = (0..4)
@@ -423,7 +432,17 @@ fn qemu_kvm_af_vsock() {
         .collect();
     let runs: Vec<_> = manifests
         .iter()
-        .map(|m| fx.spawn(&["--detach", m.to_str().unwrap()]))
+        // One vCPU of an emulated host runs four guests: boots are slow.
+        .map(|m| {
+            fx.spawn(&[
+                "--detach",
+                "--boot-timeout",
+                "240",
+                "--memory",
+                "256",
+                m.to_str().unwrap(),
+            ])
+        })
         .collect();
     let mut cids = Vec::new();
     let mut ids = Vec::new();
@@ -453,6 +472,22 @@ fn qemu_kvm_af_vsock() {
         let ex = fx.host_ctl(&["exec", id, &format!("app-{i}"), "--", "hostname"], CMD);
         assert_eq!(ex.code, Some(0), "{}", ex.dump());
     }
+    // Asked for by name, hybrid vsock still works where AF_VSOCK does.
+    let hybrid = fx.detach(
+        &manifests[0],
+        &[
+            "--vsock",
+            "hybrid",
+            "--boot-timeout",
+            "240",
+            "--memory",
+            "256",
+        ],
+    );
+    assert_eq!(fx.record(&hybrid)["endpoint"]["kind"], "hybrid");
+    let logs = fx.host_ctl(&["logs", &hybrid], CMD);
+    assert_eq!(logs.stdout, "pod 0\n", "{}", logs.dump());
+    ids.push(hybrid);
     for id in &ids {
         let stop = fx.host_ctl(&["stop", "--timeout", "1", id], Duration::from_secs(120));
         assert_eq!(stop.code, Some(0), "{}", stop.dump());

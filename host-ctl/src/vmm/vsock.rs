@@ -81,3 +81,28 @@ pub fn vhost_device_vsock_args(cid: u32, vhost_socket: &Path, hybrid_socket: &Pa
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_mode_picks_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for a usable /dev/vhost-vsock: a file that opens.
+        let works = dir.path().join("vhost-vsock");
+        std::fs::write(&works, b"").unwrap();
+        let missing = dir.path().join("none");
+        let kind = |mode, dev: &Path| choose(mode, dev).map(|(k, _)| k);
+        assert_eq!(kind(VsockMode::Hybrid, &works).unwrap(), VsockKind::Hybrid);
+        assert_eq!(
+            kind(VsockMode::Hybrid, &missing).unwrap(),
+            VsockKind::Hybrid
+        );
+        assert_eq!(kind(VsockMode::Vhost, &works).unwrap(), VsockKind::Vhost);
+        assert_eq!(kind(VsockMode::Auto, &works).unwrap(), VsockKind::Vhost);
+        assert_eq!(kind(VsockMode::Auto, &missing).unwrap(), VsockKind::Hybrid);
+        let e = choose(VsockMode::Vhost, &missing).unwrap_err().to_string();
+        assert!(e.contains("or use --vsock hybrid"), "{e}");
+    }
+}
