@@ -22,6 +22,8 @@ pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 /// `TCP <guest port>\n`, gets `OK\n` (or `ERR <why>\n`) and then carries
 /// the bytes of a TCP connection to that port on the guest's loopback.
 pub const FORWARD_VSOCK_PORT: u32 = 1025;
+/// The agent's log stream vsock port: see [`crate::logstream`].
+pub const LOG_VSOCK_PORT: u32 = 1026;
 /// The guest's cgroup v2 hierarchy; each app gets `<root>/app-<name>`.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod layout;
 pub mod limits;
+pub mod logstream;
 pub mod manifest;
 pub mod mountapi;
 pub mod protocol;

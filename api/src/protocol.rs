@@ -79,6 +79,7 @@ impl EventKind {
             EventKind::EVENT_KIND_APP_RESTARTING => "app-restarting",
             EventKind::EVENT_KIND_POD_STOPPING => "pod-stopping",
             EventKind::EVENT_KIND_POD_EXITED => "pod-exited",
+            EventKind::EVENT_KIND_APP_OUTPUT_DROPPED => "app-output-dropped",
             EventKind::EVENT_KIND_UNSPECIFIED => "unknown",
         }
     }
