@@ -10,7 +10,8 @@
 //! it:
 //!
 //! - [`boot`]: the PID 1 sequence, which puts everything else together;
-//! - [`rpc`]: what the host asks over vsock (ttrpc, port forwarding);
+//! - [`rpc`]: what the host asks over vsock (ttrpc, the apps' output
+//!   stream, port forwarding);
 //! - [`pod`]: the pod's live state, its apps' supervision and shutdown;
 //! - [`process`]: turning an app into a confined process, and reaping it;
 //! - [`storage`]: volumes, app roots and safe path resolution in them;

@@ -26,7 +26,11 @@ pub struct AgentConfig {
     /// 9p `msize`: larger is faster; the virtio transport caps it at 512000.
     #[serde(default = "default_msize")]
     pub ninep_msize: u32,
-    /// Per-app log buffer in bytes: a chatty app cannot exhaust guest memory.
+    /// Per-app buffer of output the host has not yet acknowledged, in
+    /// bytes: a blocking app waits when it is full, so it bounds guest
+    /// memory; larger keeps the stream flowing while acknowledgements are
+    /// in flight (8 MiB streams at about 0.87 of raw vsock under TCG,
+    /// 1 MiB at 0.61).
     #[serde(default = "default_log_buffer")]
     pub log_buffer_bytes: u64,
     /// Print debug lines on the console.
@@ -65,7 +69,7 @@ fn default_msize() -> u32 {
     512_000
 }
 fn default_log_buffer() -> u64 {
-    1 << 20
+    8 << 20
 }
 fn default_hostname() -> String {
     "kvmpod".into()

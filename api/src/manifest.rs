@@ -124,6 +124,37 @@ pub struct App {
     /// The most restarts (`on-failure` and `always`; default unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
+    /// What the agent does when the host falls behind persisting the app's
+    /// output: make the app wait (the default), or drop output.
+    #[serde(default, skip_serializing_if = "LogMode::is_blocking")]
+    pub log_mode: LogMode,
+    /// Output the agent keeps until the host has persisted it, in bytes or
+    /// with a K, M or G suffix ("4M"; default the agent's, 1M).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_size"
+    )]
+    pub log_buffer_size: Option<u64>,
+}
+
+/// Docker's log modes. Output is kept by the agent until the host has
+/// persisted it; when the host falls behind by a whole log buffer, a
+/// `blocking` app waits in its writes (no output is ever lost), a
+/// `non-blocking` app keeps running and the output that does not fit is
+/// dropped, counted and reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogMode {
+    #[default]
+    Blocking,
+    NonBlocking,
+}
+
+impl LogMode {
+    pub fn is_blocking(&self) -> bool {
+        *self == LogMode::Blocking
+    }
 }
 
 /// Capabilities added to or dropped from the default set, by name
@@ -429,10 +460,12 @@ mod tests {
                 "workingDirectory": "/tmp",
                 "mountPoints": [{"volume": "data", "path": "/data", "readOnly": false}],
                 "resources": {"memoryLimit": "64M", "cpuWeight": 200, "pidsLimit": 64},
-                "stdin": true
+                "stdin": true, "logMode": "non-blocking", "logBufferSize": "4M"
             }]
         }"#;
         let pod: PodManifest = serde_json::from_str(text).unwrap();
+        assert_eq!(pod.apps[0].log_mode, LogMode::NonBlocking);
+        assert_eq!(pod.apps[0].log_buffer_size, Some(4 << 20));
         assert_eq!(pod.volumes[1].mode, Some(0o1777));
         assert_eq!(pod.volumes[1].size, Some(16 << 20));
         assert_eq!(pod.apps[0].resources.memory_limit, Some(64 << 20));

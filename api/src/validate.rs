@@ -242,6 +242,7 @@ fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App)
     check_identity(errs, at, app);
     check_resources(errs, at, app);
     check_isolation(errs, at, app);
+    check_logging(errs, at, app);
     if let Some(wd) = &app.working_directory {
         guest_path(errs, &format!("{at}.workingDirectory"), wd);
     }
@@ -379,6 +380,23 @@ fn check_resources(errs: &mut Vec<FieldError>, at: &str, app: &App) {
             format!("{at}.resources.pidsLimit"),
             "must be above 0",
         ));
+    }
+}
+
+/// The smallest and largest `logBufferSize`: below a pipe's worth the app
+/// would wait on the host for every few lines; above, one app's unpersisted
+/// output could take most of a guest's memory.
+pub const LOG_BUFFER_SIZES: std::ops::RangeInclusive<u64> = (64 << 10)..=(1 << 30);
+
+/// The app's log buffer, within what the guest can hold.
+fn check_logging(errs: &mut Vec<FieldError>, at: &str, app: &App) {
+    if let Some(size) = app.log_buffer_size {
+        if !LOG_BUFFER_SIZES.contains(&size) {
+            errs.push(FieldError::new(
+                format!("{at}.logBufferSize"),
+                format!("{size} bytes is outside 64K to 1G"),
+            ));
+        }
     }
 }
 
@@ -823,6 +841,48 @@ mod tests {
         assert_eq!(e.field, "apps[0].resources.cpuWeight");
         let e = one_error(|p| p.apps[0].resources.pids_limit = Some(0));
         assert_eq!(e.field, "apps[0].resources.pidsLimit");
+    }
+
+    #[test]
+    fn log_modes_and_buffer_sizes_are_checked() {
+        let pod = parse(
+            r#"{"apps": [{"name": "a", "rootfs": "/tmp", "exec": ["x"],
+                          "logMode": "non-blocking", "logBufferSize": "4M"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(validate(&pod), vec![]);
+        assert_eq!(pod.apps[0].log_mode, crate::manifest::LogMode::NonBlocking);
+        assert_eq!(pod.apps[0].log_buffer_size, Some(4 << 20));
+        // The bounds are inclusive.
+        for ok in [64 << 10, 1 << 30] {
+            assert_eq!(
+                validate(&{
+                    let mut p = good();
+                    p.apps[0].log_buffer_size = Some(ok);
+                    p
+                }),
+                vec![]
+            );
+        }
+        for bad in [0, (64 << 10) - 1, (1 << 30) + 1] {
+            let e = one_error(|p| p.apps[1].log_buffer_size = Some(bad));
+            assert_eq!(e.field, "apps[1].logBufferSize");
+            assert!(e.message.contains("outside 64K to 1G"), "{e}");
+        }
+        // A mode that is not one, a size that is not one, and the field
+        // names in the manifest's style only.
+        for (text, field) in [
+            (r#""logMode": "drop""#, "apps[0].logMode"),
+            (r#""logBufferSize": "4X""#, "apps[0].logBufferSize"),
+            (r#""log_mode": "blocking""#, "apps[0].log_mode"),
+            (r#""logmode": "blocking""#, "apps[0].logmode"),
+        ] {
+            let e = parse(&format!(
+                r#"{{"apps": [{{"name": "a", "rootfs": "/", "exec": ["x"], {text}}}]}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use host_ctl::commands::{self, run::EXIT_HOST_ERROR};
 use host_ctl::launch::RunOptions;
-use host_ctl::logs::Stream;
+use host_ctl::logs::{parse_size, Rotation, Stream};
 use host_ctl::pod::DEFAULT_STATE_DIR;
 use host_ctl::ui::signals;
 use host_ctl::vmm::accel::AccelRequest;
@@ -159,6 +159,14 @@ fn parse_signal(s: &str) -> Result<i32, signals::BadSignal> {
     signals::parse(s)
 }
 
+/// A log size of at least 4 KiB.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        n if n < 4096 => Err(format!("{s:?} is too small (at least 4KiB)")),
+        n => Ok(n),
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -182,6 +190,16 @@ struct RunArgs {
     /// Remove the pod's directory when it ends (not with --detach).
     #[arg(long, conflicts_with = "detach")]
     rm: bool,
+    /// Rotate an app's log file (logs/<app>.log) before it grows past this
+    /// size: bytes, or with a unit (512KiB, 20MiB, 1GiB).
+    #[arg(long, value_name = "SIZE", default_value = "20MiB", value_parser = parse_log_size)]
+    log_max_size: u64,
+    /// Log files kept per app, the one being written included (as
+    /// Docker's max-file): <app>.log, then <app>.log.1 (newest rotated) to
+    /// .N-1; older output is deleted. The defaults keep at least the last
+    /// 100 MiB.
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    log_max_files: u32,
 }
 
 /// What a pod's VM is made of.
@@ -242,6 +260,7 @@ impl VmArgs {
             debug: self.debug,
             gzip_initramfs: self.gzip_initramfs,
             detach: false,
+            log_rotation: Rotation::default(),
         }
     }
 }
@@ -255,6 +274,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 grace: Duration::from_secs(a.grace),
                 linger: Duration::from_secs(a.linger),
                 detach: a.detach,
+                log_rotation: Rotation {
+                    max_size: a.log_max_size,
+                    max_files: a.log_max_files - 1,
+                },
                 ..a.vm.options(state)
             };
             commands::run::run(options, a.timings, a.rm).await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT};
+use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT, LOG_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::timeline::Stage;
 use ttrpc::r#async::Server;
@@ -102,13 +102,21 @@ fn guest_system(config: &AgentConfig) {
     }
 }
 
-/// Serves the agent API on its vsock port, and port forwarding.
+/// Serves the agent API on its vsock port, the apps' output, and port
+/// forwarding.
 async fn serve(pod: &Arc<Pod>) -> Server {
     let addr = format!("vsock://-1:{}", pod.config.vsock_port);
     let server = match rpc::serve(Arc::clone(pod), &addr).await {
         Ok(s) => s,
         Err(e) => fatal(&format!("serving the agent API on {addr}"), &e),
     };
+    // Without it no output reaches the host, and none is ever acknowledged.
+    if let Err(e) = rpc::start_log_stream(Arc::clone(pod), LOG_VSOCK_PORT) {
+        fatal(
+            &format!("serving app output on vsock port {LOG_VSOCK_PORT}"),
+            &e,
+        );
+    }
     if let Err(e) = rpc::start_forwarding(FORWARD_VSOCK_PORT) {
         log::warn!(
             "port forwarding unavailable: listening on vsock port {FORWARD_VSOCK_PORT}: {e}"

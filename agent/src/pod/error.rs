@@ -1,12 +1,13 @@
-//! The pod subsystem's one error type: why an app could not be started,
-//! and the exit status it is recorded with.
+//! The pod subsystem's one error type: why an app could not be started
+//! (and the exit status it is recorded with), or why the host's
+//! acknowledgement of an app's output was refused.
 
 use crate::error::SysError;
 use crate::process::{SpawnError, EXIT_SETUP_FAILED};
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub enum PodError {
     /// Its root could not be assembled.
     #[error(transparent)]
     Root(#[from] StorageError),
@@ -18,14 +19,17 @@ pub enum StartError {
     /// Its cgroup could not be opened for the process to join.
     #[error(transparent)]
     Cgroup(SysError),
+    /// The host acknowledged output the app never wrote.
+    #[error("acknowledgement of offset {ack} beyond the end of the app's output ({end})")]
+    AckBeyondEnd { ack: u64, end: u64 },
 }
 
-impl StartError {
-    /// The exit status the app is recorded with: a shell's for a program
-    /// that cannot run, 125 for the rest.
+impl PodError {
+    /// The exit status a start failure is recorded with: a shell's for a
+    /// program that cannot run, 125 for the rest.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::Spawn(e) => e.exit_code(),
+            PodError::Spawn(e) => e.exit_code(),
             _ => EXIT_SETUP_FAILED,
         }
     }

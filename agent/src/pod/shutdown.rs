@@ -1,6 +1,8 @@
 //! Stopping the pod without losing anything: SIGTERM to every app, a grace
-//! period, SIGKILL to what is left (orphans included), then `sync` and the
-//! volumes unmounted, so every write has reached the host before power-off.
+//! period, SIGKILL to what is left (orphans included; a writer blocked on a
+//! full log buffer dies like any other), a moment for the host to persist
+//! the apps' last output, then `sync` and the volumes unmounted, so every
+//! write has reached the host before power-off.
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use crate::timeline::boottime_ns;
 const REAP_WAIT: Duration = Duration::from_secs(3);
 /// Time for the reply to a Shutdown request to leave before power-off.
 const REPLY_FLUSH: Duration = Duration::from_millis(50);
+/// The most the host gets to read and acknowledge the apps' remaining
+/// output; it waits for the VM 15 s beyond the grace period.
+const OUTPUT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Signals every app's process group (apps lead their own session).
 fn signal_apps(pod: &Pod, sig: Signal) {
@@ -25,6 +30,20 @@ fn signal_apps(pod: &Pod, sig: Signal) {
         if let Some(pid) = app.running_pid() {
             let _ = kill(Pid::from_raw(-pid), sig);
         }
+    }
+}
+
+/// Waits (bounded) until the host has every app's output to its end, for
+/// the apps whose log stream it reads: their pipes are drained to end of
+/// file as it acknowledges, then the stream's End goes out.
+async fn flush_output(pod: &Pod) {
+    let all = async {
+        for app in &pod.apps {
+            app.logs.settled().await;
+        }
+    };
+    if tokio::time::timeout(OUTPUT_FLUSH, all).await.is_err() {
+        log::warn!("the host did not acknowledge all output within {OUTPUT_FLUSH:?}");
     }
 }
 
@@ -47,6 +66,7 @@ pub async fn stop(pod: &Pod, grace: Duration) {
     // Everything but PID 1: daemons the apps left behind, exec'd commands.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     let _ = tokio::time::timeout(REAP_WAIT, pod.wait_all()).await;
+    flush_output(pod).await;
 
     nix::unistd::sync();
     for e in storage::unmount_under(&[layout::STAGE2_DIR, layout::VOLUMES_DIR]) {

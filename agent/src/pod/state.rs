@@ -60,7 +60,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AppRecord {
-    fn new(manifest: App, log_capacity: usize) -> Self {
+    /// `log_capacity` is the agent's default buffer, for apps that set
+    /// none.
+    fn new(manifest: App, log_capacity: u64) -> Self {
+        let capacity = manifest.log_buffer_size.unwrap_or(log_capacity);
+        let logs = LogBuffer::new(
+            usize::try_from(capacity).unwrap_or(usize::MAX),
+            manifest.log_mode,
+        );
         AppRecord {
             manifest,
             status: Mutex::new(AppStatus {
@@ -73,7 +80,7 @@ impl AppRecord {
                 exited_ns: 0,
                 restarts: 0,
             }),
-            logs: LogBuffer::new(log_capacity),
+            logs,
             done: watch::channel(false).0,
             cgroup: OnceLock::new(),
             ns: Mutex::new(None),
@@ -167,7 +174,8 @@ impl AppRecord {
             s.error = error;
             s.exited_ns = at;
         }
-        self.logs.close();
+        // Never started: no output, no pipes to drain.
+        let _ = self.logs.close();
         self.done.send_replace(true);
     }
 
@@ -217,11 +225,10 @@ impl Pod {
         timeline: Timeline,
         reaper: Arc<Reaper>,
     ) -> Arc<Self> {
-        let capacity = usize::try_from(config.log_buffer_bytes).unwrap_or(usize::MAX);
         let apps = manifest
             .apps
             .iter()
-            .map(|a| Arc::new(AppRecord::new(a.clone(), capacity)))
+            .map(|a| Arc::new(AppRecord::new(a.clone(), config.log_buffer_bytes)))
             .collect();
         Arc::new(Pod {
             manifest,
@@ -342,6 +349,10 @@ impl Pod {
                 out.error = s.error;
                 out.started_ns = s.started_ns;
                 out.exited_ns = s.exited_ns;
+                let t = a.logs.totals();
+                out.dropped_bytes = t.dropped;
+                out.output_end = t.end;
+                out.output_acked = t.acked;
                 out
             })
             .collect();

@@ -1,8 +1,10 @@
 //! Starting and watching the apps, in manifest order: each app's root is
 //! assembled just before it first starts (rkt: its bind mount units were
-//! `Before=` its service). An exit is recorded only once the app's last
-//! output byte is in its log buffer (Kata #9186: lost output); the restart
-//! policy then decides whether it starts again, after a backoff.
+//! `Before=` its service). An exit is recorded once the app's last output
+//! byte is in its log buffer (Kata #9186: lost output), or after a short
+//! wait when its pipes stay open or its buffer is full; the restart policy
+//! then decides whether it starts again, after a backoff. Its output ends
+//! (the log stream's End) only once every run's pipes are drained.
 
 use std::os::fd::OwnedFd;
 use std::process::Child;
@@ -12,13 +14,13 @@ use std::time::Duration;
 use kvmpod_api::manifest::RestartPolicy;
 use kvmpod_api::protocol::EventKind;
 use kvmpod_api::timeline::{AppMoment, Mark};
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use super::logbuf::Stream;
+use super::logbuf::{DropNews, DropRun, Stream};
 use super::state::{AppRecord, Phase, Pod};
-use super::StartError;
+use super::PodError;
 use crate::process::{AppCgroup, AppLaunch, Exit};
 use crate::storage;
 use crate::timeline::boottime_ns;
@@ -31,6 +33,8 @@ const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often an app's OOM kill count is checked while it runs.
 const OOM_POLL: Duration = Duration::from_millis(500);
+/// The most read from a pipe at once: a full pipe's worth.
+const READ_SIZE: usize = 64 * 1024;
 
 /// A started process of an app.
 struct Started {
@@ -88,18 +92,18 @@ pub fn start_apps(pod: &Arc<Pod>) {
 }
 
 /// Assembles the app's root and works out its command and identity.
-fn prepare(pod: &Pod, app: &AppRecord) -> Result<AppLaunch, StartError> {
+fn prepare(pod: &Pod, app: &AppRecord) -> Result<AppLaunch, PodError> {
     storage::assemble(&pod.manifest, &app.manifest)?;
     Ok(AppLaunch::prepare(&app.manifest)?)
 }
 
 /// Starts the app's process once.
-fn spawn(pod: &Pod, app: &AppRecord, ready: &AppLaunch) -> Result<Started, StartError> {
+fn spawn(pod: &Pod, app: &AppRecord, ready: &AppLaunch) -> Result<Started, PodError> {
     let cgroup = app_cgroup(app)?;
     let procs = cgroup
         .map(|cg| cg.procs_fd())
         .transpose()
-        .map_err(StartError::Cgroup)?;
+        .map_err(PodError::Cgroup)?;
     let (mut child, exit) = ready.spawn(&pod.reaper, &app.manifest, procs)?;
     let pid = child.id() as i32;
     let started = boottime_ns();
@@ -136,8 +140,11 @@ fn spawn(pod: &Pod, app: &AppRecord, ready: &AppLaunch) -> Result<Started, Start
 async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: AppLaunch, first: Started) {
     let mut current = first;
     let mut restarts = 0u32;
+    // Pumps of earlier runs still reading pipes that stayed open.
+    let mut draining = Vec::new();
     loop {
-        let exit = supervise(&pod, &app, current).await;
+        let (exit, pump) = supervise(&pod, &app, current).await;
+        draining.extend(pump);
         app.set_namespace(None);
         let at = boottime_ns();
         pod.timeline
@@ -151,8 +158,14 @@ async fn run(pod: Arc<Pod>, app: Arc<AppRecord>, ready: AppLaunch, first: Starte
         );
         match restart(&pod, &app, &ready, exit, at, &mut restarts).await {
             Some(started) => current = started,
-            None => return,
+            None => break,
         }
+    }
+    for pump in draining {
+        let _ = pump.await;
+    }
+    if let Some(run) = app.logs.close() {
+        report_drops(&pod, &app, run);
     }
 }
 
@@ -214,17 +227,16 @@ async fn restart(
     }
 }
 
-/// The app is done for good.
+/// The app is done for good (its output ends once its pipes are drained).
 fn finish(pod: &Pod, app: &AppRecord, exit: Exit, at: u64) {
     app.close_stdin();
     app.set_exited(exit, at);
-    app.logs.close();
     pod.app_done();
 }
 
 /// The app's cgroup, created on first use. Without limits a missing
 /// cgroup only costs the app its statistics; with limits it must exist.
-fn app_cgroup(app: &AppRecord) -> Result<Option<&AppCgroup>, StartError> {
+fn app_cgroup(app: &AppRecord) -> Result<Option<&AppCgroup>, PodError> {
     if let Some(cg) = app.cgroup.get() {
         return Ok(Some(cg));
     }
@@ -234,7 +246,7 @@ fn app_cgroup(app: &AppRecord) -> Result<Option<&AppCgroup>, StartError> {
             log::warn!("app {}: no cgroup, so no statistics: {e}", app.name());
             Ok(None)
         }
-        Err(e) => Err(StartError::Limits(e)),
+        Err(e) => Err(PodError::Limits(e)),
     }
 }
 
@@ -260,14 +272,16 @@ fn check_oom(pod: &Pod, app: &AppRecord, seen: u64) -> u64 {
 }
 
 /// Watches one run of the app: its output into the log buffer, OOM kills
-/// into events; returns its exit once its output is drained.
-async fn supervise(pod: &Pod, app: &Arc<AppRecord>, mut started: Started) -> Exit {
+/// into events; returns its exit once its output is drained, or with the
+/// pump still at work when its pipes are not at end of file soon after.
+async fn supervise(
+    pod: &Arc<Pod>,
+    app: &Arc<AppRecord>,
+    mut started: Started,
+) -> (Exit, Option<JoinHandle<()>>) {
     let stdout = started.child.stdout.take().map(OwnedFd::from);
     let stderr = started.child.stderr.take().map(OwnedFd::from);
-    let pumps = [
-        stdout.map(|fd| tokio::spawn(pump(Arc::clone(app), Stream::Stdout, fd))),
-        stderr.map(|fd| tokio::spawn(pump(Arc::clone(app), Stream::Stderr, fd))),
-    ];
+    let mut pump = tokio::spawn(pump(Arc::clone(pod), Arc::clone(app), stdout, stderr));
     let mut exit = std::pin::pin!(started.exit);
     let mut oom_seen = app.cgroup.get().map_or(0, |cg| cg.oom_kills());
     // The reaper never drops a registered sender without sending, but if it
@@ -279,33 +293,103 @@ async fn supervise(pod: &Pod, app: &Arc<AppRecord>, mut started: Started) -> Exi
         }
     };
     check_oom(pod, app, oom_seen);
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-        for pump in pumps.into_iter().flatten() {
-            let _ = pump.await;
-        }
-    })
-    .await;
-    exit
+    match tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pump).await {
+        Ok(_) => (exit, None),
+        Err(_) => (exit, Some(pump)),
+    }
 }
 
-/// Copies one of the app's output pipes into its log buffer until EOF.
-async fn pump(app: Arc<AppRecord>, stream: Stream, fd: OwnedFd) {
-    let mut rx = match pipe::Receiver::from_owned_fd(fd) {
-        Ok(rx) => rx,
+/// Reports the runs of drops an append ended or started, as events.
+fn report_drop_news(pod: &Pod, app: &AppRecord, news: DropNews) {
+    if let Some(run) = news.ended {
+        report_drops(pod, app, run);
+    }
+    if let Some(offset) = news.started {
+        pod.events.push(
+            EventKind::EVENT_KIND_APP_OUTPUT_DROPPED,
+            app.name(),
+            0,
+            0,
+            format!(
+                "dropping output from offset {offset}: the log buffer is full (non-blocking mode)"
+            ),
+        );
+    }
+}
+
+/// Reports a run of dropped output as an event.
+fn report_drops(pod: &Pod, app: &AppRecord, run: DropRun) {
+    pod.events.push(
+        EventKind::EVENT_KIND_APP_OUTPUT_DROPPED,
+        app.name(),
+        0,
+        0,
+        format!(
+            "dropped {} bytes at offset {} (log buffer full)",
+            run.count, run.offset
+        ),
+    );
+}
+
+fn receiver(app: &AppRecord, fd: Option<OwnedFd>) -> Option<pipe::Receiver> {
+    match pipe::Receiver::from_owned_fd(fd?) {
+        Ok(rx) => Some(rx),
         Err(e) => {
             log::warn!("app {}: cannot read its output: {e}", app.name());
-            return;
+            None
         }
-    };
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match rx.read(&mut buf).await {
-            Ok(0) => return,
-            Ok(n) => app.logs.append(stream, &buf[..n], boottime_ns()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+    }
+}
+
+/// Resolves when `rx` can be read; never when there is none.
+async fn readable(rx: Option<&pipe::Receiver>) -> std::io::Result<()> {
+    match rx {
+        Some(rx) => rx.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Copies a run's stdout and stderr into the app's log buffer, in the
+/// order they are read, until both are at end of file. While a blocking
+/// app's buffer is full neither pipe is read, so the app waits in its
+/// writes once the pipe is full too.
+async fn pump(
+    pod: Arc<Pod>,
+    app: Arc<AppRecord>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+) {
+    let mut out = receiver(&app, stdout);
+    let mut err = receiver(&app, stderr);
+    let mut buf = Vec::new();
+    while out.is_some() || err.is_some() {
+        let room = app.logs.room().await.min(READ_SIZE);
+        // Read at most `room` bytes into fresh memory: a full read goes
+        // into the buffer as it is.
+        if buf.capacity() != room {
+            buf = Vec::with_capacity(room);
+        }
+        let (stream, ready) = tokio::select! {
+            r = readable(out.as_ref()) => (Stream::Stdout, r),
+            r = readable(err.as_ref()) => (Stream::Stderr, r),
+        };
+        let pipe = match stream {
+            Stream::Stdout => &mut out,
+            Stream::Stderr => &mut err,
+        };
+        let Some(rx) = pipe.as_ref() else { continue };
+        match ready.and_then(|()| rx.try_read_buf(&mut buf)) {
+            Ok(0) => *pipe = None,
+            Ok(_) => {
+                let data = std::mem::take(&mut buf);
+                let news = app.logs.append_vec(stream, data, boottime_ns());
+                report_drop_news(&pod, &app, news);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 log::warn!("app {}: reading its output: {e}", app.name());
-                return;
+                *pipe = None;
             }
         }
     }
@@ -323,6 +407,102 @@ mod tests {
             [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
         );
         assert_eq!(backoff(u32::MAX), BACKOFF_CAP);
+    }
+
+    /// A pod of one app with a 64 KiB buffer in `mode`.
+    fn pod(mode: &str) -> Arc<Pod> {
+        let manifest = kvmpod_api::validate::parse(&format!(
+            r#"{{"apps": [{{"name": "a", "rootfs": "/", "exec": ["x"],
+                           "logMode": "{mode}", "logBufferSize": "64K"}}]}}"#
+        ))
+        .unwrap();
+        Pod::new(
+            manifest,
+            kvmpod_api::config::AgentConfig::default(),
+            crate::timeline::Timeline::default(),
+            crate::process::Reaper::new(),
+        )
+    }
+
+    /// A thread writing `total` patterned bytes into a pipe, then closing
+    /// it; the pump task reading the other end.
+    fn writer_and_pump(
+        pod: &Arc<Pod>,
+        total: usize,
+    ) -> (std::thread::JoinHandle<()>, JoinHandle<()>, Vec<u8>) {
+        use std::io::Write;
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let writer = std::thread::spawn({
+            let data = data.clone();
+            move || {
+                let _ = std::fs::File::from(w).write_all(&data);
+            }
+        });
+        let app = Arc::clone(&pod.apps[0]);
+        let pump = tokio::spawn(pump(Arc::clone(pod), app, Some(r), None));
+        (writer, pump, data)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_blocking_app_waits_for_acks_and_loses_nothing() {
+        let pod = pod("blocking");
+        let logs = &pod.apps[0].logs;
+        let (writer, pump, data) = writer_and_pump(&pod, 1 << 20);
+        // The buffer fills, then nothing more is read: the writer waits in
+        // the pipe.
+        while logs.totals().end < 64 << 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(logs.totals().end, 64 << 10);
+        assert!(!writer.is_finished());
+        let mut got = Vec::new();
+        while !pump.is_finished() || got.len() < data.len() {
+            for item in logs.read(got.len() as u64, usize::MAX).items {
+                if let crate::pod::Item::Data(c) = item {
+                    assert_eq!(c.offset, got.len() as u64);
+                    got.extend_from_slice(c.data.as_slice());
+                }
+            }
+            logs.ack(got.len() as u64).unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(got == data, "the bytes differ");
+        assert_eq!(logs.totals().dropped, 0);
+        writer.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_non_blocking_app_never_waits_and_drops_are_reported() {
+        let pod = pod("non-blocking");
+        let logs = &pod.apps[0].logs;
+        let (writer, pump, _) = writer_and_pump(&pod, 1 << 20);
+        pump.await.unwrap();
+        writer.join().unwrap();
+        let t = logs.totals();
+        assert_eq!((t.end, t.dropped), (1 << 20, (1 << 20) - (64 << 10)));
+        // The run of drops is announced when it starts...
+        let events = pod.events.after(0);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            events[0].message,
+            "dropping output from offset 65536: the log buffer is full (non-blocking mode)"
+        );
+        // ...and counted once it ends: with output kept.
+        logs.ack(t.end).unwrap();
+        let (writer, pump, _) = writer_and_pump(&pod, 100);
+        pump.await.unwrap();
+        writer.join().unwrap();
+        let events = pod.events.after(1);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].message,
+            format!(
+                "dropped {} bytes at offset 65536 (log buffer full)",
+                t.dropped
+            )
+        );
     }
 
     #[test]

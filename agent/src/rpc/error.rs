@@ -3,7 +3,10 @@
 
 use std::io;
 
+use kvmpod_api::logstream::StreamError;
 use ttrpc::Code;
+
+use crate::pod::PodError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -44,6 +47,15 @@ pub enum RpcError {
     LineTooLong,
     #[error("connection closed before the request")]
     ClosedEarly,
+    /// A log stream request or acknowledgement that is not one.
+    #[error(transparent)]
+    LogStream(#[from] StreamError),
+    #[error("offset {from} is beyond the end of the app's output ({end})")]
+    OffsetBeyondEnd { from: u64, end: u64 },
+    #[error("acknowledgement of offset {ack} beyond what this connection sent ({sent})")]
+    AckBeyondSent { ack: u64, sent: u64 },
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -10,7 +10,7 @@ use ttrpc::r#async::{Server, ServerStream, ServerStreamSender, TtrpcContext};
 
 use super::exec::{self, valid_signal};
 use super::RpcError;
-use crate::pod::{AppRecord, Pod, Stream};
+use crate::pod::{AppRecord, Chunk, Item, Pod, Stream};
 use crate::process::signal_group;
 
 struct AgentService {
@@ -212,9 +212,30 @@ impl agent_ttrpc::Agent for AgentService {
     }
 }
 
+/// Output a follower takes from a buffer at once.
+const FOLLOW_BATCH: usize = 1 << 20;
+
+/// The wire form of a chunk, with the bytes the reader missed before it.
+fn log_chunk(app: &AppRecord, c: Chunk, dropped: u64) -> pb::LogChunk {
+    let mut msg = pb::LogChunk::new();
+    msg.app = app.name().to_string();
+    msg.stream = match c.stream {
+        Stream::Stdout => pb::LogStream::LOG_STREAM_STDOUT,
+        Stream::Stderr => pb::LogStream::LOG_STREAM_STDERR,
+    }
+    .into();
+    msg.offset = c.offset;
+    msg.data = c.data.as_slice().to_vec();
+    msg.dropped = dropped;
+    msg.boottime_ns = c.boottime_ns;
+    msg
+}
+
 /// Sends the apps' output from `cursors` on (one per app) through `send`,
 /// following new output when `follow`, until every app is done and
-/// drained, or the client goes away.
+/// drained, or the client goes away. It acknowledges nothing: what it
+/// reads stays for the log stream, and output the host already persisted
+/// (or that was dropped) counts as missed.
 async fn stream_logs<F, Fut>(apps: &[Arc<AppRecord>], mut cursors: Vec<u64>, follow: bool, send: F)
 where
     F: Fn(pb::LogChunk) -> Fut,
@@ -223,25 +244,26 @@ where
     // Subscribe before the first read, so no append is missed between a
     // read and the wait that follows it.
     let mut subs: Vec<_> = apps.iter().map(|a| a.logs.subscribe()).collect();
+    let mut missed = vec![0u64; apps.len()];
+    let batch = if follow { FOLLOW_BATCH } else { usize::MAX };
     loop {
-        let mut all_finished = true;
-        for (app, cursor) in apps.iter().zip(cursors.iter_mut()) {
-            let read = app.logs.read_from(*cursor);
-            let mut dropped = read.dropped;
-            for c in read.chunks {
-                let mut msg = pb::LogChunk::new();
-                msg.app = app.name().to_string();
-                msg.stream = match c.stream {
-                    Stream::Stdout => pb::LogStream::LOG_STREAM_STDOUT,
-                    Stream::Stderr => pb::LogStream::LOG_STREAM_STDERR,
-                }
-                .into();
-                msg.offset = c.offset;
-                msg.data = c.data;
-                msg.dropped = std::mem::take(&mut dropped);
-                msg.boottime_ns = c.boottime_ns;
-                if send(msg).await.is_err() {
-                    return; // the client went away
+        let (mut all_finished, mut progressed) = (true, false);
+        for ((app, cursor), missed) in apps.iter().zip(cursors.iter_mut()).zip(missed.iter_mut()) {
+            let read = app.logs.read(*cursor, batch);
+            progressed |= !read.items.is_empty();
+            for item in read.items {
+                *missed += item.offset().saturating_sub(*cursor);
+                *cursor = item.end();
+                match item {
+                    Item::Dropped { count, .. } => *missed += count,
+                    Item::Data(c) => {
+                        if send(log_chunk(app, c, std::mem::take(missed)))
+                            .await
+                            .is_err()
+                        {
+                            return; // the client went away
+                        }
+                    }
                 }
             }
             *cursor = read.next;
@@ -249,6 +271,9 @@ where
         }
         if !follow || all_finished {
             return;
+        }
+        if progressed {
+            continue;
         }
         let changed = subs.iter_mut().map(|rx| Box::pin(rx.changed()));
         let (res, _, _) = select_all(changed).await;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use ttrpc::r#async::transport::Socket;
 
@@ -35,10 +35,21 @@ impl Endpoint {
     }
 }
 
-/// Connects to `port` in the guest, either way.
+/// A byte stream to a port in the guest, either way.
+pub trait GuestStream: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> GuestStream for T {}
+
+/// Connects to `port` in the guest, either way, for ttrpc.
 pub async fn connect(endpoint: &Endpoint, port: u32) -> io::Result<Socket> {
+    Ok(Socket::new(connect_stream(endpoint, port).await?))
+}
+
+/// Connects to `port` in the guest, either way: the raw stream, for the
+/// ports that do not speak ttrpc (the log stream, port forwarding).
+pub async fn connect_stream(endpoint: &Endpoint, port: u32) -> io::Result<Box<dyn GuestStream>> {
     match endpoint {
-        Endpoint::Hybrid { socket, .. } => Ok(Socket::new(connect_hybrid(socket, port).await?)),
+        Endpoint::Hybrid { socket, .. } => Ok(Box::new(connect_hybrid(socket, port).await?)),
         Endpoint::Vhost { cid } => {
             let addr = tokio_vsock::VsockAddr::new(*cid, port);
             let stream =
@@ -47,7 +58,7 @@ pub async fn connect(endpoint: &Endpoint, port: u32) -> io::Result<Socket> {
                     .map_err(|_| {
                         io::Error::new(io::ErrorKind::TimedOut, "vsock connect timed out")
                     })??;
-            Ok(Socket::new(stream))
+            Ok(Box::new(stream))
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `host-ctl status <pod>`: the pod's state, its apps' state, pid and exit
-//! status, and the boot timeline. A running pod's agent is asked directly.
+//! status (and output dropped, if any), how its logs rotate, and the boot
+//! timeline. A running pod's agent is asked directly.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use serde::Serialize;
 
 use super::Format;
 use crate::agent::{self, Endpoint};
+use crate::logs::Rotation;
 use crate::pod::record::{AppSummary, PodRecord, State, TimelineEntry};
-use crate::pod::StoredPod;
+use crate::pod::{StoredPod, VmLaunch};
 use crate::ui::table;
 
 #[derive(Serialize)]
@@ -19,6 +21,9 @@ use crate::ui::table;
 struct StatusView {
     #[serde(flatten)]
     record: PodRecord,
+    /// From launch.json (absent when the pod failed before writing it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_rotation: Option<Rotation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     live: Option<LiveView>,
 }
@@ -60,6 +65,7 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
         None
     };
     let view = StatusView {
+        log_rotation: VmLaunch::read(&pod.dir).ok().map(|l| l.log_rotation),
         record: pod.record,
         live,
     };
@@ -102,26 +108,47 @@ fn print_view(view: &StatusView) {
         Some(Endpoint::Vhost { cid }) => println!("vsock:    CID {cid}, AF_VSOCK"),
         None => {}
     }
+    if let Some(rot) = &view.log_rotation {
+        println!("logs:     {}", rot.describe());
+    }
     println!();
-    let apps = view.live.as_ref().map_or(&r.apps, |l| &l.apps);
-    let rows: Vec<Vec<String>> = apps
-        .iter()
-        .map(|a| {
-            vec![
-                a.name.clone(),
-                a.state.as_str().into(),
-                a.pid.map_or("-".into(), |p| p.to_string()),
-                a.exit_code.map_or("-".into(), |c| c.to_string()),
-                a.restarts.to_string(),
-                a.error.clone(),
-            ]
-        })
-        .collect();
-    table::print(&["APP", "STATE", "PID", "EXIT", "RESTARTS", "ERROR"], &rows);
+    print_apps(view.live.as_ref().map_or(&r.apps, |l| &l.apps));
     if let Some(l) = &view.live {
         println!("\nboot timeline (seconds after the guest kernel started):");
         for e in &l.timeline {
             println!("  {:>9.3}  {}", e.seconds, e.name);
         }
     }
+}
+
+/// The apps' table; a DROPPED column (bytes of output the agent dropped)
+/// when any app lost output.
+fn print_apps(apps: &[AppSummary]) {
+    let dropped = apps.iter().any(|a| a.dropped_bytes > 0);
+    let rows: Vec<Vec<String>> = apps
+        .iter()
+        .map(|a| {
+            let mut row = vec![
+                a.name.clone(),
+                a.state.as_str().into(),
+                a.pid.map_or("-".into(), |p| p.to_string()),
+                a.exit_code.map_or("-".into(), |c| c.to_string()),
+                a.restarts.to_string(),
+            ];
+            if dropped {
+                row.push(match a.dropped_bytes {
+                    0 => "-".into(),
+                    n => n.to_string(),
+                });
+            }
+            row.push(a.error.clone());
+            row
+        })
+        .collect();
+    let mut header = vec!["APP", "STATE", "PID", "EXIT", "RESTARTS"];
+    if dropped {
+        header.push("DROPPED");
+    }
+    header.push("ERROR");
+    table::print(&header, &rows);
 }

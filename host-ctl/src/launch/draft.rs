@@ -187,6 +187,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         boot_timeout_secs: o.boot_timeout.as_secs(),
         grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),
         accel: d.accel.accel,
+        log_rotation: o.log_rotation,
     };
     Ok(PodPlan {
         dir,

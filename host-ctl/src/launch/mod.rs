@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kvmpod_api::manifest::PodManifest;
 
+use crate::logs::Rotation;
 use crate::pod::{PodDir, PodError, VmLaunch};
 use crate::vmm::accel::AccelRequest;
 use crate::vmm::vsock::VsockMode;
@@ -45,6 +46,8 @@ pub struct RunOptions {
     /// Gzip the initramfs (see `host-ctl run --help`).
     pub gzip_initramfs: bool,
     pub detach: bool,
+    /// How big each app's log files may grow.
+    pub log_rotation: Rotation,
 }
 
 /// Everything a pod needs, worked out before anything is created.

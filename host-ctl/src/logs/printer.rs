@@ -6,81 +6,110 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use kvmpod_api::protocol::{LogChunk, LogStream};
+use super::Stream;
+
+/// One app's prefix and unfinished lines (stdout, stderr).
+struct AppLines {
+    prefix: Vec<u8>,
+    partial: [Vec<u8>; 2],
+}
 
 pub struct Printer {
     width: usize,
-    partial: HashMap<(String, bool), Vec<u8>>,
+    apps: HashMap<String, AppLines>,
+}
+
+fn index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
 }
 
 impl Printer {
     pub fn new<'a>(apps: impl Iterator<Item = &'a str>) -> Self {
-        Printer {
-            width: apps.map(str::len).max().unwrap_or(0),
-            partial: HashMap::new(),
+        let names: Vec<&str> = apps.collect();
+        let width = names.iter().map(|a| a.len()).max().unwrap_or(0);
+        let mut p = Printer {
+            width,
+            apps: HashMap::new(),
+        };
+        for a in names {
+            p.app(a);
         }
+        p
     }
 
-    /// The lines of `chunk` that are complete, formatted.
-    pub fn format(&mut self, chunk: &LogChunk) -> (bool, Vec<u8>) {
-        let is_err = chunk.stream.enum_value_or_default() == LogStream::LOG_STREAM_STDERR;
-        let mut out = Vec::new();
-        if chunk.dropped > 0 {
-            out.extend_from_slice(
-                format!(
-                    "{:w$} | [host-ctl: {} bytes of this app's output were dropped: the agent's log buffer was full]\n",
-                    chunk.app,
-                    chunk.dropped,
-                    w = self.width
-                )
-                .as_bytes(),
-            );
-        }
-        let buf = self.partial.entry((chunk.app.clone(), is_err)).or_default();
-        buf.extend_from_slice(&chunk.data);
-        let mut start = 0;
-        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-            out.extend_from_slice(format!("{:w$} | ", chunk.app, w = self.width).as_bytes());
-            out.extend_from_slice(&buf[start..start + nl + 1]);
-            start += nl + 1;
-        }
-        buf.drain(..start);
-        (is_err, out)
+    fn app(&mut self, app: &str) -> &mut AppLines {
+        let width = self.width;
+        self.apps
+            .entry(app.to_string())
+            .or_insert_with(|| AppLines {
+                prefix: format!("{app:width$} | ").into_bytes(),
+                partial: [Vec::new(), Vec::new()],
+            })
     }
 
-    pub fn print(&mut self, chunk: &LogChunk) {
-        let (is_err, out) = self.format(chunk);
-        write_to(is_err, &out);
+    /// The lines of `data` that are complete, formatted.
+    pub fn format(&mut self, app: &str, stream: Stream, data: &[u8]) -> Vec<u8> {
+        let lines = self.app(app);
+        let buf = &mut lines.partial[index(stream)];
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let mut rest = data;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            out.extend_from_slice(&lines.prefix);
+            out.append(buf);
+            out.extend_from_slice(&rest[..=nl]);
+            rest = &rest[nl + 1..];
+        }
+        buf.extend_from_slice(rest);
+        out
+    }
+
+    /// The notice that `count` bytes of `app`'s output were dropped.
+    pub fn format_dropped(&mut self, app: &str, count: u64) -> Vec<u8> {
+        let mut out = self.app(app).prefix.clone();
+        out.extend_from_slice(
+            format!(
+                "[host-ctl: {count} bytes of this app's output were dropped: the agent's log buffer was full]\n"
+            )
+            .as_bytes(),
+        );
+        out
+    }
+
+    pub fn print(&mut self, app: &str, stream: Stream, data: &[u8]) {
+        let out = self.format(app, stream, data);
+        write_to(stream, &out);
+    }
+
+    pub fn print_dropped(&mut self, app: &str, count: u64) {
+        let out = self.format_dropped(app, count);
+        write_to(Stream::Stderr, &out);
     }
 
     /// Prints what is left of one app's unfinished lines.
     pub fn flush_app(&mut self, app: &str) {
-        let mut rest: Vec<_> = self
-            .partial
-            .iter_mut()
-            .filter(|((a, _), b)| a == app && !b.is_empty())
-            .map(|(k, b)| (k.clone(), std::mem::take(b)))
-            .collect();
-        rest.sort();
-        self.write_partials(rest);
-    }
-
-    fn write_partials(&self, rest: Vec<((String, bool), Vec<u8>)>) {
-        for ((app, is_err), data) in rest {
-            let mut out = format!("{app:w$} | ", w = self.width).into_bytes();
-            out.extend_from_slice(&data);
+        let lines = self.app(app);
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let buf = &mut lines.partial[index(stream)];
+            if buf.is_empty() {
+                continue;
+            }
+            let mut out = lines.prefix.clone();
+            out.append(buf);
             out.push(b'\n');
-            write_to(is_err, &out);
+            write_to(stream, &out);
         }
     }
 }
 
-fn write_to(is_err: bool, bytes: &[u8]) {
+fn write_to(stream: Stream, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
     // A closed terminal or pipe must not stop the pod: ignore write errors.
-    if is_err {
+    if stream == Stream::Stderr {
         let mut e = std::io::stderr().lock();
         let _ = e.write_all(bytes);
         let _ = e.flush();
@@ -95,40 +124,30 @@ fn write_to(is_err: bool, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    fn chunk(app: &str, err: bool, data: &[u8]) -> LogChunk {
-        let mut c = LogChunk::new();
-        c.app = app.into();
-        c.stream = if err {
-            LogStream::LOG_STREAM_STDERR
-        } else {
-            LogStream::LOG_STREAM_STDOUT
-        }
-        .into();
-        c.data = data.to_vec();
-        c
+    fn text(b: Vec<u8>) -> String {
+        String::from_utf8(b).unwrap()
     }
 
     #[test]
     fn lines_are_prefixed_and_partial_lines_held() {
         let mut p = Printer::new(["web", "db-main"].into_iter());
-        let (err, out) = p.format(&chunk("web", false, b"hello\nwor"));
-        assert!(!err);
-        assert_eq!(String::from_utf8(out).unwrap(), "web     | hello\n");
-        let (_, out) = p.format(&chunk("web", false, b"ld\n"));
-        assert_eq!(String::from_utf8(out).unwrap(), "web     | world\n");
-        let (err, out) = p.format(&chunk("db-main", true, b"oops\n"));
-        assert!(err);
-        assert_eq!(String::from_utf8(out).unwrap(), "db-main | oops\n");
+        let out = p.format("web", Stream::Stdout, b"hello\nwor");
+        assert_eq!(text(out), "web     | hello\n");
+        let out = p.format("web", Stream::Stdout, b"ld\nand\nmore\n");
+        assert_eq!(
+            text(out),
+            "web     | world\nweb     | and\nweb     | more\n"
+        );
+        let out = p.format("db-main", Stream::Stderr, b"oops\n");
+        assert_eq!(text(out), "db-main | oops\n");
+        assert_eq!(text(p.format("web", Stream::Stderr, b"")), "");
     }
 
     #[test]
     fn dropped_output_is_announced() {
         let mut p = Printer::new(["a"].into_iter());
-        let mut c = chunk("a", false, b"x\n");
-        c.dropped = 4096;
-        let (_, out) = p.format(&c);
-        let s = String::from_utf8(out).unwrap();
+        let s = text(p.format_dropped("a", 4096));
         assert!(s.starts_with("a | [host-ctl: 4096 bytes"), "{s}");
-        assert!(s.ends_with("a | x\n"));
+        assert!(s.ends_with("buffer was full]\n"), "{s}");
     }
 }

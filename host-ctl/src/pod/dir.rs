@@ -3,7 +3,8 @@
 //! place.
 //!
 //! ```text
-//! <state>/pods/<uuid>/   a pod (PodDir)
+//! <state>/pods/<uuid>/   a pod (PodDir): state.json, launch.json, pod.json,
+//!                        console.log, logs/<app>.log[.N], sockets
 //! <state>/cids/<cid>     a CID lease (see `cids`)
 //! <state>/cache/         extracted kernels (per kernel, not per pod)
 //! ```
@@ -13,6 +14,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::PodError;
+use crate::logs::LogFiles;
 use crate::vmm::{hypervisor, HypervisorKind, VmOutput};
 
 /// The default state directory (`--state-dir` or `KVMPOD_STATE_DIR`).
@@ -188,6 +190,19 @@ impl PodDir {
     /// Apps' output: `logs/<app>.log`.
     pub fn app_log(&self, app: &str) -> PathBuf {
         self.path.join("logs").join(format!("{app}.log"))
+    }
+    /// An app's rotated output: `logs/<app>.log.<n>`, 1 the newest.
+    pub fn app_log_rotated(&self, app: &str, n: u32) -> PathBuf {
+        self.path.join("logs").join(format!("{app}.log.{n}"))
+    }
+    /// An app's log and the `max_files` rotated ones it may have.
+    pub fn app_logs(&self, app: &str, max_files: u32) -> LogFiles {
+        LogFiles {
+            current: self.app_log(app),
+            rotated: (1..=max_files)
+                .map(|n| self.app_log_rotated(app, n))
+                .collect(),
+        }
     }
 
     /// Removes what only a running pod needs (sockets, the initramfs); the

@@ -107,6 +107,13 @@ pub struct AppSummary {
     pub exited: Option<f64>,
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub restarts: u32,
+    /// Bytes of output the agent dropped (non-blocking log mode only).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub dropped_bytes: u64,
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -134,6 +141,7 @@ impl AppSummary {
             started: None,
             exited: None,
             restarts: 0,
+            dropped_bytes: 0,
         }
     }
 
@@ -150,6 +158,7 @@ impl AppSummary {
             started: secs(a.started_ns),
             exited: secs(a.exited_ns),
             restarts: a.restarts,
+            dropped_bytes: a.dropped_bytes,
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::dir::PodDir;
 use super::PodError;
 use crate::agent::Endpoint;
+use crate::logs::Rotation;
 use crate::vmm::{hypervisor, Accel, HypervisorKind, Program, VmLogs, VmProcesses, VmmError};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,10 @@ pub struct VmLaunch {
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,
     pub accel: Accel,
+    /// How big the apps' log files may grow (`run --log-max-size`,
+    /// `--log-max-files`); pods from before rotation get the defaults.
+    #[serde(default)]
+    pub log_rotation: Rotation,
 }
 
 impl VmLaunch {

@@ -4,9 +4,10 @@
 //! is a process of its own session, and if it dies, the next host-ctl
 //! command starts another that adopts the VM. It keeps vhost-device-vsock
 //! alive, copies every app's output into the pod's log files (and, when
-//! attached, to the terminal), waits for the pod to end, records how it
-//! ended and ends the VM. SIGINT or SIGTERM stops the pod gracefully; a
-//! second one kills the VM.
+//! attached, to the terminal) through one collector per app, which
+//! reconnects by itself and resumes where its file ends, waits for the pod
+//! to end, records how it ended and ends the VM. SIGINT or SIGTERM stops
+//! the pod gracefully; a second one kills the VM.
 
 mod end;
 pub mod spawn;
@@ -28,6 +29,7 @@ use super::store;
 use super::vm_launch::VmLaunch;
 use super::PodError;
 use crate::agent::{self, console, AgentClient, Endpoint};
+use crate::logs::Rotation;
 use crate::ui::text::error_chain;
 use crate::vmm::process::ProcRef;
 use crate::vmm::{Supervised, VmProcesses};
@@ -52,6 +54,7 @@ pub struct Monitor {
     /// Wall-clock time of the guest's boot, for log timestamps.
     guest_boot: SystemTime,
     grace: Duration,
+    log_rotation: Rotation,
     _lock: Flock<File>,
 }
 
@@ -113,6 +116,7 @@ impl Monitor {
                     endpoint: launch.endpoint.clone(),
                     guest_boot,
                     grace: Duration::from_millis(u64::from(launch.grace_ms)),
+                    log_rotation: launch.log_rotation,
                     _lock: lock,
                 })
             }
@@ -196,6 +200,7 @@ impl Monitor {
             endpoint: launch.endpoint.clone(),
             guest_boot,
             grace: Duration::from_millis(u64::from(launch.grace_ms)),
+            log_rotation: launch.log_rotation,
             _lock: lock,
         })
     }

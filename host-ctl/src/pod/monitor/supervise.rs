@@ -1,6 +1,12 @@
 //! A running pod's life under its monitor: collect the apps' output, wait
 //! for the apps, an interrupt or the VM's death, record the end and end
 //! the VM.
+//!
+//! A broken ttrpc connection is made again here; each collector has its
+//! own log stream connection and makes it again by itself (with backoff,
+//! resuming where its file ends) until its app's output ends or the
+//! monitor stops it: when the VM dies, or output stands still after the
+//! apps exited. Every collector syncs its file as it ends.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,13 +14,13 @@ use std::time::{Duration, Instant};
 use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use kvmpod_api::protocol::{PodStatus, ShutdownRequest, WaitRequest};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::end::record_end;
 use super::{Monitor, Outcome, Result};
 use crate::agent::{self, AgentClient};
-use crate::logs::collect::{self, Collector};
-use crate::logs::{LogError, Printer};
+use crate::logs::collect::Collectors;
+use crate::logs::stream::Tee;
+use crate::logs::Printer;
 use crate::pod::store;
 use crate::ui::text::indent;
 use crate::vmm::process::tail;
@@ -26,8 +32,6 @@ enum Ending {
     VmDied(String),
 }
 
-type Collectors = Vec<JoinHandle<std::result::Result<(), LogError>>>;
-
 impl Monitor {
     /// Runs the pod to its end: see the module documentation.
     pub async fn supervise(
@@ -38,7 +42,7 @@ impl Monitor {
         let collectors = self.start_collectors(printer);
         let outcome = match self.wait_for_end(&mut interrupts).await {
             Ending::Finished(status) => {
-                collect::finish(collectors).await;
+                collectors.finish().await;
                 let record = record_end(&self.dir, Some(&status), "every app exited".into())?;
                 self.end_vm(&mut interrupts).await;
                 Outcome {
@@ -54,21 +58,16 @@ impl Monitor {
         Ok(outcome)
     }
 
+    /// One collector per app, each on its own log stream connection.
     fn start_collectors(&self, printer: Option<Printer>) -> Collectors {
         let printer = printer.map(|p| Arc::new(Mutex::new(p)));
-        self.pod
-            .apps
-            .iter()
-            .map(|a| {
-                Collector {
-                    app: a.name.clone(),
-                    log: self.dir.app_log(&a.name),
-                    printer: printer.clone(),
-                    guest_boot: self.guest_boot,
-                }
-                .spawn(self.client.clone())
-            })
-            .collect()
+        let mut collectors = Collectors::new(Tee::new(printer, self.guest_boot));
+        let rotation = self.log_rotation;
+        for a in &self.pod.apps {
+            let files = self.dir.app_logs(&a.name, rotation.max_files);
+            collectors.spawn(&a.name, files, rotation, self.endpoint.clone());
+        }
+        collectors
     }
 
     /// Waits for every app to end, an interrupt, or the VM's death. A
@@ -126,7 +125,7 @@ impl Monitor {
             st = tokio::time::timeout(until, self.client.wait(agent::no_deadline(), &wait_req)) => st.ok().and_then(|r| r.ok()),
             _ = interrupts.changed() => None,
         };
-        collect::finish(collectors).await;
+        collectors.finish().await;
         let record = record_end(&self.dir, status.as_ref(), "interrupted".into())?;
         self.end_vm(interrupts).await;
         Ok(Outcome {
@@ -137,9 +136,8 @@ impl Monitor {
     }
 
     async fn vm_died(&mut self, collectors: Collectors, how: &str) -> Result<Outcome> {
-        for c in collectors {
-            c.abort();
-        }
+        // What arrived is written and synced; nothing more will.
+        collectors.stop().await;
         self.vm.kill_vsock_backend().await;
         let console = tail(&self.dir.console_log(), 5);
         let reason = format!(
