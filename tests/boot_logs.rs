@@ -54,6 +54,18 @@ fn monitor_pid(fx: &Fixture, id: &str) -> Option<i64> {
     fx.record(id)["monitor"]["pid"].as_i64()
 }
 
+fn keeper_pid(fx: &Fixture, id: &str) -> Option<i64> {
+    fx.record(id)["keeper"]["pid"].as_i64()
+}
+
+fn wait_for_new_keeper(fx: &Fixture, id: &str, old: i64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while keeper_pid(fx, id).is_none_or(|p| p == old) {
+        assert!(Instant::now() < until, "no new keeper for pod {id}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits until pod `id` has a monitor other than `old`, by itself (no
 /// host-ctl command runs meanwhile).
 fn wait_for_new_monitor(fx: &Fixture, id: &str, old: i64) -> i64 {
@@ -71,8 +83,9 @@ fn wait_for_new_monitor(fx: &Fixture, id: &str, old: i64) -> i64 {
 }
 
 /// An app writes 64 MiB of known content as fast as it can while the test
-/// SIGKILLs the pod's monitor twice: a new monitor adopts the pod each
-/// time without any command, and `logs` returns every byte in order.
+/// SIGKILLs the pod's monitor twice and its keeper once: a new one takes
+/// over each time without any command, and `logs` returns every byte in
+/// order.
 #[test]
 fn sixty_four_mib_survive_two_monitor_kills() {
     let fx = Fixture::new();
@@ -81,11 +94,16 @@ fn sixty_four_mib_survive_two_monitor_kills() {
         .write("pod.json");
     let id = fx.detach(&m, &[]);
     let mut monitor = monitor_pid(&fx, &id).expect("a monitor");
-    for _ in 0..2 {
-        std::thread::sleep(Duration::from_secs(2));
-        send_signal(monitor as i32, Signal::SIGKILL);
-        monitor = wait_for_new_monitor(&fx, &id, monitor);
-    }
+    std::thread::sleep(Duration::from_secs(2));
+    send_signal(monitor as i32, Signal::SIGKILL);
+    monitor = wait_for_new_monitor(&fx, &id, monitor);
+    // The keeper too: the monitor starts another, which keeps it.
+    let keeper = keeper_pid(&fx, &id).expect("a keeper");
+    send_signal(keeper as i32, Signal::SIGKILL);
+    wait_for_new_keeper(&fx, &id, keeper);
+    std::thread::sleep(Duration::from_secs(1));
+    send_signal(monitor as i32, Signal::SIGKILL);
+    wait_for_new_monitor(&fx, &id, monitor);
     fx.wait_until_exited(&id, POD_LIMIT);
     let logs = fx
         .command(&["logs", &id, "writer"])

@@ -419,11 +419,11 @@ fn kill9_and_wait(pid: i64) {
     }
 }
 
-/// Nomad's RecoverTask: when the monitor is killed, the next command
-/// starts a new one that adopts the pod, and its logs resume where they
-/// stopped: what the app wrote while no monitor ran is neither lost nor
-/// repeated. When the VM goes too, the pod is reported exited with the
-/// reason, and gc leaves nothing behind.
+/// Nomad's RecoverTask: when the monitor is killed, a new one adopts the
+/// pod, and its logs resume where they stopped: what the app wrote while
+/// no monitor ran is neither lost nor repeated. When every host process of
+/// the pod goes at once, the pod is reported exited with the reason, and
+/// gc leaves nothing behind.
 #[test]
 fn a_killed_monitor_is_recovered_or_its_pod_marked_exited() {
     let fx = Fixture::new();
@@ -463,10 +463,16 @@ fn a_killed_monitor_is_recovered_or_its_pod_marked_exited() {
     let logs = wait_for_log(&fx, &id, "writer", "after");
     assert_eq!(logs, "before\nduring\nafter\n");
 
-    // Now the monitor and the VM together.
-    let vm = fx.record(&id)["vm"]["pid"].as_i64().unwrap();
+    // Now every host process of the pod at once: its keeper (stopped first,
+    // so it cannot start another monitor), its monitor and its VM. The
+    // next command finds them gone and says so.
+    let rec = fx.record(&id);
+    let vm = rec["vm"]["pid"].as_i64().unwrap();
+    let keeper = rec["keeper"]["pid"].as_i64().expect("a keeper");
+    kvmpod_tests::send_signal(keeper as i32, Signal::SIGSTOP);
     kill9_and_wait(second);
     kill9_and_wait(vm);
+    kill9_and_wait(keeper);
     let list = fx.host_ctl(&["list"], CMD);
     assert!(
         list.stdout.contains(&format!("{}  exited", &id[..8])),

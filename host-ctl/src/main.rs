@@ -145,6 +145,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// (internal) Keep a detached pod's monitor alive.
+    #[command(hide = true)]
+    Keeper {
+        #[arg(long, value_enum)]
+        start: host_ctl::pod::monitor::spawn::KeeperStart,
+        dir: PathBuf,
+    },
     /// (internal) Own a detached pod's VM.
     #[command(hide = true)]
     Monitor {
@@ -336,6 +343,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
         Command::VmmJail { args } => commands::vmm_jail::run(&args),
+        Command::Keeper { start, dir } => commands::keeper::run(&dir, start).await,
         Command::Monitor { adopt, dir } => commands::monitor::run(&dir, adopt).await,
     }
 }

@@ -6,6 +6,7 @@ pub mod args;
 pub mod attach;
 pub mod events;
 pub mod exec;
+pub mod keeper;
 pub mod kill;
 pub mod list;
 pub mod logs;

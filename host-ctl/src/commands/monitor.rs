@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use crate::pod::monitor::spawn::{spawn_keeper, KeeperStart};
 use crate::pod::monitor::{self, read_manifest};
 use crate::pod::record;
 use crate::pod::{Monitor, PodDir, VmLaunch};
@@ -13,6 +14,7 @@ use crate::pod::{Monitor, PodDir, VmLaunch};
 pub async fn run(dir: &Path, adopt: bool) -> Result<i32> {
     let dir = PodDir::open(dir)?;
     let interrupts = monitor::interrupts()?;
+    keep_a_keeper(&dir)?;
     let monitor = if adopt {
         eprintln!(
             "host-ctl monitor: adopting pod {} at {}",
@@ -33,4 +35,25 @@ pub async fn run(dir: &Path, adopt: bool) -> Result<i32> {
         outcome.record.exit_reason.as_deref().unwrap_or("")
     );
     Ok(0)
+}
+
+/// The keeper that started this monitor sends SIGHUP when it dies (its
+/// parent-death signal); a new keeper then watches this monitor, so the
+/// pod stays kept.
+fn keep_a_keeper(dir: &PodDir) -> Result<()> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let dir = dir.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            eprintln!(
+                "host-ctl monitor: pod {}: its keeper died at {}; starting another",
+                dir.id,
+                record::now()
+            );
+            if let Err(e) = spawn_keeper(&dir, KeeperStart::Watch) {
+                eprintln!("host-ctl monitor: starting a keeper: {e}");
+            }
+        }
+    });
+    Ok(())
 }

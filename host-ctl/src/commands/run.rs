@@ -13,7 +13,7 @@ use kvmpod_api::protocol::{AppState, PodState, PodStatus};
 
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
-use crate::pod::monitor::{self, spawn::spawn_monitor};
+use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart};
 use crate::pod::record::{self, State};
 use crate::pod::{Monitor, PodDir};
 use crate::ui::text::indent;
@@ -83,7 +83,7 @@ pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
 /// Starts a monitor process for the prepared pod and waits until its agent
 /// answered (printing the pod's ID) or it failed (printing why).
 async fn detach(dir: PodDir, s: &RunOptions) -> Result<i32> {
-    let mut monitor = spawn_monitor(&dir, false)?;
+    let mut monitor = spawn_keeper(&dir, KeeperStart::Boot)?;
     let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
     loop {
         let rec = record::read(&dir)?;

@@ -182,6 +182,9 @@ pub struct PodRecord {
     /// The process that owns the VM: host-ctl run, or a detached monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor: Option<ProcRef>,
+    /// A detached pod's keeper, which restarts its monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<ProcRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<ProcRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +246,7 @@ impl PodRecord {
             detached,
             accel: None,
             monitor: None,
+            keeper: None,
             vm: None,
             vsock_backend: None,
             hypervisor: None,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 
 use super::dir::{pods_dir, PodDir};
-use super::monitor::spawn::spawn_monitor;
+use super::monitor::spawn::{spawn_keeper, KeeperStart};
 use super::record::{self, PodRecord, State};
 use super::{cids, PodError};
 use crate::agent::{self, AgentClient};
@@ -132,7 +132,11 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
     }
     let vm_alive = rec.vm.is_some_and(|v| v.alive());
     if vm_alive && rec.state == State::Running {
-        readopt(dir)?;
+        // A live keeper is restarting the monitor already.
+        if !rec.keeper.is_some_and(|k| k.alive()) {
+            readopt(dir)?;
+        }
+        wait_for_monitor(dir, None);
         return record::read(dir);
     }
     if rec.state == State::Prepared && !vm_alive && age(&rec.created) < PREPARE_GRACE {
@@ -162,18 +166,22 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
     Ok(rec)
 }
 
-/// Starts a monitor that adopts the running VM, and waits (up to 5 s)
-/// until it holds the pod or gave up.
+/// Starts a keeper whose monitor adopts the running VM.
 fn readopt(dir: &PodDir) -> Result<()> {
-    let mut child = spawn_monitor(dir, true)?;
+    let child = spawn_keeper(dir, KeeperStart::Adopt)?;
+    wait_for_monitor(dir, Some(child));
+    Ok(())
+}
+
+/// Waits (up to 5 s) until a monitor holds the pod, or `keeper` gave up.
+fn wait_for_monitor(dir: &PodDir, mut keeper: Option<std::process::Child>) {
     let until = Instant::now() + Duration::from_secs(5);
     while !record::monitor_alive(dir) && Instant::now() < until {
-        if let Ok(Some(_)) = child.try_wait() {
+        if let Some(Ok(Some(_))) = keeper.as_mut().map(|k| k.try_wait()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
 }
 
 /// Every pod, reconciled, oldest first.

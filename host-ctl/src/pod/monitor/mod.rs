@@ -10,6 +10,7 @@
 //! the pod gracefully; a second one kills the VM.
 
 mod end;
+pub mod keeper;
 pub mod spawn;
 mod supervise;
 

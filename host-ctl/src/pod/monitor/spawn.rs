@@ -1,17 +1,50 @@
-//! Starting a detached monitor: `host-ctl monitor <pod dir>` in a session
-//! of its own, so that it outlives the command that started it.
+//! Starting the host processes that own a detached pod: its keeper, in a
+//! session of its own so that it outlives the command that started it,
+//! and the monitor, as the keeper's child.
+//!
+//! ```text
+//! host-ctl keeper <pod dir>       restarts the monitor when it dies
+//!   └─ host-ctl monitor <pod dir> owns the VM, collects output, records
+//! ```
+//!
+//! The monitor gets SIGHUP if its keeper dies (`PR_SET_PDEATHSIG`) and then
+//! starts a new keeper that watches it, so killing either one alone leaves
+//! the pod kept.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::pod::{PodDir, PodError};
 
-/// Starts `host-ctl monitor <pod dir>`, logging to `<pod dir>/monitor.log`.
-/// With `adopt`, it takes over a running VM.
-pub fn spawn_monitor(dir: &PodDir, adopt: bool) -> Result<Child, PodError> {
-    let io = |what: &'static str, path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| PodError::Io { what, path, source }
-    };
+/// How a keeper begins (`host-ctl keeper --start ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeeperStart {
+    /// Start a monitor that boots the prepared pod (`run --detach`).
+    Boot,
+    /// Start a monitor that adopts the running VM (its monitor died).
+    Adopt,
+    /// Watch the monitor the record names (its keeper died).
+    Watch,
+}
+
+impl KeeperStart {
+    fn name(self) -> &'static str {
+        match self {
+            KeeperStart::Boot => "boot",
+            KeeperStart::Adopt => "adopt",
+            KeeperStart::Watch => "watch",
+        }
+    }
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PodError {
+    let path = path.to_path_buf();
+    move |source| PodError::Io { what, path, source }
+}
+
+/// `host-ctl --state-dir <state> <sub> [flag] <pod dir>`, logging to
+/// `<pod dir>/monitor.log`.
+fn host_ctl(dir: &PodDir, sub: &str, flags: &[&str]) -> Result<Command, PodError> {
     let exe = std::env::current_exe().map_err(io(
         "finding host-ctl's own path at",
         "/proc/self/exe".as_ref(),
@@ -23,14 +56,18 @@ pub fn spawn_monitor(dir: &PodDir, adopt: bool) -> Result<Child, PodError> {
         .open(&log_path)
         .map_err(io("opening", &log_path))?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("--state-dir").arg(dir.state_dir()).arg("monitor");
-    if adopt {
-        cmd.arg("--adopt");
-    }
+    cmd.arg("--state-dir").arg(dir.state_dir()).arg(sub);
+    cmd.args(flags);
     cmd.arg(&dir.path)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(io("opening", &log_path))?)
         .stderr(log);
+    Ok(cmd)
+}
+
+/// Starts `host-ctl keeper <start> <pod dir>` in a session of its own.
+pub fn spawn_keeper(dir: &PodDir, start: KeeperStart) -> Result<Child, PodError> {
+    let mut cmd = host_ctl(dir, "keeper", &["--start", start.name()])?;
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls setsid, which is async-signal-safe.
     unsafe {
@@ -40,5 +77,24 @@ pub fn spawn_monitor(dir: &PodDir, adopt: bool) -> Result<Child, PodError> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(io("starting the pod's monitor", &exe))
+    cmd.spawn()
+        .map_err(io("starting the pod's keeper", &dir.monitor_log()))
+}
+
+/// Starts `host-ctl monitor [--adopt] <pod dir>` as this keeper's child;
+/// it gets SIGHUP when the keeper dies.
+pub fn spawn_monitor(dir: &PodDir, adopt: bool) -> Result<tokio::process::Child, PodError> {
+    let flags: &[&str] = if adopt { &["--adopt"] } else { &[] };
+    let cmd = host_ctl(dir, "monitor", flags)?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls prctl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGHUP)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.spawn()
+        .map_err(io("starting the pod's monitor", &dir.monitor_log()))
 }
