@@ -24,6 +24,9 @@ pub const DEFAULT_VSOCK_PORT: u32 = 1024;
 pub const FORWARD_VSOCK_PORT: u32 = 1025;
 /// The agent's log stream vsock port: see [`crate::logstream`].
 pub const LOG_VSOCK_PORT: u32 = 1026;
+/// The agent's io stream vsock port (`exec`, `attach`): see
+/// [`crate::iostream`].
+pub const IO_VSOCK_PORT: u32 = 1027;
 /// The guest's cgroup v2 hierarchy; each app gets `<root>/app-<name>`.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 

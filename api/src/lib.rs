@@ -1,11 +1,13 @@
 //! What host-ctl, rootfs-builder and the guest agent must agree on: the pod
 //! manifest and its validation, the guest's file layout and ports, the
 //! agent's configuration, the console lines the agent writes, the names of
-//! boot timeline marks, and the ttrpc protocol between host and agent; and
+//! boot timeline marks, the ttrpc protocol between host and agent and the
+//! raw vsock streams beside it (app logs, exec and attach); and
 //! the mount API calls both sides make.
 
 pub mod config;
 pub mod console;
+pub mod iostream;
 pub mod layout;
 pub mod limits;
 pub mod logstream;

@@ -80,7 +80,7 @@ impl Ctx {
     }
 
     /// host-ctl on the bench's own state directory, with the agent measured.
-    fn host_ctl(&self) -> Command {
+    pub fn host_ctl(&self) -> Command {
         let mut c = Command::new(&self.host_ctl);
         c.arg("--state-dir")
             .arg(&self.state)

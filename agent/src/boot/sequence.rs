@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT, LOG_VSOCK_PORT};
+use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT, IO_VSOCK_PORT, LOG_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::timeline::Stage;
 use ttrpc::r#async::Server;
@@ -102,8 +102,8 @@ fn guest_system(config: &AgentConfig) {
     }
 }
 
-/// Serves the agent API on its vsock port, the apps' output, and port
-/// forwarding.
+/// Serves the agent API on its vsock port, the apps' output, exec and
+/// attach, and port forwarding.
 async fn serve(pod: &Arc<Pod>) -> Server {
     let addr = format!("vsock://-1:{}", pod.config.vsock_port);
     let server = match rpc::serve(Arc::clone(pod), &addr).await {
@@ -116,6 +116,10 @@ async fn serve(pod: &Arc<Pod>) -> Server {
             &format!("serving app output on vsock port {LOG_VSOCK_PORT}"),
             &e,
         );
+    }
+    // Without it the pod runs, but exec and attach are refused.
+    if let Err(e) = rpc::start_io_stream(Arc::clone(pod), IO_VSOCK_PORT) {
+        log::warn!("exec and attach unavailable: listening on vsock port {IO_VSOCK_PORT}: {e}");
     }
     if let Err(e) = rpc::start_forwarding(FORWARD_VSOCK_PORT) {
         log::warn!(

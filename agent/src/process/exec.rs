@@ -25,6 +25,10 @@ use super::{pty, users, AppCgroup, Exit, Reaper, SpawnError};
 use crate::error::Context;
 use crate::storage::open_root;
 
+/// The capacity asked for the pipes of a command's stdout and stderr (the
+/// default is 64 KiB): what it may write ahead of the host.
+const OUTPUT_PIPE_SIZE: i32 = 1 << 20;
+
 /// The command's descriptors on the agent's side, chosen before anything
 /// starts.
 pub enum ExecIo {
@@ -206,6 +210,9 @@ fn with_pipes(
         (Which::Stderr, child.stderr.take().map(OwnedFd::from)),
     ] {
         if let Some(fd) = out {
+            // Best effort: a larger pipe lets the command write on while
+            // the agent sends, and lets the agent read more at once.
+            let _ = fcntl(&fd, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_SIZE));
             let rx = pipe::Receiver::from_owned_fd(fd)
                 .context(|| "watching the command's output".into())?;
             outputs.push((which, Output::Pipe(rx)));

@@ -3,6 +3,7 @@
 
 use std::io;
 
+use kvmpod_api::iostream::IoStreamError;
 use kvmpod_api::logstream::StreamError;
 use ttrpc::Code;
 
@@ -18,12 +19,6 @@ pub enum RpcError {
     BadSignal(i32),
     #[error("an offset applies to one app's output; name the app")]
     OffsetNeedsApp,
-    #[error("the first message of an attach must name the app")]
-    AttachWithoutApp,
-    #[error("attach needs an app's name")]
-    AttachNeedsOneApp,
-    #[error("the first message of an exec must say what to start")]
-    ExecWithoutStart,
     #[error("exec needs a command")]
     NoCommand,
     #[error("the command and its environment are {0} bytes; at most {1} are accepted")]
@@ -50,6 +45,9 @@ pub enum RpcError {
     /// A log stream request or acknowledgement that is not one.
     #[error(transparent)]
     LogStream(#[from] StreamError),
+    /// An io stream request or frame that is not one.
+    #[error(transparent)]
+    IoStream(#[from] IoStreamError),
     #[error("offset {from} is beyond the end of the app's output ({end})")]
     OffsetBeyondEnd { from: u64, end: u64 },
     #[error("acknowledgement of offset {ack} beyond what this connection sent ({sent})")]

@@ -1,18 +1,22 @@
-//! The `Exec` stream (`host-ctl exec`): the host's first message says what
-//! to run in which app; then its input (stdin, window sizes, signals) goes
-//! to the command and the command's output comes back, and last its exit,
-//! sent only after its last output byte.
+//! `host-ctl exec` on the io stream: the request says what to run in which
+//! app; the host's frames (stdin, window sizes, signals) go to the command,
+//! its output goes back in large frames, and last its exit, sent only
+//! after its last output byte. A host that goes away takes its command
+//! along.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kvmpod_api::protocol::{self as pb, exec_input, exec_output};
+use futures::future::join_all;
+use futures::FutureExt;
+use kvmpod_api::iostream::{self as wire, ExecRequest, ExitStatus, HEADER_LEN};
 use nix::pty::Winsize;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::sync::mpsc;
-use ttrpc::r#async::{SSReceiver, SSSender, ServerStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Mutex;
 
+use super::iostream::read_input;
 use super::RpcError;
 use crate::pod::{AppRecord, Pod};
 use crate::process::{
@@ -24,6 +28,22 @@ use crate::process::{
 const MAX_COMMAND_BYTES: usize = 256 * 1024;
 /// How long output may still arrive after the command exited.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+/// Output read at once and sent as one frame: large frames mean few
+/// system calls per byte.
+const FRAME_DATA: usize = 256 * 1024;
+/// Output read this soon after the last frame was sent is streaming...
+const STREAMING: Duration = Duration::from_millis(5);
+/// ...and when a read of it is smaller than this...
+const SMALL_READ: usize = 32 * 1024;
+/// ...the command gets this long to write more before the frame goes.
+const GATHER: Duration = Duration::from_millis(2);
+/// What a command's end is reported as when its exit was lost.
+const KILLED: Exit = Exit {
+    code: 137,
+    signal: 9,
+};
+
+const _: () = assert!(FRAME_DATA <= wire::MAX_FRAME_DATA);
 
 /// Checks a signal number from the host: 1 to 64.
 pub(super) fn valid_signal(n: i32) -> Result<i32, RpcError> {
@@ -34,20 +54,20 @@ pub(super) fn valid_signal(n: i32) -> Result<i32, RpcError> {
     }
 }
 
-/// Checks an `ExecStart` before anything runs.
-fn check_start(pod: &Pod, start: &pb::ExecStart) -> Result<Arc<AppRecord>, RpcError> {
+/// Checks an exec request before anything runs.
+pub(super) fn check(pod: &Pod, req: &ExecRequest) -> Result<Arc<AppRecord>, RpcError> {
     let app = pod
-        .app(&start.app)
+        .app(&req.app)
         .cloned()
         .ok_or_else(|| RpcError::UnknownApp {
-            app: start.app.clone(),
+            app: req.app.clone(),
             known: None,
         })?;
-    if start.argv.first().is_none_or(String::is_empty) {
+    if req.argv.first().is_none_or(String::is_empty) {
         return Err(RpcError::NoCommand);
     }
-    let size: usize = start.argv.iter().map(String::len).sum::<usize>()
-        + start
+    let size: usize = req.argv.iter().map(String::len).sum::<usize>()
+        + req
             .env
             .iter()
             .map(|e| e.name.len() + e.value.len())
@@ -55,7 +75,7 @@ fn check_start(pod: &Pod, start: &pb::ExecStart) -> Result<Arc<AppRecord>, RpcEr
     if size > MAX_COMMAND_BYTES {
         return Err(RpcError::CommandTooLarge(size, MAX_COMMAND_BYTES));
     }
-    if start
+    if req
         .env
         .iter()
         .any(|e| e.name.is_empty() || e.name.contains('='))
@@ -66,73 +86,75 @@ fn check_start(pod: &Pod, start: &pb::ExecStart) -> Result<Arc<AppRecord>, RpcEr
         return Err(RpcError::Stopping);
     }
     if app.running_pid().is_none() {
-        return Err(RpcError::NotRunning(start.app.clone()));
+        return Err(RpcError::NotRunning(req.app.clone()));
     }
     Ok(app)
 }
 
-/// Serves one `Exec` stream.
-pub(super) async fn serve(
-    pod: Arc<Pod>,
-    stream: ServerStream<pb::ExecOutput, pb::ExecInput>,
-) -> ttrpc::Result<()> {
-    let (tx, mut rx) = stream.split();
-    let start = match rx.recv().await? {
-        Some(pb::ExecInput {
-            kind: Some(exec_input::Kind::Start(start)),
-            ..
-        }) => start,
-        _ => return Err(RpcError::ExecWithoutStart.into()),
-    };
-    let app = check_start(&pod, &start)?;
-    let launched = match start_command(&pod, &app, &start) {
-        Ok(l) => l,
-        Err(e) => return finish_early(&tx, e.exit_code(), &e.to_string()).await,
-    };
+/// Runs the command `req` asks for, after the host was told OK.
+pub(super) async fn run<R, W>(
+    pod: &Pod,
+    app: &AppRecord,
+    req: &ExecRequest,
+    mut r: R,
+    w: W,
+) -> Result<(), RpcError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let Launched {
         pid,
-        exit,
+        mut exit,
         outputs,
         input,
         terminal,
-    } = launched;
-
-    let pumps: Vec<_> = outputs
-        .into_iter()
-        .map(|(which, out)| tokio::spawn(pump(out, which, tx.clone())))
-        .collect();
-    let inputs = tokio::spawn(feed(rx, input, terminal, pid));
-
-    let status = exit.await.unwrap_or(Exit {
-        code: 137,
-        signal: 9,
-    });
-    let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, async {
-        for p in pumps {
-            let _ = p.await;
+    } = match start_command(pod, app, req) {
+        Ok(l) => l,
+        Err(e) => return finish_early(w, e.exit_code(), &e.to_string()).await,
+    };
+    let w = Mutex::new(w);
+    let pumps = join_all(outputs.into_iter().map(|(which, out)| pump(out, which, &w)));
+    let feed = feed(&mut r, input, terminal.as_ref(), pid);
+    tokio::pin!(pumps, feed);
+    let mut drained = false;
+    let status = loop {
+        tokio::select! {
+            status = &mut exit => break status.unwrap_or(KILLED),
+            _ = &mut pumps, if !drained => drained = true,
+            gone = &mut feed => {
+                // The host is gone, or broke the protocol: its command goes
+                // too (unless it just ended, and its pid may be reused).
+                if exit.try_recv().is_err() {
+                    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                }
+                return gone;
+            }
         }
-    })
-    .await;
-    inputs.abort();
-    let mut done = pb::ExecExit::new();
-    done.exit_code = status.code;
-    done.signal = status.signal;
-    let mut msg = pb::ExecOutput::new();
-    msg.kind = Some(exec_output::Kind::Exit(done));
-    let _ = tx.send(&msg).await;
+    };
+    if !drained {
+        let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await;
+    }
+    let mut w = w.lock().await;
+    w.write_all(&exit_frame(status)).await?;
+    w.flush().await?;
     Ok(())
 }
 
-/// Starts the command `start` asks for in `app`: its terminal or pipes
+fn exit_frame(x: Exit) -> [u8; HEADER_LEN] {
+    wire::Output::Exit(ExitStatus {
+        code: x.code,
+        signal: x.signal,
+    })
+    .encode()
+}
+
+/// Starts the command `req` asks for in `app`: its terminal or pipes
 /// first, then the process.
-fn start_command(
-    pod: &Pod,
-    app: &AppRecord,
-    start: &pb::ExecStart,
-) -> Result<Launched, SpawnError> {
-    let size = start.size.as_ref().map(winsize);
-    let io = ExecIo::new(app.name(), start.tty, start.stdin, size)?;
-    let env: Vec<(String, String)> = start
+fn start_command(pod: &Pod, app: &AppRecord, req: &ExecRequest) -> Result<Launched, SpawnError> {
+    let size = req.size.map(winsize);
+    let io = ExecIo::new(app.name(), req.tty, req.interactive, size)?;
+    let env: Vec<(String, String)> = req
         .env
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
@@ -142,97 +164,264 @@ fn start_command(
         cgroup: app.cgroup.get(),
         namespace: app.namespace(),
     };
-    launch_exec(&pod.reaper, running, &start.argv, &env, io)
+    launch_exec(&pod.reaper, running, &req.argv, &env, io)
 }
 
 /// Reports a command that could not start as a shell would: a message on
 /// stderr and status 125, 126 or 127.
-async fn finish_early(
-    tx: &SSSender<pb::ExecOutput>,
+async fn finish_early<W: AsyncWrite + Unpin>(
+    mut w: W,
     code: i32,
     message: &str,
-) -> ttrpc::Result<()> {
-    let mut err = pb::ExecOutput::new();
-    err.kind = Some(exec_output::Kind::Stderr(
-        format!("kvmpod-agent: {message}\n").into_bytes(),
-    ));
-    let _ = tx.send(&err).await;
-    let mut done = pb::ExecExit::new();
-    done.exit_code = code;
-    let mut msg = pb::ExecOutput::new();
-    msg.kind = Some(exec_output::Kind::Exit(done));
-    tx.send(&msg).await
+) -> Result<(), RpcError> {
+    let text = format!("kvmpod-agent: {message}\n");
+    let mut out = wire::Output::Stderr(text.len() as u32).encode().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&exit_frame(Exit { code, signal: 0 }));
+    w.write_all(&out).await?;
+    w.flush().await?;
+    Ok(())
 }
 
-fn winsize(s: &pb::WindowSize) -> Winsize {
+fn winsize(s: wire::WindowSize) -> Winsize {
     Winsize {
-        ws_row: s.rows.min(u16::MAX as u32) as u16,
-        ws_col: s.cols.min(u16::MAX as u32) as u16,
+        ws_row: s.rows,
+        ws_col: s.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     }
 }
 
-/// Copies one output of the command to the host until end of file.
-async fn pump(mut out: Output, which: Which, tx: SSSender<pb::ExecOutput>) {
-    let mut buf = vec![0u8; 16 * 1024];
-    let (tx_data, mut rx_data) = mpsc::channel::<Vec<u8>>(4);
-    let reader = async move {
-        loop {
-            match out.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if tx_data.send(buf[..n].to_vec()).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    };
-    let sender = async move {
-        while let Some(data) = rx_data.recv().await {
-            let mut msg = pb::ExecOutput::new();
-            msg.kind = Some(match which {
-                Which::Stdout => exec_output::Kind::Stdout(data),
-                Which::Stderr => exec_output::Kind::Stderr(data),
-            });
-            if tx.send(&msg).await.is_err() {
+/// Copies one output of the command to the host until end of file: each
+/// read lands behind room for the header, so a frame is one write.
+async fn pump<W: AsyncWrite + Unpin>(mut out: Output, which: Which, w: &Mutex<W>) {
+    let mut buf = vec![0u8; HEADER_LEN + FRAME_DATA];
+    let mut last_sent = None;
+    loop {
+        let (n, ended) = read_frame(&mut out, &mut buf[HEADER_LEN..], last_sent).await;
+        if n > 0 {
+            // At most FRAME_DATA, which fits a u32.
+            let header = match which {
+                Which::Stdout => wire::Output::Stdout(n as u32),
+                Which::Stderr => wire::Output::Stderr(n as u32),
+            };
+            buf[..HEADER_LEN].copy_from_slice(&header.encode());
+            let mut w = w.lock().await;
+            let sent = match w.write_all(&buf[..HEADER_LEN + n]).await {
+                Ok(()) => w.flush().await,
+                Err(e) => Err(e),
+            };
+            if sent.is_err() {
                 return;
             }
+            last_sent = Some(Instant::now());
         }
-    };
-    tokio::join!(reader, sender);
+        if ended {
+            return;
+        }
+    }
 }
 
-/// Feeds the host's input to the command: stdin, window sizes, signals. A
-/// host that goes away takes its command along (SIGKILL to its group).
-async fn feed(
-    mut rx: SSReceiver<pb::ExecInput>,
+/// Reads the command's next output into `buf`: what the read returns,
+/// unless the output streams in small writes (shortly after the last
+/// frame), when the command gets [`GATHER`] to write more first, so that
+/// a frame carries many of its writes. Sparse output (a prompt, an echo)
+/// goes at once. The bytes read, and whether the output ended.
+async fn read_frame(out: &mut Output, buf: &mut [u8], last_sent: Option<Instant>) -> (usize, bool) {
+    let mut n = match out.read(buf).await {
+        Ok(0) | Err(_) => return (0, true),
+        Ok(n) => n,
+    };
+    let streaming = last_sent.is_some_and(|t| t.elapsed() < STREAMING);
+    if n >= SMALL_READ || !streaming {
+        return (n, false);
+    }
+    tokio::time::sleep(GATHER).await;
+    while n < buf.len() {
+        match out.read(&mut buf[n..]).now_or_never() {
+            Some(Ok(0) | Err(_)) => return (n, true),
+            Some(Ok(m)) => n += m,
+            None => break,
+        }
+    }
+    (n, false)
+}
+
+/// Feeds the host's frames to the command (stdin, window sizes, signals)
+/// until the host is gone.
+async fn feed<R: AsyncRead + Unpin>(
+    r: &mut R,
     mut input: Input,
-    terminal: Option<Terminal>,
+    terminal: Option<&Terminal>,
     pid: i32,
-) {
+) -> Result<(), RpcError> {
+    let mut data = Vec::new();
     loop {
-        match rx.recv().await {
-            Ok(Some(msg)) => match msg.kind {
-                Some(exec_input::Kind::Stdin(data)) => input.write(&data).await,
-                Some(exec_input::Kind::CloseStdin(_)) => input.close().await,
-                Some(exec_input::Kind::Resize(size)) => {
-                    if let Some(t) = &terminal {
-                        let _ = t.resize(&winsize(&size));
-                    }
+        match read_input(r, &mut data).await? {
+            None => return Ok(()),
+            Some(wire::Input::Stdin(_)) => input.write(&data).await,
+            Some(wire::Input::CloseStdin) => input.close().await,
+            Some(wire::Input::Resize(size)) => {
+                if let Some(t) = terminal {
+                    let _ = t.resize(&winsize(size));
                 }
-                Some(exec_input::Kind::Signal(n)) if valid_signal(n).is_ok() => {
+            }
+            Some(wire::Input::Signal(n)) => {
+                if valid_signal(n).is_ok() {
                     signal_group(pid, n);
                 }
-                _ => {}
-            },
-            // The host closed its side: no more input, the command goes on.
-            Ok(None) => return,
-            Err(_) => {
-                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-                return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Reaper;
+    use crate::timeline::Timeline;
+    use kvmpod_api::config::AgentConfig;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::unix::pipe;
+    use tokio::net::UnixStream;
+
+    /// Splits frames written by the agent into (frame, data).
+    fn frames(mut b: &[u8]) -> Vec<(wire::Output, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let h: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().unwrap();
+            let f = wire::Output::decode(&h).unwrap();
+            let len = match f {
+                wire::Output::Stdout(n) | wire::Output::Stderr(n) => n as usize,
+                wire::Output::Exit(_) => 0,
+            };
+            out.push((f, b[HEADER_LEN..HEADER_LEN + len].to_vec()));
+            b = &b[HEADER_LEN + len..];
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn output_goes_out_in_large_frames() {
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let data = data.clone();
+            tokio::spawn(async move { tx.write_all(&data).await.unwrap() })
+        };
+        let sink = Mutex::new(Vec::new());
+        pump(Output::Pipe(rx), Which::Stderr, &sink).await;
+        writer.await.unwrap();
+        let got = frames(&sink.into_inner());
+        assert!(got
+            .iter()
+            .all(|(f, d)| *f == wire::Output::Stderr(d.len() as u32) && d.len() <= FRAME_DATA));
+        let all: Vec<u8> = got.into_iter().flat_map(|(_, d)| d).collect();
+        assert_eq!(all, data);
+    }
+
+    /// Writes `data` to `tx` after `delay`, then gives `tx` back.
+    fn write_later(
+        mut tx: pipe::Sender,
+        delay: Duration,
+        data: &'static [u8],
+    ) -> tokio::task::JoinHandle<pipe::Sender> {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tx.write_all(data).await.unwrap();
+            tx
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn streaming_output_is_gathered_and_sparse_output_is_not() {
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let mut out = Output::Pipe(rx);
+        let mut buf = vec![0u8; 1024];
+        // Sparse: what is there goes at once.
+        tx.write_all(b"a").await.unwrap();
+        let later = write_later(tx, Duration::from_millis(50), b"b");
+        assert_eq!(read_frame(&mut out, &mut buf, None).await, (1, false));
+        let mut tx = later.await.unwrap();
+        assert_eq!(read_frame(&mut out, &mut buf, None).await, (1, false));
+        assert_eq!(&buf[..1], b"b");
+        // Streaming: what the command writes within GATHER joins the
+        // frame, and its end is seen.
+        tx.write_all(b"c").await.unwrap();
+        let later = write_later(tx, GATHER / 2, b"de");
+        let recent = Some(Instant::now());
+        let (n, _) = read_frame(&mut out, &mut buf, recent).await;
+        assert_eq!(&buf[..n], b"cde");
+        drop(later.await.unwrap());
+        assert_eq!(read_frame(&mut out, &mut buf, recent).await, (0, true));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn input_frames_reach_the_command_until_the_host_is_gone() {
+        let (tx, mut rx) = pipe::pipe().unwrap();
+        let mut host = Vec::new();
+        for (frame, data) in [
+            (wire::Input::Stdin(3), &b"abc"[..]),
+            // Not a signal: ignored. No terminal: a resize is ignored.
+            (wire::Input::Signal(0), b""),
+            (
+                wire::Input::Resize(wire::WindowSize { rows: 1, cols: 1 }),
+                b"",
+            ),
+            (wire::Input::Stdin(2), b"de"),
+            (wire::Input::CloseStdin, b""),
+            (wire::Input::Stdin(3), b"zzz"),
+        ] {
+            host.extend_from_slice(&frame.encode());
+            host.extend_from_slice(data);
+        }
+        feed(&mut &host[..], Input::Pipe(tx), None, 1)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"abcde");
+        // A frame that is not one ends the feed with an error.
+        let bad = [0xffu8; HEADER_LEN];
+        let e = feed(&mut &bad[..], Input::None, None, 1).await.unwrap_err();
+        assert!(matches!(e, RpcError::IoStream(_)), "{e}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_command_that_cannot_start_gets_a_message_and_a_status() {
+        let manifest = kvmpod_api::validate::parse(
+            r#"{"apps": [{"name": "no-such-root", "rootfs": "/", "exec": ["x"]}]}"#,
+        )
+        .unwrap();
+        let pod = Pod::new(
+            manifest,
+            AgentConfig::default(),
+            Timeline::default(),
+            Reaper::new(),
+        );
+        let req = ExecRequest {
+            app: "no-such-root".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            tty: false,
+            interactive: false,
+            size: None,
+        };
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (r, w) = theirs.into_split();
+        run(&pod, &pod.apps[0], &req, r, w).await.unwrap();
+        let mut got = Vec::new();
+        let (mut ours, _) = ours.into_split();
+        ours.read_to_end(&mut got).await.unwrap();
+        let got = frames(&got);
+        let [(wire::Output::Stderr(_), msg), (wire::Output::Exit(x), _)] = &got[..] else {
+            panic!("{got:?}")
+        };
+        let msg = String::from_utf8_lossy(msg);
+        assert!(
+            msg.starts_with("kvmpod-agent: ") && msg.ends_with('\n'),
+            "{msg}"
+        );
+        assert_eq!(x.code, crate::process::EXIT_SETUP_FAILED, "{msg}");
     }
 }

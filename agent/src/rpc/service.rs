@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::select_all;
-use kvmpod_api::protocol::{self as pb, agent_ttrpc, attach_input};
-use ttrpc::r#async::{Server, ServerStream, ServerStreamSender, TtrpcContext};
+use kvmpod_api::protocol::{self as pb, agent_ttrpc};
+use ttrpc::r#async::{Server, ServerStreamSender, TtrpcContext};
 
-use super::exec::{self, valid_signal};
+use super::exec::valid_signal;
 use super::RpcError;
 use crate::pod::{AppRecord, Chunk, Item, Pod, Stream};
 use crate::process::signal_group;
@@ -98,58 +98,6 @@ impl agent_ttrpc::Agent for AgentService {
             .into());
         }
         Ok(pb::SignalResponse::new())
-    }
-
-    async fn exec(
-        &self,
-        _ctx: &TtrpcContext,
-        stream: ServerStream<pb::ExecOutput, pb::ExecInput>,
-    ) -> ttrpc::Result<()> {
-        exec::serve(Arc::clone(&self.pod), stream).await
-    }
-
-    async fn attach(
-        &self,
-        _ctx: &TtrpcContext,
-        stream: ServerStream<pb::LogChunk, pb::AttachInput>,
-    ) -> ttrpc::Result<()> {
-        let (tx, mut rx) = stream.split();
-        let name = match rx.recv().await? {
-            Some(pb::AttachInput {
-                kind: Some(attach_input::Kind::App(name)),
-                ..
-            }) => name,
-            _ => return Err(RpcError::AttachWithoutApp.into()),
-        };
-        let apps = self.select(&name)?;
-        let [app] = &apps[..] else {
-            return Err(RpcError::AttachNeedsOneApp.into());
-        };
-        // From now on: what the app prints next.
-        let cursor = app.logs.end();
-        let input = {
-            let app = Arc::clone(app);
-            tokio::spawn(async move {
-                while let Ok(Some(msg)) = rx.recv().await {
-                    match msg.kind {
-                        Some(attach_input::Kind::Stdin(data)) => {
-                            if let Err(e) = app.write_stdin(&data).await {
-                                log::debug!("attach: {e}");
-                            }
-                        }
-                        Some(attach_input::Kind::CloseStdin(_)) => app.close_stdin(),
-                        _ => {}
-                    }
-                }
-            })
-        };
-        stream_logs(&apps, vec![cursor], true, |msg| {
-            let tx = &tx;
-            async move { tx.send(&msg).await }
-        })
-        .await;
-        input.abort();
-        Ok(())
     }
 
     async fn stats(
@@ -437,40 +385,6 @@ mod tests {
         let (code, msg) = rpc_code(client.signal(ctx(), &req).await.unwrap_err());
         assert_eq!(code, ttrpc::Code::FAILED_PRECONDITION);
         assert_eq!(msg, "app \"a\" is not running");
-    }
-
-    /// The first error an exec stream reports for `first`.
-    async fn exec_error(client: &AgentClient, first: pb::ExecInput) -> (ttrpc::Code, String) {
-        let stream = client.exec(ctx()).await.unwrap();
-        let (tx, mut rx) = stream.split();
-        tx.send(&first).await.unwrap();
-        rpc_code(rx.recv().await.unwrap_err())
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn malformed_exec_requests_are_refused() {
-        let (_d, _pod, client, _server) = setup().await;
-        let mut not_start = pb::ExecInput::new();
-        not_start.kind = Some(pb::exec_input::Kind::Stdin(b"x".to_vec()));
-        let (code, _) = exec_error(&client, not_start).await;
-        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
-
-        let start = |app: &str, argv: Vec<String>| {
-            let mut s = pb::ExecStart::new();
-            s.app = app.into();
-            s.argv = argv;
-            let mut m = pb::ExecInput::new();
-            m.kind = Some(pb::exec_input::Kind::Start(s));
-            m
-        };
-        let (code, _) = exec_error(&client, start("nope", vec!["x".into()])).await;
-        assert_eq!(code, ttrpc::Code::NOT_FOUND);
-        let (code, _) = exec_error(&client, start("a", vec![])).await;
-        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
-        let huge = vec!["y".repeat(64 * 1024); 8];
-        let (code, msg) = exec_error(&client, start("a", huge)).await;
-        assert_eq!(code, ttrpc::Code::INVALID_ARGUMENT);
-        assert!(msg.contains("at most"), "{msg}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -1,11 +1,11 @@
 //! Talking to a pod's agent: the vsock connection (AF_VSOCK or hybrid),
-//! the ttrpc client with its deadlines, and reading the guest console for
-//! how far a boot got. It knows the protocol (kvmpod-api), not pods or
-//! hypervisors.
+//! the ttrpc client with its deadlines, exec and attach sessions on the io
+//! stream, and reading the guest console for how far a boot got. It knows
+//! the protocol (kvmpod-api), not pods or hypervisors.
 
 pub mod client;
 pub mod console;
-pub mod stdin;
+pub mod iostream;
 pub mod vsock;
 
 pub use client::{connect, connect_once, deadline, no_deadline};
@@ -27,6 +27,15 @@ pub enum AgentError {
     /// A request failed; `what` says which.
     #[error("{what}: {error}")]
     Rpc { what: String, error: ttrpc::Error },
+    /// The agent refused an io stream request; its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// An io stream connection failed.
+    #[error("the connection to the agent ended: {0}")]
+    Stream(std::io::Error),
+    /// The agent sent what the io stream protocol does not allow.
+    #[error(transparent)]
+    Protocol(#[from] kvmpod_api::iostream::IoStreamError),
 }
 
 impl AgentError {

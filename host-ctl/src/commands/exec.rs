@@ -1,19 +1,21 @@
 //! `host-ctl exec [-i] [-t] <pod> <app> -- cmd...`: runs a command in an
 //! app's root, with the app's environment and user. stdin (with `-i`),
-//! stdout and stderr are streamed; `-t` gives it a terminal that follows
-//! this one's size. host-ctl exits with the command's status.
+//! stdout and stderr travel on an io stream of their own (one vsock
+//! connection per exec); `-t` gives it a terminal that follows this one's
+//! size. host-ctl exits with the command's status.
 
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use anyhow::{anyhow, Result};
-use kvmpod_api::protocol::{exec_input, exec_output, ExecInput, ExecStart, WindowSize};
+use anyhow::{anyhow, bail, Result};
+use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
+use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
-use ttrpc::r#async::CSSender;
 
-use crate::agent;
-use crate::pod::StoredPod;
+use crate::agent::iostream::{self, InputSender, OutputReceiver};
+use crate::agent::Endpoint;
+use crate::pod::{State, StoredPod};
 use crate::ui::terminal::{self, RawMode};
 
 pub struct Options {
@@ -23,39 +25,33 @@ pub struct Options {
     pub tty: bool,
 }
 
-fn input(kind: exec_input::Kind) -> ExecInput {
-    let mut m = ExecInput::new();
-    m.kind = Some(kind);
-    m
+/// The status host-ctl exits with when its stdout is closed (as a process
+/// killed by SIGPIPE); the command goes with the connection.
+const BROKEN_STDOUT: i32 = 128 + libc::SIGPIPE;
+
+/// Where a running pod's agent is reached.
+pub(super) fn agent_endpoint(pod: &StoredPod) -> Result<&Endpoint> {
+    if pod.record.state != State::Running {
+        bail!("pod {} is {}", pod.record.id, pod.record.describe_state());
+    }
+    pod.record
+        .endpoint
+        .as_ref()
+        .ok_or_else(|| anyhow!("pod {} has no vsock endpoint", pod.record.id))
 }
 
 fn window() -> Option<WindowSize> {
-    terminal::size().map(|(rows, cols)| {
-        let mut w = WindowSize::new();
-        w.rows = rows.into();
-        w.cols = cols.into();
-        w
-    })
-}
-
-/// Copies this process's stdin to the command; end of file closes its stdin.
-async fn feed_stdin(tx: CSSender<ExecInput>) {
-    agent::stdin::pump(
-        tx,
-        |data| input(exec_input::Kind::Stdin(data)),
-        || input(exec_input::Kind::CloseStdin(true)),
-    )
-    .await;
+    terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
 }
 
 /// Keeps the remote terminal's size in step with this one.
-async fn follow_resizes(tx: CSSender<ExecInput>) {
+async fn follow_resizes<S: tokio::io::AsyncWrite>(tx: InputSender<S>) {
     let Ok(mut winch) = signal(SignalKind::window_change()) else {
         return;
     };
     while winch.recv().await.is_some() {
         if let Some(w) = window() {
-            if tx.send(&input(exec_input::Kind::Resize(w))).await.is_err() {
+            if tx.send(Input::Resize(w)).await.is_err() {
                 return;
             }
         }
@@ -63,7 +59,7 @@ async fn follow_resizes(tx: CSSender<ExecInput>) {
 }
 
 /// Without a terminal, Ctrl-C and SIGTERM are passed on to the command.
-async fn forward_signals(tx: CSSender<ExecInput>) {
+async fn forward_signals<S: tokio::io::AsyncWrite>(tx: InputSender<S>) {
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
@@ -75,66 +71,70 @@ async fn forward_signals(tx: CSSender<ExecInput>) {
             _ = int.recv() => libc::SIGINT,
             _ = term.recv() => libc::SIGTERM,
         };
-        if tx.send(&input(exec_input::Kind::Signal(n))).await.is_err() {
+        if tx.send(Input::Signal(n)).await.is_err() {
             return;
+        }
+    }
+}
+
+fn put(mut w: impl Write, data: &[u8]) -> std::io::Result<()> {
+    w.write_all(data)?;
+    w.flush()
+}
+
+/// Prints the session's output until its exit frame; its status. `what`
+/// names the session in errors ("exec", "attach").
+pub(super) async fn print_output<S: AsyncRead>(
+    rx: &mut OutputReceiver<S>,
+    what: &str,
+) -> Result<i32> {
+    loop {
+        match rx.next().await {
+            Ok(Some((Output::Stdout(_), data))) => {
+                if put(std::io::stdout().lock(), data).is_err() {
+                    return Ok(BROKEN_STDOUT);
+                }
+            }
+            Ok(Some((Output::Stderr(_), data))) => {
+                let _ = put(std::io::stderr().lock(), data);
+            }
+            Ok(Some((Output::Exit(x), _))) => return Ok(x.code),
+            Ok(None) => bail!("{what}: the agent closed the connection before the exit status"),
+            Err(e) => bail!("{what}: {e}"),
         }
     }
 }
 
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
-    let client = pod.client().await?;
-    let stream = client
-        .exec(agent::no_deadline())
+    let request = Request::Exec(ExecRequest {
+        app: o.app,
+        argv: o.argv,
+        env: Vec::new(),
+        tty: o.tty,
+        interactive: o.interactive,
+        size: if o.tty { window() } else { None },
+    });
+    let (tx, mut rx) = iostream::open(agent_endpoint(&pod)?, &request)
         .await
-        .map_err(|e| anyhow!("starting exec: {e}"))?;
-    let (tx, mut rx) = stream.split();
-    let mut start = ExecStart::new();
-    start.app = o.app.clone();
-    start.argv = o.argv.clone();
-    start.tty = o.tty;
-    start.stdin = o.interactive;
-    if o.tty {
-        start.size = window().into();
-    }
-    tx.send(&input(exec_input::Kind::Start(start)))
-        .await
-        .map_err(|e| anyhow!("starting exec: {e}"))?;
+        .map_err(|e| anyhow!("exec: {e}"))?;
 
     let _raw = (o.tty && o.interactive && terminal::is_terminal(std::io::stdin().as_fd()))
         .then(RawMode::enter)
         .flatten();
     let mut tasks = Vec::new();
     if o.interactive {
-        tasks.push(tokio::spawn(feed_stdin(tx.clone())));
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            tx.pump_stdin(tokio::io::stdin()).await;
+        }));
     }
     if o.tty {
-        tasks.push(tokio::spawn(follow_resizes(tx.clone())));
+        tasks.push(tokio::spawn(follow_resizes(tx)));
     } else {
-        tasks.push(tokio::spawn(forward_signals(tx.clone())));
+        tasks.push(tokio::spawn(forward_signals(tx)));
     }
-
-    let result = loop {
-        let msg = match rx.recv().await {
-            Ok(m) => m,
-            Err(ttrpc::Error::RpcStatus(s)) => break Err(anyhow!("exec: {}", s.message())),
-            Err(e) => break Err(anyhow!("exec: the connection to the agent ended: {e}")),
-        };
-        match msg.kind {
-            Some(exec_output::Kind::Stdout(d)) => {
-                let mut o = std::io::stdout().lock();
-                let _ = o.write_all(&d);
-                let _ = o.flush();
-            }
-            Some(exec_output::Kind::Stderr(d)) => {
-                let mut e = std::io::stderr().lock();
-                let _ = e.write_all(&d);
-                let _ = e.flush();
-            }
-            Some(exec_output::Kind::Exit(x)) => break Ok(x.exit_code),
-            _ => {}
-        }
-    };
+    let result = print_output(&mut rx, "exec").await;
     for t in tasks {
         t.abort();
     }
