@@ -38,6 +38,14 @@ impl AgentService {
 
 #[async_trait]
 impl agent_ttrpc::Agent for AgentService {
+    async fn ping(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: pb::PingRequest,
+    ) -> ttrpc::Result<pb::PingResponse> {
+        Ok(pb::PingResponse::new())
+    }
+
     async fn status(
         &self,
         _ctx: &TtrpcContext,
