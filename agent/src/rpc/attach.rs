@@ -10,7 +10,7 @@ use std::sync::Arc;
 use kvmpod_api::iostream::{self as wire, ExitStatus, MAX_FRAME_DATA};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 
-use super::iostream::read_input;
+use super::input::read_input;
 use super::RpcError;
 use crate::pod::{AppRecord, Chunk, Item, Pod, Stream};
 

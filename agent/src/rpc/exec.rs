@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::iostream::read_input;
+use super::input::read_input;
 use super::RpcError;
 use crate::pod::{AppRecord, Pod};
 use crate::process::{

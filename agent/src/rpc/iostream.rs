@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kvmpod_api::iostream::{self as wire, Reply, Request, HEADER_LEN, MAX_REQUEST_LINE};
+use kvmpod_api::iostream::{self as wire, Reply, Request, MAX_REQUEST_LINE};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
@@ -131,27 +131,6 @@ fn open(pod: &Pod, req: Request) -> Result<Session, RpcError> {
     }
 }
 
-/// The host's next frame, with its data (if any) in `data`; None when the
-/// host is gone (end of file: the host never half-closes).
-pub(super) async fn read_input<R: AsyncRead + Unpin>(
-    r: &mut R,
-    data: &mut Vec<u8>,
-) -> Result<Option<wire::Input>, RpcError> {
-    let mut h = [0u8; HEADER_LEN];
-    match r.read_exact(&mut h).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let frame = wire::Input::decode(&h)?;
-    data.clear();
-    if let wire::Input::Stdin(len) = frame {
-        data.resize(len as usize, 0);
-        r.read_exact(data).await?;
-    }
-    Ok(Some(frame))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +138,7 @@ mod tests {
     use crate::process::{Exit, Reaper};
     use crate::timeline::Timeline;
     use kvmpod_api::config::AgentConfig;
+    use kvmpod_api::iostream::HEADER_LEN;
     use kvmpod_api::iostream::{ExitStatus, Output};
     use tokio::net::UnixStream;
 

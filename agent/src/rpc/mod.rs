@@ -14,6 +14,7 @@ mod attach;
 mod error;
 mod exec;
 mod forward;
+mod input;
 mod iostream;
 mod logstream;
 mod service;
