@@ -67,33 +67,13 @@ fn killing_host_ctl_takes_its_vm_along() {
     fx.finish();
 }
 
-/// A fake modules directory whose transport modules are not modules.
-fn broken_modules(fx: &Fixture) -> std::path::PathBuf {
-    let modules = fx.path().join("modules/6.1.0-fake");
-    fs::create_dir_all(modules.join("kernel")).unwrap();
-    // Either virtio transport, whichever machine host-ctl picks.
-    for m in ["virtio_pci", "virtio_mmio", "vmw_vsock_virtio_transport"] {
-        fs::write(
-            modules.join(format!("kernel/{m}.ko")),
-            b"not a kernel module",
-        )
-        .unwrap();
-    }
-    fs::write(
-        modules.join("modules.dep"),
-        "kernel/virtio_pci.ko:\nkernel/virtio_mmio.ko:\nkernel/vmw_vsock_virtio_transport.ko:\n",
-    )
-    .unwrap();
-    modules
-}
-
 /// A failure before vsock is up (here: a kernel module that cannot load)
 /// is one FATAL console line and a power-off, which host-ctl reports with
 /// the stage, instead of a kernel panic or a hang.
 #[test]
 fn a_failure_before_vsock_is_reported_from_the_console() {
     let fx = Fixture::new();
-    let modules = broken_modules(&fx);
+    let modules = fx.broken_modules();
     let manifest = fx.one_app("a", "true").write("pod.json");
     let out = fx.run(
         &[

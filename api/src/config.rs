@@ -1,7 +1,10 @@
-//! The agent's settings, written by host-ctl into the initramfs.
+//! The agent's settings: the stage1 image's own ([`Stage1Config`], in the
+//! initramfs) and the pod's ([`AgentConfig`], in the pod's share).
 //!
 //! Kernel parameters with a `.` are not passed to init and the rest mix with
-//! the kernel's own, so the agent takes its settings from a file instead.
+//! the kernel's own, so the agent takes its settings from files instead.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,9 +16,11 @@ pub struct AgentConfig {
     /// The vsock port the agent serves ttrpc on.
     #[serde(default = "default_port")]
     pub vsock_port: u32,
-    /// Kernel modules to load, dependencies first, as guest paths.
+    /// Each app's root: its read-only layers, by their number in the
+    /// pod share's `roots/`, top first. The agent stacks them with
+    /// overlayfs under a writable tmpfs layer of the app's own.
     #[serde(default)]
-    pub modules: Vec<String>,
+    pub app_roots: BTreeMap<String, Vec<usize>>,
     /// How long the agent waits, after every app has exited, for the host to
     /// collect the status and ask for shutdown before it powers off alone.
     #[serde(default = "default_linger")]
@@ -56,6 +61,37 @@ pub enum VmEnd {
     Reboot,
 }
 
+/// What the stage1 image says about itself: the kernel modules it holds,
+/// in load order (dependencies first, as guest paths), for each virtio
+/// transport a VM may have. The VM's transport comes from the kernel
+/// command line ([`crate::layout::TRANSPORT_ENV`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stage1Config {
+    /// The kernel release the modules are for.
+    pub kernel: String,
+    pub modules: BTreeMap<String, Vec<String>>,
+}
+
+impl VmEnd {
+    /// The value of [`crate::layout::VM_END_ENV`] for this way of ending.
+    pub fn param(self) -> &'static str {
+        match self {
+            VmEnd::PowerOff => "poweroff",
+            VmEnd::Reboot => "reboot",
+        }
+    }
+
+    /// The way of ending named by `param` (power-off for anything else).
+    pub fn from_param(param: &str) -> VmEnd {
+        if param == "reboot" {
+            VmEnd::Reboot
+        } else {
+            VmEnd::PowerOff
+        }
+    }
+}
+
 fn default_port() -> u32 {
     DEFAULT_VSOCK_PORT
 }
@@ -79,7 +115,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             vsock_port: default_port(),
-            modules: Vec::new(),
+            app_roots: BTreeMap::new(),
             linger_secs: default_linger(),
             grace_ms: default_grace(),
             ninep_msize: default_msize(),
@@ -100,5 +136,13 @@ mod tests {
         let c: AgentConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, AgentConfig::default());
         assert_eq!(c.vsock_port, 1024);
+    }
+
+    #[test]
+    fn vm_end_round_trips_through_its_kernel_parameter() {
+        for end in [VmEnd::PowerOff, VmEnd::Reboot] {
+            assert_eq!(VmEnd::from_param(end.param()), end);
+        }
+        assert_eq!(VmEnd::from_param("nonsense"), VmEnd::PowerOff);
     }
 }

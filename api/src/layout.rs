@@ -1,14 +1,36 @@
-//! Where things live in the guest. host-ctl and rootfs-builder write these
-//! paths into the initramfs; the agent reads them.
+//! Where things live in the guest, and what host-ctl and the agent call
+//! the things they exchange. The stage1 image (built once per agent and
+//! kernel) holds the agent and the kernel modules; everything per pod comes
+//! through the pod's own read-only 9p share, so nothing per pod is copied.
 
 use std::path::PathBuf;
 
 /// The agent, started by the kernel as PID 1 (the initramfs default `rdinit`).
 pub const INIT: &str = "/init";
-/// The manifest, as validated (and with host paths resolved) by host-ctl.
-pub const MANIFEST: &str = "/etc/kvmpod/pod.json";
-/// The agent's own settings ([`crate::config::AgentConfig`]).
-pub const AGENT_CONFIG: &str = "/etc/kvmpod/agent.json";
+/// The stage1 image's own settings ([`crate::config::Stage1Config`]).
+pub const STAGE1_CONFIG: &str = "/etc/kvmpod/stage1.json";
+/// The 9p tag of the pod's share: its settings, manifest and app roots.
+pub const POD_SHARE_TAG: &str = "kvmpod";
+/// Where the agent mounts the pod's share (read-only).
+pub const POD_SHARE_DIR: &str = "/run/kvmpod/pod";
+/// The agent's settings for the pod ([`crate::config::AgentConfig`]), in
+/// the pod's share.
+pub const AGENT_CONFIG_FILE: &str = "agent.json";
+/// The manifest, as validated (and with host paths resolved) by host-ctl,
+/// in the pod's share.
+pub const MANIFEST_FILE: &str = "pod.json";
+/// The directory of the pod's share that holds the app roots' read-only
+/// layers, one numbered directory each.
+pub const ROOTS_DIR: &str = "roots";
+/// Where each app's writable layer lives in the guest (a tmpfs).
+pub const UPPER_DIR: &str = "/run/kvmpod/upper";
+/// Kernel parameters the agent reads from its environment (the kernel
+/// passes `name=value` parameters without a dot to init that way): the
+/// VM's virtio transport module, and how the VM ends (see
+/// [`crate::config::VmEnd`]). Both are needed before the pod's share can
+/// be read.
+pub const TRANSPORT_ENV: &str = "kvmpod_transport";
+pub const VM_END_ENV: &str = "kvmpod_end";
 /// Where kernel modules are copied, under `<kernel version>/`.
 pub const MODULES_DIR: &str = "/lib/modules";
 /// Each volume's guest directory: `/mnt/<volume>`.
@@ -38,6 +60,18 @@ pub fn volume_dir(volume: &str) -> PathBuf {
 /// `/opt/stage2/<app>/rootfs`, the app's root in the guest.
 pub fn app_rootfs(app: &str) -> PathBuf {
     PathBuf::from(STAGE2_DIR).join(app).join("rootfs")
+}
+
+/// The guest path of the pod share's file or directory `name`.
+pub fn in_pod_share(name: &str) -> PathBuf {
+    PathBuf::from(POD_SHARE_DIR).join(name)
+}
+
+/// The guest path of read-only layer `n` of the pod's share.
+pub fn root_layer(n: usize) -> PathBuf {
+    PathBuf::from(POD_SHARE_DIR)
+        .join(ROOTS_DIR)
+        .join(n.to_string())
 }
 
 /// Path of the initramfs entry for `guest_path` (no leading `/`).

@@ -14,6 +14,7 @@ pub mod logstream;
 pub mod manifest;
 pub mod mountapi;
 pub mod protocol;
+pub mod signal;
 pub mod tag;
 pub mod timeline;
 pub mod validate;

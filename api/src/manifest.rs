@@ -73,10 +73,19 @@ pub struct App {
     pub name: String,
     /// The app's root: a host directory or a tar archive (optionally
     /// gzip-compressed). A relative path is resolved against the manifest's
-    /// own directory.
+    /// own directory. Either this or `image`.
+    #[serde(default, skip_serializing_if = "is_empty_path")]
     pub rootfs: PathBuf,
+    /// An image in host-ctl's image store (a name such as `busybox:latest`,
+    /// or a digest) whose layers are the app's root; its configuration
+    /// gives the defaults of `exec`, `env`, `user` and
+    /// `workingDirectory`. Either this or `rootfs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The program and its arguments. A program without a `/` is looked up
-    /// in the app's `PATH`, inside its root.
+    /// in the app's `PATH`, inside its root. With an `image`, the image's
+    /// Entrypoint and Cmd when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
@@ -118,6 +127,11 @@ pub struct App {
     /// Extra tmpfs mounts in the app's root.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<TmpfsMount>,
+    /// The signal that asks the app to stop (`TERM`, `SIGQUIT`, `15`);
+    /// SIGTERM when unset, or the image's StopSignal. SIGKILL follows after
+    /// the grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
     /// What happens when the app exits.
     #[serde(default, skip_serializing_if = "RestartPolicy::is_never")]
     pub restart_policy: RestartPolicy,
@@ -136,6 +150,10 @@ pub struct App {
         deserialize_with = "de_size"
     )]
     pub log_buffer_size: Option<u64>,
+}
+
+fn is_empty_path(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// Docker's log modes. Output is kept by the agent until the host has

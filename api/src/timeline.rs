@@ -13,14 +13,14 @@ use std::str::FromStr;
 pub enum Stage {
     /// The kernel started the agent as `/init`.
     Init,
-    /// The agent's settings and the manifest were read.
-    ConfigRead,
-    /// Every kernel module the host chose is loaded.
+    /// The stage1 image's kernel modules for the VM's transport are loaded.
     ModulesLoaded,
     /// The root moved off the initramfs onto a tmpfs.
     RootSwitched,
-    /// `/proc`, `/sys`, `/dev`, cgroups, loopback and `/etc` files are set.
+    /// `/proc`, `/sys`, `/dev`, cgroups and loopback are set.
     BaseMounted,
+    /// The pod's share is mounted and its settings and manifest read.
+    ConfigRead,
     /// The agent serves its API on vsock: the host may connect.
     AgentReady,
     /// Every volume is mounted; apps start next.
@@ -36,10 +36,10 @@ pub enum Stage {
 impl Stage {
     pub const ALL: [Stage; 10] = [
         Stage::Init,
-        Stage::ConfigRead,
         Stage::ModulesLoaded,
         Stage::RootSwitched,
         Stage::BaseMounted,
+        Stage::ConfigRead,
         Stage::AgentReady,
         Stage::VolumesMounted,
         Stage::Stopping,

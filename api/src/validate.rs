@@ -231,13 +231,25 @@ fn check_empty_volume(errs: &mut Vec<FieldError>, at: &str, v: &Volume) {
 /// One app's fields (its name is checked with the others', for
 /// uniqueness), reported under `at` (`apps[1]`).
 fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App) {
-    if app.rootfs.as_os_str().is_empty() {
-        errs.push(FieldError::new(
+    match (app.rootfs.as_os_str().is_empty(), &app.image) {
+        (true, None) => errs.push(FieldError::new(
             format!("{at}.rootfs"),
-            "must name a directory or tar archive",
-        ));
+            "must name a directory or tar archive (or give the app an \"image\")",
+        )),
+        (false, Some(_)) => errs.push(FieldError::new(
+            format!("{at}.image"),
+            "an app has either a rootfs or an image, not both",
+        )),
+        (true, Some(image)) if image.trim().is_empty() => errs.push(FieldError::new(
+            format!("{at}.image"),
+            "must name an image (it is empty)",
+        )),
+        _ => {}
     }
-    check_exec(errs, at, app);
+    // An image's configuration may give the program: host-ctl fills it in.
+    if app.image.is_none() || !app.exec.is_empty() {
+        check_exec(errs, at, app);
+    }
     check_env(errs, at, app);
     check_identity(errs, at, app);
     check_resources(errs, at, app);
@@ -245,6 +257,9 @@ fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App)
     check_logging(errs, at, app);
     if let Some(wd) = &app.working_directory {
         guest_path(errs, &format!("{at}.workingDirectory"), wd);
+    }
+    if let Some(Err(e)) = app.stop_signal.as_deref().map(crate::signal::parse) {
+        errs.push(FieldError::new(format!("{at}.stopSignal"), e.to_string()));
     }
     // Paths taken by the app's mounts so far, and by which mount.
     let mut taken: HashMap<String, String> = HashMap::new();
@@ -737,6 +752,33 @@ mod tests {
         assert_eq!(e.field, "apps[0].workingDirectory");
         let e = one_error(|p| p.apps[0].working_directory = Some("/srv/../..".into()));
         assert!(e.message.contains(".."));
+    }
+
+    #[test]
+    fn a_stop_signal_must_be_a_signal() {
+        let e = one_error(|p| p.apps[0].stop_signal = Some("SIGNOPE".into()));
+        assert_eq!(e.field, "apps[0].stopSignal");
+        let mut pod = parse(
+            r#"{"apps": [{"name": "a", "rootfs": "/", "exec": ["x"], "stopSignal": "QUIT"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(validate(&pod), vec![]);
+        pod.apps[0].stop_signal = Some("15".into());
+        assert_eq!(validate(&pod), vec![]);
+    }
+
+    #[test]
+    fn an_app_has_a_rootfs_or_an_image() {
+        let e = one_error(|p| p.apps[0].image = Some("busybox".into()));
+        assert_eq!(e.field, "apps[0].image");
+        assert!(e.message.contains("not both"), "{e}");
+        let e = one_error(|p| p.apps[0].rootfs = PathBuf::new());
+        assert_eq!(e.field, "apps[0].rootfs");
+        // An image may leave the program to its configuration.
+        let mut pod = parse(r#"{"apps": [{"name": "a", "image": "busybox:latest"}]}"#).unwrap();
+        assert_eq!(validate(&pod), vec![]);
+        pod.apps[0].image = Some(" ".into());
+        assert_eq!(validate(&pod)[0].field, "apps[0].image");
     }
 
     #[test]

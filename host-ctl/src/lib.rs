@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! commands   one thin module per subcommand (anyhow lives here only)
+//! image      the OCI image store: imports, layer snapshots, leases
 //! launch     manifest + host -> a prepared pod (plan, initramfs, aliases)
 //! pod        pod directories, records, the store, CIDs, the monitor
+//! stage1     the stage1 guest image (agent + kernel modules), built once
 //! logs       apps' output: log files, collectors, the terminal printer
 //! agent      the vsock connection and ttrpc client, the guest console
 //! vmm        hypervisor backends (QEMU, lkvm), VM processes, accel, vsock
@@ -17,8 +19,10 @@
 
 pub mod agent;
 pub mod commands;
+pub mod image;
 pub mod launch;
 pub mod logs;
 pub mod pod;
+pub mod stage1;
 pub mod ui;
 pub mod vmm;

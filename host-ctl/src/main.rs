@@ -139,6 +139,12 @@ enum Command {
     },
     /// Remove every exited pod, after marking pods whose VM died.
     Gc,
+    /// The OCI images pods run from: import, ls, inspect, rm, prune.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// The stage1 guest images: the agent and kernel modules pods boot.
+    #[command(subcommand)]
+    Stage1(commands::stage1::Stage1Command),
     /// (internal) Run a hypervisor in its filesystem jail.
     #[command(hide = true)]
     VmmJail {
@@ -241,11 +247,16 @@ struct VmArgs {
     /// Verbose guest console (kernel messages and agent debug lines).
     #[arg(long)]
     debug: bool,
-    /// Gzip the pod's initramfs: smaller on disk, but slower to build and
-    /// to boot (the guest kernel unpacks it; under TCG that costs more
-    /// than it saves).
+    /// Boot a gzipped stage1 image: smaller on disk, but slower to boot
+    /// (the guest kernel unpacks it; under TCG that costs more than it
+    /// saves).
     #[arg(long)]
     gzip_initramfs: bool,
+    /// The stage1 image to boot: a digest (or a unique prefix) from
+    /// `host-ctl stage1 ls`, or an image file [default: the one for this
+    /// agent and kernel, built on first use].
+    #[arg(long, value_name = "DIGEST|FILE")]
+    stage1: Option<String>,
 }
 
 impl VmArgs {
@@ -266,6 +277,7 @@ impl VmArgs {
             linger: Duration::from_secs(300),
             debug: self.debug,
             gzip_initramfs: self.gzip_initramfs,
+            stage1: self.stage1,
             detach: false,
             log_rotation: Rotation::default(),
         }
@@ -342,6 +354,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
+        Command::Image(c) => commands::image::run(&state, c),
+        Command::Stage1(c) => commands::stage1::run(&state, c),
         Command::VmmJail { args } => commands::vmm_jail::run(&args),
         Command::Keeper { start, dir } => commands::keeper::run(&dir, start).await,
         Command::Monitor { adopt, dir } => commands::monitor::run(&dir, adopt).await,

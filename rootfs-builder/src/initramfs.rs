@@ -1,29 +1,24 @@
-//! Assembles a pod's initramfs: the agent as `/init`, its settings, the
-//! validated manifest, the kernel modules in load order and every app's
-//! root under `/opt/stage2/<app>/rootfs`.
+//! Assembles kvmpod's stage1 guest image: an initramfs with the agent as
+//! `/init`, the kernel modules every VM of a kind needs (in load order, for
+//! each virtio transport) and the list of them. Nothing in it is per pod:
+//! a pod's settings, manifest and app roots come through its own share, so
+//! one image serves every pod of an agent build and kernel.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use kvmpod_api::config::AgentConfig;
+use kvmpod_api::config::Stage1Config;
 use kvmpod_api::layout;
-use kvmpod_api::manifest::PodManifest;
 
 use crate::archive::{Archive, ArchiveError, Data, Entry, Node};
 use crate::modules::{ModuleError, ModuleIndex};
-use crate::tree::{self, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("agent binary {}: {source}", path.display())]
     Agent { path: PathBuf, source: io::Error },
-    #[error("app {app:?}: root {}: {source}", rootfs.display())]
-    AppRoot {
-        app: String,
-        rootfs: PathBuf,
-        source: TreeError,
-    },
     #[error(transparent)]
     Modules(#[from] ModuleError),
     #[error(transparent)]
@@ -34,22 +29,45 @@ pub enum BuildError {
     NoKernelVersion(PathBuf),
 }
 
-/// The kernel modules to put in the initramfs.
+/// The kernel modules to put in the image.
 #[derive(Debug, Clone)]
 pub struct KernelModules {
     /// `/lib/modules/<kernel version>` of the guest kernel.
     pub dir: PathBuf,
-    /// Modules the pod needs; their dependencies are added.
-    pub wanted: Vec<String>,
+    /// For each virtio transport module, the modules a VM with it needs
+    /// (the transport's own included); their dependencies are added.
+    pub wanted: BTreeMap<String, Vec<String>>,
 }
 
-/// Everything an initramfs is made of.
+/// The virtio transports a kvmpod VM may have: QEMU's microvm has
+/// virtio-mmio, q35 and lkvm virtio-pci.
+pub const TRANSPORTS: [&str; 2] = ["virtio_mmio", "virtio_pci"];
+
+/// What every pod's guest needs besides its transport: vsock to the host,
+/// 9p for the pod's share and host volumes, overlayfs for app roots.
+const POD_MODULES: [&str; 4] = [
+    "vmw_vsock_virtio_transport",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
+
+/// The modules of a kvmpod stage1 image, for each transport.
+pub fn pod_modules() -> BTreeMap<String, Vec<String>> {
+    TRANSPORTS
+        .iter()
+        .map(|t| {
+            let mut m = vec![t.to_string()];
+            m.extend(POD_MODULES.iter().map(|p| p.to_string()));
+            (t.to_string(), m)
+        })
+        .collect()
+}
+
+/// Everything a stage1 image is made of.
 #[derive(Debug, Clone)]
 pub struct InitramfsSpec {
     pub agent: PathBuf,
-    pub manifest: PodManifest,
-    /// The agent's settings; `modules` is filled in by [`build_archive`].
-    pub config: AgentConfig,
     pub modules: Option<KernelModules>,
 }
 
@@ -69,14 +87,7 @@ pub fn build_archive(spec: &InitramfsSpec) -> Result<Archive, BuildError> {
     // the node must be in the archive; devtmpfs is mounted over /dev later.
     a.add("dev", Entry::dir(0o755))?;
     a.add("dev/console", Entry::console())?;
-    for dir in [
-        "proc",
-        "sys",
-        "run",
-        "mnt",
-        "etc/kvmpod",
-        layout::STAGE2_DIR,
-    ] {
+    for dir in ["proc", "sys", "run", "mnt", "etc/kvmpod"] {
         a.add(dir, Entry::dir(0o755))?;
     }
     a.add("tmp", Entry::dir(0o1777))?;
@@ -100,38 +111,40 @@ pub fn build_archive(spec: &InitramfsSpec) -> Result<Archive, BuildError> {
         },
     )?;
 
-    let mut config = spec.config.clone();
-    config.modules.clear();
+    let mut config = Stage1Config::default();
     if let Some(km) = &spec.modules {
-        let kver = km
-            .dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| BuildError::NoKernelVersion(km.dir.clone()))?;
-        let index = ModuleIndex::load(&km.dir)?;
-        for m in index.resolve(&km.wanted)? {
-            let guest = format!("{}/{kver}/{}", layout::MODULES_DIR, m.guest_rel_path());
-            a.add(&guest, Entry::file(index.read_module(&m)?, 0o644))?;
-            config.modules.push(guest);
-        }
+        add_modules(&mut a, km, &mut config)?;
     }
-
-    a.add(layout::AGENT_CONFIG, Entry::file(to_json(&config), 0o644))?;
-    a.add(
-        layout::MANIFEST,
-        Entry::file(to_json(&spec.manifest), 0o644),
-    )?;
-
-    for app in &spec.manifest.apps {
-        let prefix = layout::app_rootfs(&app.name);
-        let prefix = prefix.to_string_lossy();
-        tree::add_root(&mut a, &app.rootfs, &prefix).map_err(|source| BuildError::AppRoot {
-            app: app.name.clone(),
-            rootfs: app.rootfs.clone(),
-            source,
-        })?;
-    }
+    a.add(layout::STAGE1_CONFIG, Entry::file(to_json(&config), 0o644))?;
     Ok(a)
+}
+
+/// Adds each transport's modules (each file once) and lists them in
+/// `config`, dependencies first.
+fn add_modules(
+    a: &mut Archive,
+    km: &KernelModules,
+    config: &mut Stage1Config,
+) -> Result<(), BuildError> {
+    let kver = km
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| BuildError::NoKernelVersion(km.dir.clone()))?;
+    config.kernel = kver.to_string();
+    let index = ModuleIndex::load(&km.dir)?;
+    for (transport, wanted) in &km.wanted {
+        let mut order = Vec::new();
+        for m in index.resolve(wanted)? {
+            let guest = format!("{}/{kver}/{}", layout::MODULES_DIR, m.guest_rel_path());
+            if a.get(&guest).is_none() {
+                a.add(&guest, Entry::file(index.read_module(&m)?, 0o644))?;
+            }
+            order.push(guest);
+        }
+        config.modules.insert(transport.clone(), order);
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -193,43 +206,36 @@ pub fn read_initramfs(path: &Path) -> io::Result<Vec<crate::archive::ReadEntry>>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
 
     fn fixture() -> (tempfile::TempDir, InitramfsSpec) {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         fs::write(d.join("agent"), b"\x7fELF agent").unwrap();
-        fs::create_dir_all(d.join("root/bin")).unwrap();
-        fs::write(d.join("root/bin/busybox"), b"busybox").unwrap();
-        symlink("busybox", d.join("root/bin/sh")).unwrap();
         let mods = d.join("modules/6.1.0-test");
         fs::create_dir_all(mods.join("kernel")).unwrap();
-        fs::write(mods.join("kernel/virtio_ring.ko"), b"ring").unwrap();
-        fs::write(mods.join("kernel/virtio.ko"), b"virtio").unwrap();
+        for m in ["virtio_ring", "virtio", "virtio_mmio", "virtio_pci"] {
+            fs::write(mods.join(format!("kernel/{m}.ko")), m).unwrap();
+        }
         fs::write(
             mods.join("modules.dep"),
-            "kernel/virtio.ko: kernel/virtio_ring.ko\nkernel/virtio_ring.ko:\n",
+            "kernel/virtio.ko: kernel/virtio_ring.ko\nkernel/virtio_ring.ko:\n\
+             kernel/virtio_mmio.ko: kernel/virtio.ko kernel/virtio_ring.ko\n\
+             kernel/virtio_pci.ko: kernel/virtio.ko kernel/virtio_ring.ko\n",
         )
         .unwrap();
-        let manifest = kvmpod_api::validate::parse(&format!(
-            r#"{{"apps": [{{"name": "web", "rootfs": "{}", "exec": ["/bin/sh"]}}]}}"#,
-            d.join("root").display()
-        ))
-        .unwrap();
+        let wanted = [("virtio_mmio", "virtio_mmio"), ("virtio_pci", "virtio_pci")]
+            .into_iter()
+            .map(|(t, m)| (t.to_string(), vec![m.to_string()]))
+            .collect();
         let spec = InitramfsSpec {
             agent: d.join("agent"),
-            manifest,
-            config: AgentConfig::default(),
-            modules: Some(KernelModules {
-                dir: mods,
-                wanted: vec!["virtio".into()],
-            }),
+            modules: Some(KernelModules { dir: mods, wanted }),
         };
         (dir, spec)
     }
 
     #[test]
-    fn initramfs_holds_agent_config_manifest_modules_and_roots() {
+    fn stage1_holds_the_agent_and_each_transports_modules_once() {
         let (dir, spec) = fixture();
         let out = dir.path().join("initramfs.img");
         write_initramfs(&build_archive(&spec).unwrap(), &out, Compression::Gzip).unwrap();
@@ -244,22 +250,31 @@ mod tests {
         assert_eq!(get("init").mode, 0o100755);
         assert_eq!(get("dev/console").rdev, (5, 1));
         assert_eq!(get("tmp").mode, 0o41777);
-        assert_eq!(get("opt/stage2/web/rootfs/bin/sh").data, b"busybox");
         assert_eq!(
             get("lib/modules/6.1.0-test/kernel/virtio.ko").data,
             b"virtio"
         );
-        let config: AgentConfig =
-            serde_json::from_slice(&get("etc/kvmpod/agent.json").data).unwrap();
+        let shared = entries
+            .iter()
+            .filter(|e| e.path.ends_with("/virtio_ring.ko"))
+            .count();
+        assert_eq!(shared, 1, "a module both transports need is stored once");
+        let config: Stage1Config =
+            serde_json::from_slice(&get("etc/kvmpod/stage1.json").data).unwrap();
+        assert_eq!(config.kernel, "6.1.0-test");
         assert_eq!(
-            config.modules,
+            config.modules["virtio_pci"],
             [
                 "/lib/modules/6.1.0-test/kernel/virtio_ring.ko",
-                "/lib/modules/6.1.0-test/kernel/virtio.ko"
+                "/lib/modules/6.1.0-test/kernel/virtio.ko",
+                "/lib/modules/6.1.0-test/kernel/virtio_pci.ko"
             ]
         );
-        let pod: PodManifest = serde_json::from_slice(&get("etc/kvmpod/pod.json").data).unwrap();
-        assert_eq!(pod, spec.manifest);
+        assert!(config.modules["virtio_mmio"][2].ends_with("virtio_mmio.ko"));
+        assert!(
+            !entries.iter().any(|e| e.path.starts_with("opt/")),
+            "no app root is in the stage1 image"
+        );
     }
 
     #[test]
@@ -279,7 +294,8 @@ mod tests {
         let e = build_archive(&spec).unwrap_err().to_string();
         assert!(e.starts_with("agent binary") && e.contains("nope"), "{e}");
         let (_dir, mut spec) = fixture();
-        spec.modules.as_mut().unwrap().wanted.push("9p".into());
+        let km = spec.modules.as_mut().unwrap();
+        km.wanted.get_mut("virtio_pci").unwrap().push("9p".into());
         let e = build_archive(&spec).unwrap_err().to_string();
         assert!(e.contains("\"9p\" is neither in"), "{e}");
     }

@@ -1,6 +1,6 @@
-//! Builds kvmpod's guest initramfs: a newc cpio archive holding the agent as
-//! `/init`, the validated pod manifest, the kernel modules the pod needs (in
-//! load order) and every app's root.
+//! Builds kvmpod's stage1 guest image: a newc cpio archive holding the agent
+//! as `/init` and the kernel modules a pod's VM needs (in load order). The
+//! bench's baseline VM also uses it to put a busybox root in an initramfs.
 
 pub mod archive;
 pub mod compression;

@@ -1,4 +1,4 @@
-//! `rootfs-builder`: build, inspect and plan kvmpod initramfs images by hand.
+//! `rootfs-builder`: build, inspect and plan kvmpod stage1 images by hand.
 //! host-ctl uses the same library; this CLI is for debugging and scripts.
 
 use std::path::PathBuf;
@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use kvmpod_api::config::AgentConfig;
 use rootfs_builder::modules::ModuleIndex;
 use rootfs_builder::{build_archive, write_initramfs, Compression, InitramfsSpec, KernelModules};
 
@@ -23,19 +22,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build a pod's initramfs from its manifest.
+    /// Build a stage1 guest image: the agent as /init and the kernel
+    /// modules a pod's VM needs (host-ctl builds and caches the same with
+    /// `host-ctl stage1 build`).
     Build {
-        /// The pod manifest (validated as host-ctl does).
-        manifest: PathBuf,
         /// The static agent binary to install as /init.
         #[arg(long)]
         agent: PathBuf,
         /// The guest kernel's modules directory (/lib/modules/<version>).
         #[arg(long)]
         modules_dir: Option<PathBuf>,
-        /// A module to include with its dependencies (repeatable).
-        #[arg(long = "module", value_name = "NAME")]
-        modules: Vec<String>,
         #[arg(long, value_enum, default_value_t = Codec::Gzip)]
         compression: Codec,
         /// Where to write the image.
@@ -72,21 +68,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
-            manifest,
             agent,
             modules_dir,
-            modules,
             compression,
             output,
         } => {
-            let pod = kvmpod_api::validate::load(&manifest)?;
             let spec = InitramfsSpec {
                 agent,
-                manifest: pod,
-                config: AgentConfig::default(),
                 modules: modules_dir.map(|dir| KernelModules {
                     dir,
-                    wanted: modules,
+                    wanted: rootfs_builder::initramfs::pod_modules(),
                 }),
             };
             let archive = build_archive(&spec)?;

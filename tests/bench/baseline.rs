@@ -144,7 +144,7 @@ fn run_baseline(vm: &BaselineVm, data: &Path) -> Result<f64> {
 /// and an /init script doing the pod's work.
 fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
     use rootfs_builder::archive::{Archive, Entry};
-    let pod = kvmpod_api::validate::load(manifest)?;
+    kvmpod_api::validate::load(manifest)?;
     let kernel = host_ctl::launch::host::kernel(None, None)?;
     let modules_dir = kernel
         .modules
@@ -162,7 +162,11 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
         a.add(d, Entry::dir(0o755))?;
     }
     let mut paths = Vec::new();
-    for m in index.resolve(&host_ctl::launch::needed_modules(&pod, transport))? {
+    // The modules the stage1 image loads for this transport.
+    let wanted = rootfs_builder::initramfs::pod_modules()
+        .remove(transport)
+        .ok_or_else(|| anyhow!("no stage1 modules for transport {transport}"))?;
+    for m in index.resolve(&wanted)? {
         let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
         a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
         paths.push(format!("/{p}"));

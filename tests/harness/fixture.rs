@@ -85,6 +85,27 @@ impl Fixture {
         path
     }
 
+    /// A modules directory (`<fixture>/modules/6.1.0-fake`) naming every
+    /// module of the stage1 image, none of which is a kernel module: the
+    /// agent's first module load fails, before vsock is up.
+    pub fn broken_modules(&self) -> PathBuf {
+        let modules = self.path().join("modules/6.1.0-fake");
+        fs::create_dir_all(modules.join("kernel")).expect("creating a modules directory");
+        let mut dep = String::new();
+        for wanted in rootfs_builder::initramfs::pod_modules().values() {
+            for m in wanted {
+                fs::write(
+                    modules.join(format!("kernel/{m}.ko")),
+                    b"not a kernel module",
+                )
+                .expect("writing a fake module");
+                dep.push_str(&format!("kernel/{m}.ko:\n"));
+            }
+        }
+        fs::write(modules.join("modules.dep"), dep).expect("writing modules.dep");
+        modules
+    }
+
     /// A pod with no app yet; see [`PodSpec`].
     pub fn pod(&self) -> PodSpec<'_> {
         PodSpec::new(self)

@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod checks;
 pub mod fixture;
+pub mod images;
 pub mod leftovers;
 pub mod pod;
 pub mod process;

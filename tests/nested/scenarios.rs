@@ -238,16 +238,7 @@ fn lkvm_ends_on_failures() {
         .one_app("a", "echo ready; exec sleep 600")
         .write("pod.json");
 
-    let modules = fx.path().join("modules/6.1.0-fake");
-    fs::create_dir_all(modules.join("kernel")).unwrap();
-    for m in ["virtio_pci", "vmw_vsock_virtio_transport"] {
-        fs::write(modules.join(format!("kernel/{m}.ko")), b"not a module").unwrap();
-    }
-    fs::write(
-        modules.join("modules.dep"),
-        "kernel/virtio_pci.ko:\nkernel/vmw_vsock_virtio_transport.ko:\n",
-    )
-    .unwrap();
+    let modules = fx.broken_modules();
     let start = Instant::now();
     let broken = fx.run(
         &[

@@ -2,22 +2,20 @@
 //!
 //! The kernel unpacks the initramfs into `rootfs`, a mount that
 //! `pivot_root` refuses to move away from. Apps need `pivot_root` (a chroot
-//! can be escaped), so, once the agent has read its settings and loaded
-//! the kernel modules from the initramfs, it makes a fresh tmpfs the root
-//! (as `switch_root` does) — without copying anything: storage bind-mounts
-//! each app's root from the initramfs into the new root, which also makes
-//! it the mount point `pivot_root` needs. The agent keeps running from its
-//! old inode; nothing else of the initramfs is reachable afterwards.
+//! can be escaped), so, once the agent has loaded the kernel modules from
+//! the initramfs, it makes a fresh tmpfs the root (as `switch_root` does).
+//! The app roots are mounted there later, from the pod's share. The agent
+//! keeps running from its old inode; nothing of the initramfs is reachable
+//! afterwards.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 
 use super::BootError;
 use crate::error::Context;
-use crate::storage;
 
 /// ramfs, which the initramfs is when the kernel has no tmpfs.
 const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
@@ -33,9 +31,8 @@ pub(super) fn on_initramfs() -> bool {
         && !Path::new(NEW_ROOT).exists()
 }
 
-/// Makes a tmpfs the root, with `app_roots` bind-mounted into it at the
-/// same paths.
-pub(super) fn switch_to_tmpfs(app_roots: &[PathBuf]) -> Result<(), BootError> {
+/// Makes a fresh tmpfs the root.
+pub(super) fn switch_to_tmpfs() -> Result<(), BootError> {
     fs::create_dir(NEW_ROOT).context(|| format!("creating {NEW_ROOT}"))?;
     mount(
         Some("root"),
@@ -45,7 +42,6 @@ pub(super) fn switch_to_tmpfs(app_roots: &[PathBuf]) -> Result<(), BootError> {
         Some("mode=0755"),
     )
     .context(|| format!("mounting a tmpfs at {NEW_ROOT}"))?;
-    storage::mount_app_roots_in(Path::new(NEW_ROOT), app_roots)?;
     // The kernel opens /dev/console for init from the initramfs; devtmpfs
     // is mounted over the new /dev right after.
     for dir in ["dev", "proc", "sys", "run", "tmp", "mnt"] {

@@ -1,5 +1,7 @@
-//! The agent's whole life, in order: the guest's own file systems, kernel
-//! modules, the vsock server, volumes, apps; then waiting for shutdown.
+//! The agent's whole life, in order: kernel modules from the stage1 image,
+//! the guest's own file systems, the pod's share (settings, manifest, app
+//! layers), the vsock server, app roots and volumes, apps; then waiting for
+//! shutdown.
 //!
 //! Until the vsock server is up, a failure can only be told on the console:
 //! one `FATAL` line, then power-off. After that the failure is recorded in
@@ -9,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT, IO_VSOCK_PORT, LOG_VSOCK_PORT};
+use kvmpod_api::layout::{FORWARD_VSOCK_PORT, IO_VSOCK_PORT, LOG_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::timeline::Stage;
 use ttrpc::r#async::Server;
 
-use super::config::{read_config, read_manifest};
-use super::{early, kmod, net, power, rootswitch};
+use super::{config, early, kmod, net, power, rootswitch};
 use crate::pod::{self, Pod};
 use crate::process::{self, Reaper};
 use crate::timeline::Timeline;
@@ -31,9 +32,10 @@ fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
 pub async fn run(init_ns: u64) {
     let timeline = Timeline::default();
     timeline.mark_at(Stage::Init, init_ns);
-    let (config, manifest) = from_initramfs(&timeline);
-    guest_system(&config);
+    from_stage1(&timeline);
+    guest_system();
     timeline.mark(Stage::BaseMounted);
+    let (config, manifest) = from_pod_share(&timeline);
 
     let reaper = Reaper::new();
     if let Err(e) = reaper.start() {
@@ -51,15 +53,18 @@ pub async fn run(init_ns: u64) {
     pod::stop(&pod, grace).await;
 }
 
-/// What must come from the initramfs before the root moves off it: the
-/// settings, the manifest and the kernel modules.
-fn from_initramfs(timeline: &Timeline) -> (AgentConfig, PodManifest) {
-    let config = read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
-    power::set_vm_end(config.vm_end);
-    console::init_logger(config.debug);
-    let manifest = read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
-    timeline.mark(Stage::ConfigRead);
-    if let Err(e) = kmod::load_all(&config.modules) {
+/// What comes from the stage1 image, before the root moves off it: the
+/// kernel modules for the VM's transport.
+fn from_stage1(timeline: &Timeline) {
+    power::set_vm_end(config::vm_end());
+    console::init_logger(false);
+    let modules = config::read_stage1()
+        .and_then(|s1| {
+            let transport = config::transport()?;
+            Ok(config::modules_for(&s1, &transport)?.to_vec())
+        })
+        .unwrap_or_else(|e| fatal("reading the stage1 image's settings", &e));
+    if let Err(e) = kmod::load_all(&modules) {
         fatal("loading kernel modules", &e);
     }
     timeline.mark(Stage::ModulesLoaded);
@@ -67,23 +72,17 @@ fn from_initramfs(timeline: &Timeline) -> (AgentConfig, PodManifest) {
 
     // Apps pivot_root into their roots, which the initramfs cannot allow.
     if rootswitch::on_initramfs() {
-        let roots: Vec<_> = manifest
-            .apps
-            .iter()
-            .map(|a| layout::app_rootfs(&a.name))
-            .collect();
-        match rootswitch::switch_to_tmpfs(&roots) {
+        match rootswitch::switch_to_tmpfs() {
             Ok(()) => {
                 timeline.mark(Stage::RootSwitched);
             }
             Err(e) => fatal("moving the root off the initramfs", &e),
         }
     }
-    (config, manifest)
 }
 
-/// The guest's own file systems, cgroups, loopback and `/etc` files.
-fn guest_system(config: &AgentConfig) {
+/// The guest's own file systems, cgroups and loopback.
+fn guest_system() {
     if let Err(e) = early::mount_base() {
         fatal("mounting the guest's file systems", &e);
     }
@@ -97,9 +96,25 @@ fn guest_system(config: &AgentConfig) {
     if let Err(e) = net::loopback_up() {
         log::warn!("{e}");
     }
+}
+
+/// The pod's settings and manifest, from its share; and the `/etc` files
+/// they decide.
+fn from_pod_share(timeline: &Timeline) -> (AgentConfig, PodManifest) {
+    if let Err(e) = storage::mount_pod_share(AgentConfig::default().ninep_msize) {
+        fatal("mounting the pod's share", &e);
+    }
+    let config =
+        config::read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
+    power::set_vm_end(config.vm_end);
+    console::init_logger(config.debug);
+    let manifest =
+        config::read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
+    timeline.mark(Stage::ConfigRead);
     if let Err(e) = storage::write_pod_files(&config.hostname) {
         log::warn!("{e}");
     }
+    (config, manifest)
 }
 
 /// Serves the agent API on its vsock port, the apps' output, exec and

@@ -1,4 +1,5 @@
-//! Stopping the pod without losing anything: SIGTERM to every app, a grace
+//! Stopping the pod without losing anything: each app's stop signal
+//! (SIGTERM unless it names another), a grace
 //! period, SIGKILL to what is left (orphans included; a writer blocked on a
 //! full log buffer dies like any other), a moment for the host to persist
 //! the apps' last output, then `sync` and the volumes unmounted, so every
@@ -33,6 +34,27 @@ fn signal_apps(pod: &Pod, sig: Signal) {
     }
 }
 
+/// Asks every app to stop with its own stop signal (SIGTERM unless its
+/// manifest or image names another; validated by both sides).
+fn ask_apps_to_stop(pod: &Pod) {
+    for app in &pod.apps {
+        let wanted = app.manifest.stop_signal.as_deref();
+        let sig = wanted
+            .and_then(|s| kvmpod_api::signal::parse(s).ok())
+            .and_then(|n| Signal::try_from(n).ok());
+        if sig.is_none() && wanted.is_some() {
+            log::warn!(
+                "app {}: stop signal {wanted:?} cannot be sent; sending SIGTERM",
+                app.manifest.name
+            );
+        }
+        let sig = sig.unwrap_or(Signal::SIGTERM);
+        if let Some(pid) = app.running_pid() {
+            let _ = kill(Pid::from_raw(-pid), sig);
+        }
+    }
+}
+
 /// Waits (bounded) until the host has every app's output to its end, for
 /// the apps whose log stream it reads: their pipes are drained to end of
 /// file as it acknowledges, then the stream's End goes out.
@@ -58,7 +80,7 @@ pub async fn stop(pod: &Pod, grace: Duration) {
         0,
         format!("grace period {grace:?}"),
     );
-    signal_apps(pod, Signal::SIGTERM);
+    ask_apps_to_stop(pod);
     if tokio::time::timeout(grace, pod.wait_all()).await.is_err() {
         log::warn!("apps still running after {grace:?}; killing them");
         signal_apps(pod, Signal::SIGKILL);

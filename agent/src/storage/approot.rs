@@ -5,13 +5,14 @@
 //! volumes, and finally the root itself read-only if asked. Every target
 //! is resolved inside the root (see `resolve`).
 //!
-//! An app's root must be a mount point of its own for `pivot_root`. Boot
-//! makes every root one when it moves the guest's root off the initramfs
-//! ([`mount_app_roots_in`]); otherwise [`assemble`] does.
+//! An app's root must be a mount point of its own for `pivot_root`: boot
+//! mounts every root as an overlay ([`mount_app_roots`]); otherwise (unit
+//! tests) [`assemble`] makes it one.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvmpod_api::layout;
@@ -34,23 +35,64 @@ const ETC_DIR: &str = "/run/kvmpod/etc";
 /// Set once every app's root is a mount point of its own.
 static APP_ROOTS_MOUNTED: AtomicBool = AtomicBool::new(false);
 
-/// Bind-mounts each of `app_roots` at the same path under `new_root`, the
-/// root boot is assembling: once that is moved over `/`, each app's root
-/// is a mount point of its own.
-pub fn mount_app_roots_in(new_root: &Path, app_roots: &[PathBuf]) -> Result<(), StorageError> {
-    for root in app_roots {
-        let inside = new_root.join(root.strip_prefix("/").unwrap_or(root));
-        fs::create_dir_all(&inside).context(|| format!("creating {}", inside.display()))?;
-        mount(
-            Some(root.as_path()),
-            &inside,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .context(|| format!("bind-mounting {} into the new root", root.display()))?;
+/// Mounts each app's root: its read-only layers from the pod's share
+/// (top first in `roots`), under a writable layer on a tmpfs of the
+/// guest's, with overlayfs. An app's writes stay in the guest; the layers,
+/// shared by every pod of an image, are never written. Each root is then a
+/// mount point of its own, as `pivot_root` needs.
+pub fn mount_app_roots(roots: &BTreeMap<String, Vec<usize>>) -> Result<(), StorageError> {
+    if roots.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(layout::UPPER_DIR).context(|| format!("creating {}", layout::UPPER_DIR))?;
+    mount(
+        Some("upper"),
+        layout::UPPER_DIR,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .context(|| format!("mounting a tmpfs at {}", layout::UPPER_DIR))?;
+    for (app, layers) in roots {
+        mount_overlay(app, layers)?;
     }
     APP_ROOTS_MOUNTED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// The overlayfs mount options of an app's root.
+fn overlay_options(layers: &[usize], upper: &Path, work: &Path) -> String {
+    let lower: Vec<String> = layers
+        .iter()
+        .map(|n| layout::root_layer(*n).display().to_string())
+        .collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    )
+}
+
+fn mount_overlay(app: &str, layers: &[usize]) -> Result<(), StorageError> {
+    let base = Path::new(layout::UPPER_DIR).join(app);
+    let (upper, work) = (base.join("upper"), base.join("work"));
+    for d in [&upper, &work] {
+        fs::create_dir_all(d).context(|| format!("creating {}", d.display()))?;
+    }
+    // The writable layer's top directory is the root the app sees: it
+    // takes the image's mode, not the tmpfs's 0700.
+    let root = layout::app_rootfs(app);
+    fs::create_dir_all(&root).context(|| format!("creating {}", root.display()))?;
+    let data = overlay_options(layers, &upper, &work);
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .context(|| format!("mounting app {app:?}'s root (overlay {data})"))?;
     Ok(())
 }
 
@@ -166,7 +208,7 @@ fn minimal_dev(root: &OwnedFd) -> Result<(), StorageError> {
 pub fn assemble(manifest: &PodManifest, app: &App) -> Result<(), StorageError> {
     let root_path = layout::app_rootfs(&app.name);
     // The root must be a mount point of its own: pivot_root needs one. It
-    // already is when the agent moved the root off the initramfs.
+    // already is when boot mounted it as an overlay.
     if !APP_ROOTS_MOUNTED.load(Ordering::SeqCst) {
         mount(
             Some(root_path.as_path()),
@@ -279,4 +321,17 @@ fn volume_mounts(root: &OwnedFd, manifest: &PodManifest, app: &App) -> Result<()
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_stacks_the_layers_top_first() {
+        assert_eq!(
+            overlay_options(&[2, 0], Path::new("/u/a/upper"), Path::new("/u/a/work")),
+            "lowerdir=/run/kvmpod/pod/roots/2:/run/kvmpod/pod/roots/0,upperdir=/u/a/upper,workdir=/u/a/work"
+        );
+    }
 }

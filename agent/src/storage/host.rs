@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use kvmpod_api::layout;
 use kvmpod_api::manifest::Volume;
 use kvmpod_api::tag::nine_p_tag;
 use nix::errno::Errno;
@@ -41,6 +42,25 @@ pub(super) fn mount_volume(
             "mounting host volume {:?} (9p tag {tag:?}) at {}",
             v.name,
             dir.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Mounts the pod's share (its settings, manifest and the app roots'
+/// read-only layers) at [`layout::POD_SHARE_DIR`], read-only. Nothing in it
+/// changes while the pod runs (image layers are immutable, an app root
+/// directory is the user's promise), so the guest may cache it: `loose`
+/// keeps what apps read in the guest's page cache instead of asking the
+/// host again.
+pub fn mount_pod_share(msize: u32) -> Result<(), StorageError> {
+    let dir = layout::POD_SHARE_DIR;
+    std::fs::create_dir_all(dir).context(|| format!("creating {dir}"))?;
+    let opts = format!("trans=virtio,version=9p2000.L,cache=loose,msize={msize}");
+    mount_9p(layout::POD_SHARE_TAG, dir, MsFlags::MS_RDONLY, &opts).context(|| {
+        format!(
+            "mounting the pod's share (9p tag {:?}) at {dir}",
+            layout::POD_SHARE_TAG
         )
     })?;
     Ok(())

@@ -1,9 +1,11 @@
 //! Storage: everything the pod's files live on.
 //!
-//! It owns the pod's volumes at `/mnt/<volume>` (one handler per kind: a
-//! 9p share of a host directory, or an empty tmpfs), mounted before any app
-//! starts (rkt ordered its 9p mount units `Before=` every app service); each
-//! app's root, assembled once before its first start; and resolution of
+//! It owns the pod's share (its settings and the app roots' read-only
+//! layers, over 9p); the pod's volumes at `/mnt/<volume>` (one handler per
+//! kind: a 9p share of a host directory, or an empty tmpfs), mounted before
+//! any app starts (rkt ordered its 9p mount units `Before=` every app
+//! service); each app's root, an overlay of its layers under a writable
+//! tmpfs layer, assembled once before its first start; and resolution of
 //! paths inside an app's root that never leaves it, because an app image is
 //! untrusted. It also takes every mount down again at shutdown, so each
 //! write reaches the host before power-off.
@@ -25,15 +27,18 @@ use kvmpod_api::manifest::{PodManifest, VolumeKind};
 
 use crate::error::Context;
 
-pub use approot::{assemble, mount_app_roots_in, write_pod_files};
+pub use approot::{assemble, mount_app_roots, write_pod_files};
 pub use error::StorageError;
+pub use host::mount_pod_share;
 #[cfg(test)]
 pub(crate) use mounts::private_mount_namespace;
 pub use mounts::unmount_under;
 pub use resolve::{fd_path, open_in_root, open_root};
 
-/// Mounts every volume of the pod, each by the handler of its kind.
+/// Mounts every app's root, then every volume of the pod, each by the
+/// handler of its kind.
 pub fn mount_all(pod: &PodManifest, config: &AgentConfig) -> Result<(), StorageError> {
+    mount_app_roots(&config.app_roots)?;
     for v in &pod.volumes {
         let dir = layout::volume_dir(&v.name);
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;

@@ -39,7 +39,7 @@ pub fn run(s: &RunOptions) -> Result<i32> {
         plan.dir.path.display(),
         plan.cid
     );
-    for a in &plan.aliases {
+    for a in &plan.host_binds() {
         println!(
             "# then: bind-mount {} at {}{}",
             shell_quote(&a.source.to_string_lossy()),

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use kvmpod_api::manifest::PodManifest;
 
+use super::roots::{self, RootsPlan};
 use super::{host, LaunchError, PodPlan, RunOptions};
 use crate::agent::Endpoint;
 use crate::pod::{cache_dir, cids, PodDir, VmLaunch};
+use crate::stage1::{Stage1, Stage1Store};
 use crate::vmm::accel::{self, Choice};
 use crate::vmm::vsock::{self, VsockKind, VsockMode, VHOST_VSOCK_DEV};
 use crate::vmm::{
@@ -21,8 +23,10 @@ use crate::vmm::{
 pub(super) struct Draft {
     pub dir: PodDir,
     pub pod: PodManifest,
-    agent: PathBuf,
     kernel: host::Kernel,
+    stage1: Stage1,
+    roots: RootsPlan,
+    images: Vec<String>,
     accel: Choice,
     vm_bin: PathBuf,
     image: PathBuf,
@@ -94,7 +98,7 @@ fn choose_vsock(
 
 /// Validates the manifest and the host for a pod that would live in `dir`.
 pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, LaunchError> {
-    let pod = kvmpod_api::validate::load(&o.manifest)?;
+    let mut pod = kvmpod_api::validate::load(&o.manifest)?;
     let agent = host::agent(o.agent.as_deref())?;
     let kernel = host::kernel(o.kernel.as_deref(), o.modules_dir.as_deref())?;
     let hv = hypervisor(o.hypervisor);
@@ -111,7 +115,22 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         Check::Show => Cache::ReadOnly,
     };
     let image = hv.boot_image(&kernel.image, &cache_dir(&o.state_dir), cache);
-    let (shares, aliases) = hv.export_shares(&host_shares(&pod), &dir.aliases_dir());
+    let stage1 = stage1(o, &agent, &kernel, cache)?;
+    let store = match check {
+        Check::Strict => roots::Store::Write,
+        Check::Show => roots::Store::ReadOnly,
+    };
+    let (roots, images) = roots::plan(&mut pod, &o.state_dir, store)?;
+    // What an image filled in is checked as if the manifest had said it.
+    let errors = kvmpod_api::validate::validate(&pod);
+    if !errors.is_empty() {
+        return Err(kvmpod_api::validate::ManifestError::Invalid {
+            path: o.manifest.clone(),
+            errors,
+        }
+        .into());
+    }
+    let (shares, aliases) = hv.export_shares(&pod_shares(&pod, &dir), &dir.aliases_dir());
     let vhost_program = match kind {
         VsockKind::Vhost => None,
         VsockKind::Hybrid => Some(lacking(
@@ -126,8 +145,10 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     Ok(Draft {
         dir,
         pod,
-        agent,
         kernel,
+        stage1,
+        roots,
+        images,
         accel,
         vm_bin,
         image,
@@ -163,8 +184,8 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         name: dir.id.clone(),
         machine: d.machine.machine,
         kernel: d.image,
-        initrd: dir.initramfs(),
-        cmdline: kernel_cmdline(o.debug, d.machine.tsc_khz, hv.kernel_params()),
+        initrd: d.stage1.path.clone(),
+        cmdline: cmdline(o, hv, &d.machine),
         memory_mib: o.memory_mib,
         cpus: o.cpus,
         accel: d.accel.accel,
@@ -192,14 +213,66 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
     Ok(PodPlan {
         dir,
         pod: d.pod,
-        agent: d.agent,
         kernel: d.kernel,
+        stage1: d.stage1,
+        roots: d.roots,
+        images: d.images,
         launch,
         aliases: d.aliases,
         cid,
         transport: d.machine.machine.transport_module(),
         notes: d.notes,
     })
+}
+
+/// The stage1 image the pod boots: the one asked for, or the one for this
+/// agent and kernel (built now if there is none and `cache` allows).
+fn stage1(
+    o: &RunOptions,
+    agent: &Path,
+    kernel: &host::Kernel,
+    cache: Cache,
+) -> Result<Stage1, LaunchError> {
+    let store = Stage1Store::new(&o.state_dir);
+    let image = match &o.stage1 {
+        Some(reference) => store.find(reference)?,
+        None => store.ensure(
+            agent,
+            kernel.modules.as_deref(),
+            o.gzip_initramfs,
+            cache == Cache::Write,
+        )?,
+    };
+    image.check_kernel(kernel.modules.as_deref())?;
+    Ok(image)
+}
+
+/// The pod's own share (its settings, manifest and app layers), then its
+/// host volumes.
+fn pod_shares(pod: &PodManifest, dir: &crate::pod::PodDir) -> Vec<Share> {
+    let mut shares = vec![Share {
+        tag: kvmpod_api::layout::POD_SHARE_TAG.to_string(),
+        source: dir.guest_dir(),
+        read_only: true,
+    }];
+    shares.extend(host_shares(pod));
+    shares
+}
+
+/// The guest kernel's command line: the backend's parameters, and what
+/// the agent must know before it can read the pod's share.
+fn cmdline(o: &RunOptions, hv: &dyn Hypervisor, machine: &MachineChoice) -> String {
+    let ours = [
+        format!(
+            "{}={}",
+            kvmpod_api::layout::TRANSPORT_ENV,
+            machine.machine.transport_module()
+        ),
+        format!("{}={}", kvmpod_api::layout::VM_END_ENV, hv.vm_end().param()),
+    ];
+    let mut params: Vec<&str> = hv.kernel_params().to_vec();
+    params.extend(ours.iter().map(String::as_str));
+    kernel_cmdline(o.debug, machine.tsc_khz, &params)
 }
 
 /// The running host-ctl, which also sets up a hypervisor's jail.

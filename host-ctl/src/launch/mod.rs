@@ -2,29 +2,34 @@
 //!
 //! [`plan`] works out everything a pod needs without creating anything
 //! (`host-ctl args` prints its result); [`prepare`] then creates the pod's
-//! directory and record, leases its CID, builds its initramfs, mounts any
-//! share aliases and writes `launch.json`. It runs in the `run` process, so
+//! directory and record, leases its CID, finds (or builds once) the stage1
+//! image, writes the pod's share and mounts its layers and any share
+//! aliases, and writes `launch.json`. It runs in the `run` process, so
 //! every error is reported where the user is.
 
+mod defaults;
 mod draft;
+mod guest;
 pub mod host;
-mod initramfs;
 mod prepare;
+pub mod roots;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use kvmpod_api::manifest::PodManifest;
 
+use crate::image::ImageError;
 use crate::logs::Rotation;
 use crate::pod::{PodDir, PodError, VmLaunch};
+use crate::stage1::{Stage1, Stage1Error};
 use crate::vmm::accel::AccelRequest;
 use crate::vmm::vsock::VsockMode;
 use crate::vmm::{Alias, HypervisorKind, VmmError};
 
 pub use draft::plan;
-pub use initramfs::needed_modules;
 pub use prepare::prepare;
+pub use roots::RootsPlan;
 
 /// What the user asked for (`host-ctl run` and `args`).
 #[derive(Debug, Clone)]
@@ -43,8 +48,11 @@ pub struct RunOptions {
     pub grace: Duration,
     pub linger: Duration,
     pub debug: bool,
-    /// Gzip the initramfs (see `host-ctl run --help`).
+    /// Gzip the stage1 image (see `host-ctl run --help`).
     pub gzip_initramfs: bool,
+    /// The stage1 image to boot (a digest or a file); the one built for
+    /// this agent and kernel when `None`.
+    pub stage1: Option<String>,
     pub detach: bool,
     /// How big each app's log files may grow.
     pub log_rotation: Rotation,
@@ -54,8 +62,11 @@ pub struct RunOptions {
 pub struct PodPlan {
     pub dir: PodDir,
     pub pod: PodManifest,
-    pub agent: PathBuf,
     pub kernel: host::Kernel,
+    pub stage1: Stage1,
+    pub roots: RootsPlan,
+    /// The images the pod's roots come from (its lease in the store).
+    pub images: Vec<String>,
     pub launch: VmLaunch,
     pub aliases: Vec<Alias>,
     pub cid: u32,
@@ -74,11 +85,16 @@ pub enum LaunchError {
     /// The agent binary or the guest kernel is missing or unusable.
     #[error("{0}")]
     Host(String),
-    #[error("{what}")]
-    Initramfs {
-        what: &'static str,
+    #[error(transparent)]
+    Stage1(#[from] Stage1Error),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("app {app:?}: root archive {}", path.display())]
+    RootArchive {
+        app: String,
+        path: PathBuf,
         #[source]
-        source: Box<rootfs_builder::initramfs::BuildError>,
+        source: Box<ImageError>,
     },
     #[error("writing {}", path.display())]
     Write {
@@ -95,5 +111,15 @@ pub enum LaunchError {
 impl From<kvmpod_api::validate::ManifestError> for LaunchError {
     fn from(e: kvmpod_api::validate::ManifestError) -> Self {
         LaunchError::Manifest(Box::new(e))
+    }
+}
+
+impl PodPlan {
+    /// The host bind mounts the pod needs, in the order they are made: its
+    /// layers in its share, then the backend's share aliases.
+    pub fn host_binds(&self) -> Vec<Alias> {
+        let mut binds = guest::layer_aliases(self);
+        binds.extend(self.aliases.iter().cloned());
+        binds
     }
 }

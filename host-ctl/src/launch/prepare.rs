@@ -1,17 +1,18 @@
 //! Preparing a pod on the host: every check first, then its directory,
-//! record, CID lease, files, initramfs and share aliases. Nothing is left
+//! record, CID lease, files, share and share aliases. Nothing is left
 //! behind when the manifest or the host is not fit to run it.
 
 use super::draft::{draft, finish, Check};
-use super::{initramfs, LaunchError, PodPlan, RunOptions};
+use super::{guest, LaunchError, PodPlan, RunOptions};
+use crate::image::ImageStore;
 use crate::pod::record::{self, AppSummary, PodRecord, State};
-use crate::pod::{cids, store, PodDir, PodError};
+use crate::pod::{cids, store, PodDir};
 use crate::ui::text::error_chain;
 use crate::vmm;
 
 /// Validates, creates the pod's directory and record, leases its CID,
-/// builds its initramfs and mounts its share aliases. `mark` is told the
-/// moments `--timings` shows.
+/// writes its share and mounts its layers and share aliases. `mark` is
+/// told the moments `--timings` shows.
 pub fn prepare(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Result<PodPlan, LaunchError> {
     // Every check first, with nothing created: the CID is not leased yet.
     let d = draft(o, PodDir::planned(&o.state_dir), Check::Strict)?;
@@ -23,13 +24,18 @@ pub fn prepare(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Result<Pod
     let result = (|| {
         let cid = cids::allocate(&o.state_dir, &dir.id)?;
         let plan = finish(o, d, cid)?;
+        if !plan.images.is_empty() {
+            // Until the pod ends, `image rm` and `image prune` leave them.
+            ImageStore::open(&o.state_dir)?.lease(&dir.id, &plan.images)?;
+        }
         for n in &plan.notes {
             eprintln!("host-ctl: {n}");
         }
         mark("validated");
         create_files(o, &plan)?;
-        mark("initramfs-built");
-        vmm::mount_aliases(&plan.aliases, &dir.aliases_dir())?;
+        mark("share-ready");
+        // After the layers: a recursive alias of the share carries them.
+        vmm::mount_aliases(&plan.aliases)?;
         plan.launch.write(&dir)?;
         mark("kernel-ready");
         Ok(plan)
@@ -46,7 +52,7 @@ pub fn prepare(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Result<Pod
     result
 }
 
-/// The pod's record filled in, its validated manifest, and its initramfs.
+/// The pod's record filled in, and its share.
 fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
     let dir = &plan.dir;
     record::update(dir, |r| {
@@ -61,13 +67,6 @@ fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
             .map(|a| AppSummary::pending(&a.name))
             .collect();
     })?;
-    let path = dir.manifest();
-    let text = serde_json::to_vec_pretty(&plan.pod).map_err(|source| PodError::BadFile {
-        path: path.clone(),
-        source,
-    })?;
-    std::fs::write(&path, text).map_err(|source| LaunchError::Write { path, source })?;
-    let bytes = initramfs::build(o, plan)?;
-    record::update(dir, |r| r.initramfs_bytes = Some(bytes))?;
-    Ok(())
+    record::update(dir, |r| r.initramfs_bytes = Some(plan.stage1.size))?;
+    guest::create(o, plan)
 }

@@ -3,10 +3,13 @@
 //! place.
 //!
 //! ```text
-//! <state>/pods/<uuid>/   a pod (PodDir): state.json, launch.json, pod.json,
+//! <state>/pods/<uuid>/   a pod (PodDir): state.json, launch.json,
+//!                        guest/ (its share: agent.json, pod.json, roots/<n>),
 //!                        console.log, logs/<app>.log[.N], sockets
 //! <state>/cids/<cid>     a CID lease (see `cids`)
 //! <state>/cache/         extracted kernels (per kernel, not per pod)
+//! <state>/stage1/        stage1 guest images (see `stage1`)
+//! <state>/images/        the image store (see `image`)
 //! ```
 
 use std::fs;
@@ -148,12 +151,18 @@ impl PodDir {
     pub fn launch(&self) -> PathBuf {
         self.path.join("launch.json")
     }
-    /// The manifest as validated, with host paths resolved.
-    pub fn manifest(&self) -> PathBuf {
-        self.path.join("pod.json")
+    /// The pod's 9p share (`guest/`): the agent's settings, the manifest
+    /// and the app roots' layers.
+    pub fn guest_dir(&self) -> PathBuf {
+        self.path.join("guest")
     }
-    pub fn initramfs(&self) -> PathBuf {
-        self.path.join("initramfs.img")
+    /// The read-only bind mounts of the app roots' layers, `roots/<n>`.
+    pub fn guest_roots(&self) -> PathBuf {
+        self.guest_dir().join(kvmpod_api::layout::ROOTS_DIR)
+    }
+    /// The manifest as validated, with host paths resolved (in the share).
+    pub fn manifest(&self) -> PathBuf {
+        self.guest_dir().join(kvmpod_api::layout::MANIFEST_FILE)
     }
     /// The guest's serial console.
     pub fn console_log(&self) -> PathBuf {
@@ -205,10 +214,10 @@ impl PodDir {
         }
     }
 
-    /// Removes what only a running pod needs (sockets, the initramfs); the
+    /// Removes what only a running pod needs (sockets); the
     /// manifest, console and logs stay for inspection.
     pub fn tidy(&self) {
-        for p in [self.vhost_socket(), self.vsock_socket(), self.initramfs()] {
+        for p in [self.vhost_socket(), self.vsock_socket()] {
             let _ = fs::remove_file(p);
         }
         let _ = fs::remove_dir(self.vmm_jail());

@@ -17,6 +17,7 @@ use super::monitor::spawn::{spawn_keeper, KeeperStart};
 use super::record::{self, PodRecord, State};
 use super::{cids, PodError};
 use crate::agent::{self, AgentClient};
+use crate::image::ImageStore;
 use crate::vmm;
 
 type Result<T> = std::result::Result<T, PodError>;
@@ -205,6 +206,10 @@ pub fn release(dir: &PodDir) {
         }
     }
     vmm::unmount_aliases(&dir.aliases_dir());
+    vmm::unmount_in(&dir.guest_roots());
+    if let Some(images) = ImageStore::existing(&dir.state_dir()) {
+        images.release(&dir.id);
+    }
     dir.tidy();
 }
 

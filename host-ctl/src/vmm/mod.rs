@@ -29,7 +29,9 @@ pub use accel::Accel;
 pub use config::{host_shares, kernel_cmdline, Machine, Share, VmConfig, VsockDevice};
 pub use error::VmmError;
 pub use jail::{Bind, BindKind, Jail};
-pub use lkvm::aliases::{mount_all as mount_aliases, unmount_all as unmount_aliases, Alias};
+pub use lkvm::aliases::{
+    mount_all as mount_aliases, unmount_all as unmount_aliases, unmount_in, Alias,
+};
 pub use process::{Program, Supervised, VmLogs, VmProcesses};
 pub use tools::{elf_interpreter, find_program, DEPS_HINT};
 

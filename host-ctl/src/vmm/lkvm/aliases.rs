@@ -83,7 +83,7 @@ fn mount(alias: &Alias) -> Result<(), VmmError> {
 
 /// Mounts every alias; on failure, what was mounted is taken down again.
 /// A source that is not a directory is refused before anything is mounted.
-pub fn mount_all(aliases: &[Alias], pod_dir: &Path) -> Result<(), VmmError> {
+pub fn mount_all(aliases: &[Alias]) -> Result<(), VmmError> {
     for a in aliases {
         if !a.source.is_dir() {
             return Err(VmmError::Alias(format!(
@@ -92,9 +92,12 @@ pub fn mount_all(aliases: &[Alias], pod_dir: &Path) -> Result<(), VmmError> {
             )));
         }
     }
-    for a in aliases {
+    for (i, a) in aliases.iter().enumerate() {
         if let Err(e) = mount(a) {
-            unmount_all(pod_dir);
+            for done in &aliases[..i] {
+                let _ = umount2(&done.path, MntFlags::MNT_DETACH);
+                let _ = fs::remove_dir(&done.path);
+            }
             return Err(e);
         }
     }
@@ -104,8 +107,14 @@ pub fn mount_all(aliases: &[Alias], pod_dir: &Path) -> Result<(), VmmError> {
 /// Unmounts every alias of a pod (lazily: a pod whose VM just died may
 /// still have it open) and removes their directories.
 pub fn unmount_all(pod_dir: &Path) {
-    let dir = alias_dir(pod_dir);
-    let Ok(entries) = fs::read_dir(&dir) else {
+    unmount_in(&alias_dir(pod_dir));
+}
+
+/// Unmounts (lazily) whatever is mounted on the entries of `dir`, removes
+/// them and `dir`. An entry still mounted is left: it is never removed
+/// through.
+pub fn unmount_in(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
@@ -113,7 +122,7 @@ pub fn unmount_all(pod_dir: &Path) {
         let _ = umount2(&p, MntFlags::MNT_DETACH);
         let _ = fs::remove_dir(&p);
     }
-    let _ = fs::remove_dir(&dir);
+    let _ = fs::remove_dir(dir);
 }
 
 #[cfg(test)]
@@ -191,7 +200,7 @@ mod tests {
             path: alias_dir(&pod).join("data"),
             read_only: true,
         };
-        mount_all(std::slice::from_ref(&alias), &pod).unwrap();
+        mount_all(std::slice::from_ref(&alias)).unwrap();
         let erofs =
             |p: &Path| matches!(fs::write(p, "x"), Err(e) if e.raw_os_error() == Some(libc::EROFS));
         assert!(erofs(&alias.path.join("keep.txt")));
