@@ -4,7 +4,9 @@
 #           its modules), busybox-static (the examples' app roots and the
 #           nested test host's L1 initramfs), file, fonts-dejavu-core (the
 #           benchmark's chart), build-essential (a C compiler, make and
-#           libc6-dev's static libc, to build lkvm)
+#           libc6-dev's static libc, to build lkvm), docker-registry and
+#           skopeo (the registry `image pull` is tested against, and what
+#           pushes test images into it)
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
 #   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
 #           cargo-fuzz, pinned (the fuzz targets of `make test`)
@@ -30,6 +32,8 @@ command -v file >/dev/null 2>&1 || missing="$missing file"
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing="$missing fonts-dejavu-core"
 dpkg-query -W -f='${Status}' build-essential 2>/dev/null | grep -q 'ok installed' \
     || missing="$missing build-essential"
+[ -x /usr/bin/docker-registry ] || missing="$missing docker-registry"
+command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

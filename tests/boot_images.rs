@@ -141,3 +141,260 @@ fn a_root_larger_than_guest_memory_boots() {
     );
     fx.finish();
 }
+
+/// The test image: a busybox base layer, then a layer that adds files, a
+/// hard link and a symlink, then one with a whiteout and an opaque
+/// directory; its config runs `sh -c` with a default command, environment,
+/// working directory and user. Written as a docker-archive (`docker save`)
+/// and imported as `kvmpod/test:1`.
+fn import_test_image(fx: &Fixture) {
+    use kvmpod_tests::images::{docker_files, write_tar, Config, Entry, ImageSpec, Layer};
+    let base = Layer::from_dir(&fx.root()).expect("a busybox layer");
+    let adds = Layer::new(vec![
+        Entry::dir("data"),
+        Entry::file("data/old", "old\n"),
+        Entry::dir("data/sub"),
+        Entry::file("data/sub/deep", "deep\n"),
+        Entry::file("gone", "gone\n"),
+        Entry::file("etc/motd", "from the image\n"),
+    ]);
+    let changes = Layer::new(vec![
+        Entry::whiteout("gone"),
+        Entry::opaque("data"),
+        Entry::file("data/new", "new\n").mode(0o604),
+        Entry::hardlink("data/link", "data/new"),
+        Entry::symlink("data/sym", "new"),
+    ]);
+    let image = ImageSpec::new(vec![base, adds, changes])
+        .config(Config {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo \"cmd $GREETING $(pwd) $(id -u)\"".into()],
+            env: vec!["GREETING=hello".into(), "PATH=/bin:/sbin:/usr/bin".into()],
+            working_dir: Some("/data".into()),
+            user: Some("65534".into()),
+            ..Config::default()
+        })
+        .build();
+    let archive = fx.path().join("test-image.tar");
+    write_tar(
+        &archive,
+        &docker_files(&[(&image, &["kvmpod/test:1"])], false),
+    );
+    let out = fx.host_ctl(&["image", "import", archive.to_str().unwrap()], CMD);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert!(
+        out.stdout.starts_with("kvmpod/test:1 sha256:"),
+        "{}",
+        out.dump()
+    );
+}
+
+/// `run IMAGE` runs the image's Entrypoint and Cmd with its Env, WorkingDir
+/// and User; a command after the image replaces the Cmd; -e, -w and -u
+/// override; the layers read as OCI says (whiteout, opaque directory,
+/// hard link, symlink, modes); a manifest app may name the image too. One
+/// app prints raw, and `--rm` leaves no pod behind.
+#[test]
+fn images_run_with_their_config_and_layers() {
+    let fx = Fixture::new();
+    import_test_image(&fx);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--rm"];
+        all.extend_from_slice(args);
+        let out = fx.run(&all, POD_LIMIT);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        out.stdout
+    };
+    assert_eq!(run(&["kvmpod/test:1"]), "cmd hello /data 65534\n");
+    let layers = run(&[
+        "kvmpod/test:1",
+        "echo $(ls -A /data); [ -e /gone ] && echo gone-is-there; \
+         stat -c '%a %h' /data/new; readlink /data/sym; cat /data/link /etc/motd",
+    ]);
+    assert_eq!(
+        layers, "link new sym\n604 2\nnew\nnew\nfrom the image\n",
+        "the layers did not apply as OCI says"
+    );
+    assert_eq!(
+        run(&[
+            "-e",
+            "GREETING=bye",
+            "-w",
+            "/",
+            "-u",
+            "0",
+            "kvmpod/test:1",
+            "echo $GREETING $(pwd) $(id -u)"
+        ]),
+        "bye / 0\n"
+    );
+    let m = fx.write_manifest(
+        "image-pod.json",
+        &serde_json::json!({"apps": [
+            {"name": "one", "image": "kvmpod/test:1", "args": ["echo from a manifest"]},
+            {"name": "two", "image": "kvmpod/test:1", "exec": ["/bin/cat", "/data/new"]}
+        ]}),
+    );
+    let both = run(&[m.to_str().unwrap()]);
+    assert!(both.contains("one | from a manifest\n"), "{both}");
+    assert!(both.contains("two | new\n"), "{both}");
+    assert_eq!(fx.pods_created(), 0, "--rm left a pod behind");
+    fx.finish();
+}
+
+/// Names: `--name` is unique, every command takes it, and it is free again
+/// once its pod is removed. Two pods of one image at once: one writes over
+/// an image file, the other still reads the original. `--rm` removes a pod
+/// that failed, and `image rm` is refused while a pod uses the image.
+#[test]
+fn named_pods_of_one_image_and_run_rm_on_failure() {
+    let fx = Fixture::new();
+    import_test_image(&fx);
+    let missing = fx.run(&["--rm", "no/such:image"], POD_LIMIT);
+    assert_eq!(missing.code, Some(125), "{}", missing.dump());
+    assert!(
+        missing.stderr.contains("image import"),
+        "{}",
+        missing.dump()
+    );
+    let failed = fx.run(&["--rm", "kvmpod/test:1", "exit 3"], POD_LIMIT);
+    assert_eq!(failed.code, Some(3), "{}", failed.dump());
+    assert_eq!(fx.pods_created(), 0, "a failed run --rm left its pod");
+
+    let detach = |name: &str| {
+        let out = fx.run(
+            &[
+                "-d",
+                "--name",
+                name,
+                "-u",
+                "0",
+                "kvmpod/test:1",
+                "exec sleep 600",
+            ],
+            POD_LIMIT,
+        );
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        out.stdout.trim().to_string()
+    };
+    let web = detach("web");
+    let taken = fx.run(&["-d", "--name", "web", "kvmpod/test:1", "true"], POD_LIMIT);
+    assert_eq!(taken.code, Some(125), "{}", taken.dump());
+    assert!(taken.stderr.contains("in use by pod"), "{}", taken.dump());
+    let other = detach("web2");
+    assert_ne!(web, other);
+    assert_eq!(
+        exec(
+            &fx,
+            "web",
+            "test",
+            "echo changed > /etc/motd; cat /etc/motd"
+        ),
+        "changed\n"
+    );
+    assert_eq!(
+        exec(&fx, "web2", "test", "cat /etc/motd"),
+        "from the image\n"
+    );
+    let st = fx.host_ctl(&["status", "web", "--format", "json"], CMD);
+    assert_eq!(st.code, Some(0), "{}", st.dump());
+    assert!(st.stdout.contains(&web), "{}", st.dump());
+    let rm_image = fx.host_ctl(&["image", "rm", "kvmpod/test:1"], CMD);
+    assert_ne!(rm_image.code, Some(0), "{}", rm_image.dump());
+    assert!(
+        rm_image.stderr.contains(&web[..8]) || rm_image.stderr.contains("in use"),
+        "{}",
+        rm_image.dump()
+    );
+
+    for name in ["web", "web2"] {
+        let out = fx.host_ctl(&["rm", "-f", name], Duration::from_secs(120));
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+    }
+    let again = fx.run(
+        &["--rm", "--name", "web", "kvmpod/test:1", "hostname"],
+        POD_LIMIT,
+    );
+    assert_eq!(again.code, Some(0), "{}", again.dump());
+    assert_eq!(again.stdout, "web\n", "the name is the pod's hostname");
+    let rm_image = fx.host_ctl(&["image", "rm", "kvmpod/test:1"], CMD);
+    assert_eq!(rm_image.code, Some(0), "{}", rm_image.dump());
+    fx.finish();
+}
+
+/// An image whose layers hold 1 GiB boots with the default 512 MiB of
+/// guest memory. The archive is written with the system's tar and hashed
+/// with sha256sum (fast), as `docker save` would lay it out.
+#[test]
+fn a_one_gib_image_boots_with_the_default_memory() {
+    let fx = Fixture::new();
+    let dir = fx.path().join("big-image");
+    let big = fx.path().join("big-layer");
+    fs::create_dir_all(&big).unwrap();
+    fs::File::create(big.join("huge"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut layers = Vec::new();
+    for (name, root) in [("base.tar", fx.root()), ("huge.tar", big)] {
+        let tar = dir.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        let hex = String::from_utf8_lossy(&sum.stdout)
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        layers.push((name, format!("sha256:{hex}")));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh", "-c", "wc -c < /huge; free -m | awk 'NR==2 {print $2}'"]},
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.1).collect::<Vec<_>>()},
+    });
+    fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["kvmpod/big:1"],
+        "Layers": layers.iter().map(|l| l.0).collect::<Vec<_>>(),
+    }]);
+    fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let out = fx.host_ctl(
+        &["image", "import", dir.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let out = fx.run(&["--rm", "kvmpod/big:1"], POD_LIMIT);
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first().copied(), Some("1073741824"), "{}", out.dump());
+    let mem_mib: u64 = lines
+        .get(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        mem_mib < 1024,
+        "the guest has {mem_mib} MiB, not less than the image\n{}",
+        out.dump()
+    );
+    fx.finish();
+}

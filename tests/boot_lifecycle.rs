@@ -25,7 +25,7 @@ fn ctrl_c_stops_the_pod_gracefully_and_cleans_up() {
         .mount("out", "/out")
         .write("pod.json");
     let mut run = fx.spawn(&["--grace", "20", manifest.to_str().unwrap()]);
-    run.wait_for_stdout("server | ready", POD_LIMIT);
+    run.wait_for_stdout("ready", POD_LIMIT);
     run.signal(Signal::SIGINT);
     let out = run.finish(Duration::from_secs(120));
     assert_eq!(out.code, Some(130), "{}", out.dump());
@@ -52,7 +52,7 @@ fn killing_host_ctl_takes_its_vm_along() {
         .one_app("sleeper", "echo ready; sleep 600")
         .write("pod.json");
     let mut run = fx.spawn(&[manifest.to_str().unwrap()]);
-    run.wait_for_stdout("sleeper | ready", POD_LIMIT);
+    run.wait_for_stdout("ready", POD_LIMIT);
     let running = fx.leftover_processes();
     assert!(
         running.iter().any(|p| p.contains("qemu-system")),

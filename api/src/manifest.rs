@@ -87,6 +87,10 @@ pub struct App {
     /// Entrypoint and Cmd when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec: Vec<String>,
+    /// With an `image`: arguments that replace the image's Cmd after its
+    /// Entrypoint (or after `exec`), as Kubernetes' `args` do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     /// A user name (looked up in the app's `/etc/passwd`) or a uid; default 0.

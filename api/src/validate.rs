@@ -250,6 +250,12 @@ fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App)
     if app.image.is_none() || !app.exec.is_empty() {
         check_exec(errs, at, app);
     }
+    if app.image.is_none() && !app.args.is_empty() {
+        errs.push(FieldError::new(
+            format!("{at}.args"),
+            "replaces an image's Cmd: only an app with an \"image\" takes it (put the arguments in \"exec\")",
+        ));
+    }
     check_env(errs, at, app);
     check_identity(errs, at, app);
     check_resources(errs, at, app);

@@ -2,7 +2,7 @@
 //! guest initramfs, boots the pod's VM and talks to the agent inside.
 
 use host_ctl::commands::{self, run::EXIT_HOST_ERROR};
-use host_ctl::launch::RunOptions;
+use host_ctl::launch::{ImageRun, PodSource, RunOptions};
 use host_ctl::logs::{parse_size, Rotation, Stream};
 use host_ctl::pod::DEFAULT_STATE_DIR;
 use host_ctl::ui::signals;
@@ -218,8 +218,19 @@ struct RunArgs {
 /// What a pod's VM is made of.
 #[derive(clap::Args)]
 struct VmArgs {
-    /// The pod manifest (JSON).
-    manifest: PathBuf,
+    /// A pod manifest (a JSON file), or an image in the image store to run
+    /// as a pod of one app (docker's `run IMAGE [COMMAND...]`).
+    #[arg(value_name = "MANIFEST|IMAGE")]
+    target: String,
+    /// With an image: the command, replacing the image's Cmd.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+    #[command(flatten)]
+    image: ImageFlags,
     /// The hypervisor.
     #[arg(long, value_enum, default_value_t = HypervisorKind::Qemu)]
     hypervisor: HypervisorKind,
@@ -259,10 +270,67 @@ struct VmArgs {
     stage1: Option<String>,
 }
 
+/// docker and podman's flags for the app of `run IMAGE`.
+#[derive(clap::Args)]
+struct ImageFlags {
+    /// The pod's name (and hostname); every command accepts it.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (K=V, or K for the host's value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Share a host directory: HOSTDIR:PATH[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "HOSTDIR:PATH[:ro]")]
+    volumes: Vec<String>,
+    /// The working directory in the app's root.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// The user (and group) to run as: USER[:GROUP], names or ids.
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Replace the image's Entrypoint (and drop its Cmd).
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
+}
+
 impl VmArgs {
-    fn options(self, state_dir: PathBuf) -> RunOptions {
-        RunOptions {
-            manifest: self.manifest,
+    /// A manifest when TARGET is a file, else an image.
+    fn source(&mut self) -> anyhow::Result<PodSource> {
+        let path = PathBuf::from(&self.target);
+        let i = &self.image;
+        let image_flags = !i.env.is_empty()
+            || !i.volumes.is_empty()
+            || i.workdir.is_some()
+            || i.user.is_some()
+            || i.entrypoint.is_some();
+        if path.is_file() {
+            if !self.command.is_empty() || image_flags {
+                anyhow::bail!(
+                    "{} is a manifest: a command, -e, -v, -w, -u and --entrypoint go with an image (put them in the manifest)",
+                    path.display()
+                );
+            }
+            return Ok(PodSource::Manifest(path));
+        }
+        if self.target.ends_with(".json") || self.target.contains("/./") {
+            anyhow::bail!("no manifest {}", path.display());
+        }
+        Ok(PodSource::Image(ImageRun {
+            image: self.target.clone(),
+            command: std::mem::take(&mut self.command),
+            entrypoint: i.entrypoint.clone(),
+            env: i.env.clone(),
+            volumes: i.volumes.clone(),
+            workdir: i.workdir.clone(),
+            user: i.user.clone(),
+            hostname: i.name.clone(),
+        }))
+    }
+
+    fn options(mut self, state_dir: PathBuf) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
+            source: self.source()?,
+            name: self.image.name.clone(),
             state_dir,
             kernel: self.kernel,
             modules_dir: self.modules_dir,
@@ -280,7 +348,7 @@ impl VmArgs {
             stage1: self.stage1,
             detach: false,
             log_rotation: Rotation::default(),
-        }
+        })
     }
 }
 
@@ -297,11 +365,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     max_size: a.log_max_size,
                     max_files: a.log_max_files - 1,
                 },
-                ..a.vm.options(state)
+                ..a.vm.options(state)?
             };
             commands::run::run(options, a.timings, a.rm).await
         }
-        Command::Args(a) => commands::args::run(&a.options(state)),
+        Command::Args(a) => commands::args::run(&a.options(state)?),
         Command::List { format } => commands::list::run(&state, format),
         Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
         Command::Logs {

@@ -1,4 +1,4 @@
-//! `host-ctl image import|ls|inspect|rm|prune`: the OCI images pods run
+//! `host-ctl image import|pull|ls|inspect|rm|prune`: the OCI images pods run
 //! from, kept in the image store under `<state_dir>/images`.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Format;
-use crate::image::{ImageDefaults, ImageRecord, ImageStore};
+use crate::image::{Fetched, ImageDefaults, ImageRecord, ImageStore, PullOptions};
 use crate::ui::table;
 
 #[derive(Debug, clap::Subcommand)]
@@ -22,6 +22,19 @@ pub enum ImageCommand {
         /// Name the image (the source must hold one), e.g. busybox:1.36.
         #[arg(long, value_name = "REF")]
         name: Option<String>,
+    },
+    /// Pull an image from an OCI registry (the linux/amd64 image of a
+    /// multi-arch one) and print its name and digest. Plain HTTP is used
+    /// only for registries on this host (localhost, 127.0.0.0/8, ::1) or
+    /// with --insecure; an image the store has is not downloaded again.
+    Pull {
+        /// host/repo:tag, host/repo@sha256:..., or repo:tag (Docker Hub);
+        /// `http://` or `https://` before it chooses the protocol.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Allow plain HTTP to a registry that is not on this host.
+        #[arg(long)]
+        insecure: bool,
     },
     /// List the images.
     Ls {
@@ -67,6 +80,10 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
                 println!("{} {}", display_name(&r), r.digest);
             }
         }
+        ImageCommand::Pull {
+            reference,
+            insecure,
+        } => pull(&store, &reference, insecure)?,
         ImageCommand::Ls { format } => ls(&store, format)?,
         ImageCommand::Inspect { reference } => {
             let resolved = store.resolve(&reference)?;
@@ -98,6 +115,30 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Pulls, with a progress line per blob on stderr and `<name> <digest>`
+/// on stdout at the end, as `import` prints.
+fn pull(store: &ImageStore, reference: &str, insecure: bool) -> Result<()> {
+    let progress = |f: &Fetched| {
+        eprintln!(
+            "pulled {} {} ({})",
+            f.what,
+            short_digest(&f.digest),
+            table::bytes(f.size)
+        );
+    };
+    let options = PullOptions {
+        insecure,
+        stop_on_signals: true,
+        progress: &progress,
+    };
+    let report = store.pull(reference, &options)?;
+    if report.blobs == 0 {
+        eprintln!("{reference}: the store has this image already");
+    }
+    println!("{} {}", display_name(&report.record), report.record.digest);
+    Ok(())
 }
 
 fn ls(store: &ImageStore, format: Format) -> Result<()> {

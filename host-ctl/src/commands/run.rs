@@ -15,7 +15,7 @@ use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
 use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart};
 use crate::pod::record::{self, State};
-use crate::pod::{Monitor, PodDir};
+use crate::pod::{store, Monitor, PodDir};
 use crate::ui::text::indent;
 use crate::vmm::process::tail;
 
@@ -37,16 +37,27 @@ impl HostClock {
 }
 
 pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
+    let dir = PodDir::planned(&s.state_dir);
+    let result = run_pod(&s, dir.clone(), timings).await;
+    if rm && !s.detach && dir.path.exists() {
+        // However the pod ended, failures included.
+        if let Err(e) = store::remove(&dir) {
+            eprintln!("host-ctl: removing pod {}: {e}", dir.id);
+        }
+    }
+    result
+}
+
+async fn run_pod(s: &RunOptions, dir: PodDir, timings: bool) -> Result<i32> {
     let mut clock = HostClock {
         start: Instant::now(),
         marks: Vec::new(),
     };
-    let prepared = launch::prepare(&s, &mut |m| clock.mark(m))?;
+    let prepared = launch::prepare(s, dir, &mut |m| clock.mark(m))?;
     if s.detach {
-        return detach(prepared.dir, &s).await;
+        return detach(prepared.dir, s).await;
     }
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
-    let dir_path = prepared.dir.path.clone();
     let interrupts = monitor::interrupts()?;
     clock.mark("vm-starting");
     let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
@@ -72,11 +83,6 @@ pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
         );
         EXIT_HOST_ERROR
     };
-    if rm {
-        if let Err(e) = std::fs::remove_dir_all(&dir_path) {
-            eprintln!("host-ctl: removing {}: {e}", dir_path.display());
-        }
-    }
     Ok(code)
 }
 

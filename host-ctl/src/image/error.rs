@@ -54,6 +54,14 @@ pub enum ImageError {
         reference: String,
         matches: Vec<String>,
     },
+    /// A registry could not be reached or refused a request, or what it
+    /// sent is not an image we can run (`image pull`).
+    #[error("pulling {reference}: {reason}")]
+    Pull { reference: String, reason: String },
+    /// Plain HTTP was asked for to a registry that is not on this host:
+    /// anyone on the way could change the image.
+    #[error("pulling {reference}: refusing plain HTTP to registry {registry}, which is not a loopback address (pass --insecure to allow it)")]
+    Insecure { reference: String, registry: String },
     #[error("image {reference:?} is in use by pod(s) {} (remove them first, or force)", pods.join(", "))]
     InUse {
         reference: String,

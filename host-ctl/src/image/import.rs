@@ -107,6 +107,25 @@ impl ImageStore {
         Ok(record)
     }
 
+    /// Imports one image whose blobs are files (as `image pull` fetched
+    /// them) under `names`, under the store's lock: the names move to it.
+    pub(super) fn import_named(
+        &self,
+        image: &SourceImage,
+        names: Vec<String>,
+    ) -> Result<ImageRecord, ImageError> {
+        let _lock = self.lock()?;
+        let mut undo = Undo::default();
+        let record = self.import_one(image, names, &mut undo)?;
+        let mut index = Index::load(&self.index_path())?;
+        let record = merge(&mut index, vec![record])
+            .pop()
+            .ok_or_else(|| ImageError::Invalid("the import added no image".into()))?;
+        index.save(&self.index_path())?;
+        undo.done = true;
+        Ok(record)
+    }
+
     fn import_one(
         &self,
         image: &SourceImage,

@@ -24,6 +24,7 @@ mod gc;
 mod import;
 mod index;
 mod layer;
+mod pull;
 mod reference;
 mod rootfs;
 mod source;
@@ -38,6 +39,7 @@ use serde::Serialize;
 pub use error::ImageError;
 pub use gc::PruneReport;
 pub use index::ImageRecord;
+pub use pull::{Fetched, PullOptions, PullReport};
 
 use error::IoContext;
 use index::{Index, StoreLock};

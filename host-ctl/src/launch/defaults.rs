@@ -11,14 +11,21 @@ use crate::image::ImageDefaults;
 
 /// Fills in what `app` leaves out from its image's configuration.
 pub fn apply(app: &mut App, image: &ImageDefaults) -> Result<(), LaunchError> {
+    let args = std::mem::take(&mut app.args);
     if app.exec.is_empty() {
-        app.exec = image.entrypoint.iter().chain(&image.cmd).cloned().collect();
+        // The Entrypoint, then the app's args or else the image's Cmd.
+        let cmd = if args.is_empty() { &image.cmd } else { &args };
+        app.exec = image.entrypoint.iter().chain(cmd).cloned().collect();
         if app.exec.is_empty() {
             return Err(LaunchError::Host(format!(
                 "app {:?}: its image has no Entrypoint or Cmd; give the app an \"exec\" (or a command after the image)",
                 app.name
             )));
         }
+    } else {
+        // `exec` replaced the Entrypoint, and with it the Cmd (docker's
+        // --entrypoint): only the app's own args follow.
+        app.exec.extend(args);
     }
     app.env = merged_env(&image.env, &app.env);
     if app.working_directory.is_none() {
@@ -117,6 +124,26 @@ mod tests {
         assert_eq!(app.user.as_deref(), Some("nobody"));
         assert_eq!(app.group, None);
         assert_eq!(app.working_directory.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn args_replace_the_cmd_and_exec_replaces_both() {
+        let mut app = App {
+            name: "a".into(),
+            args: vec!["--once".into()],
+            ..App::default()
+        };
+        apply(&mut app, &image()).unwrap();
+        assert_eq!(app.exec, ["/bin/entry", "--once"]);
+        assert!(app.args.is_empty());
+        let mut app = App {
+            name: "a".into(),
+            exec: vec!["/bin/sh".into()],
+            args: vec!["-c".into(), "true".into()],
+            ..App::default()
+        };
+        apply(&mut app, &image()).unwrap();
+        assert_eq!(app.exec, ["/bin/sh", "-c", "true"]);
     }
 
     #[test]

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use kvmpod_api::manifest::PodManifest;
 
+use super::image_run::PodSource;
 use super::roots::{self, RootsPlan};
 use super::{host, LaunchError, PodPlan, RunOptions};
 use crate::agent::Endpoint;
-use crate::pod::{cache_dir, cids, PodDir, VmLaunch};
+use crate::pod::{cache_dir, cids, names, PodDir, PodError, VmLaunch};
 use crate::stage1::{Stage1, Stage1Store};
 use crate::vmm::accel::{self, Choice};
 use crate::vmm::vsock::{self, VsockKind, VsockMode, VHOST_VSOCK_DEV};
@@ -98,7 +99,19 @@ fn choose_vsock(
 
 /// Validates the manifest and the host for a pod that would live in `dir`.
 pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, LaunchError> {
-    let mut pod = kvmpod_api::validate::load(&o.manifest)?;
+    let mut pod = match &o.source {
+        PodSource::Manifest(path) => kvmpod_api::validate::load(path)?,
+        PodSource::Image(run) => run.manifest()?,
+    };
+    if let Some(name) = &o.name {
+        names::check(name)?;
+        if let Some(holder) = names::lookup(&o.state_dir, name) {
+            return Err(PodError::Invalid(format!(
+                "the name {name:?} is in use by pod {holder} (remove it with `host-ctl rm {name}`, or choose another name)"
+            ))
+            .into());
+        }
+    }
     let agent = host::agent(o.agent.as_deref())?;
     let kernel = host::kernel(o.kernel.as_deref(), o.modules_dir.as_deref())?;
     let hv = hypervisor(o.hypervisor);
@@ -125,7 +138,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     let errors = kvmpod_api::validate::validate(&pod);
     if !errors.is_empty() {
         return Err(kvmpod_api::validate::ManifestError::Invalid {
-            path: o.manifest.clone(),
+            path: o.shown_source(),
             errors,
         }
         .into());

@@ -11,6 +11,7 @@ mod defaults;
 mod draft;
 mod guest;
 pub mod host;
+pub mod image_run;
 mod prepare;
 pub mod roots;
 
@@ -28,13 +29,17 @@ use crate::vmm::vsock::VsockMode;
 use crate::vmm::{Alias, HypervisorKind, VmmError};
 
 pub use draft::plan;
+pub use image_run::{ImageRun, PodSource};
 pub use prepare::prepare;
 pub use roots::RootsPlan;
 
 /// What the user asked for (`host-ctl run` and `args`).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub manifest: PathBuf,
+    /// A manifest, or an image to run as a pod of one app.
+    pub source: PodSource,
+    /// The pod's name (`--name`).
+    pub name: Option<String>,
     pub state_dir: PathBuf,
     pub kernel: Option<PathBuf>,
     pub modules_dir: Option<PathBuf>,
@@ -111,6 +116,17 @@ pub enum LaunchError {
 impl From<kvmpod_api::validate::ManifestError> for LaunchError {
     fn from(e: kvmpod_api::validate::ManifestError) -> Self {
         LaunchError::Manifest(Box::new(e))
+    }
+}
+
+impl RunOptions {
+    /// How errors name what the user gave: the manifest's path, or the
+    /// command line.
+    pub fn shown_source(&self) -> PathBuf {
+        match &self.source {
+            PodSource::Manifest(p) => p.clone(),
+            PodSource::Image(r) => PathBuf::from(format!("(host-ctl run {})", r.image)),
+        }
     }
 }
 

@@ -3,24 +3,39 @@
 //! behind when the manifest or the host is not fit to run it.
 
 use super::draft::{draft, finish, Check};
+use super::PodSource;
 use super::{guest, LaunchError, PodPlan, RunOptions};
 use crate::image::ImageStore;
 use crate::pod::record::{self, AppSummary, PodRecord, State};
-use crate::pod::{cids, store, PodDir};
+use crate::pod::{cids, names, store, PodDir};
 use crate::ui::text::error_chain;
 use crate::vmm;
 
-/// Validates, creates the pod's directory and record, leases its CID,
+/// Validates, creates the pod's directory `dir` (planned by the caller, so
+/// that it can remove it whatever happens) and record, leases its CID,
 /// writes its share and mounts its layers and share aliases. `mark` is
 /// told the moments `--timings` shows.
-pub fn prepare(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Result<PodPlan, LaunchError> {
+pub fn prepare(
+    o: &RunOptions,
+    dir: PodDir,
+    mark: &mut dyn FnMut(&'static str),
+) -> Result<PodPlan, LaunchError> {
     // Every check first, with nothing created: the CID is not leased yet.
-    let d = draft(o, PodDir::planned(&o.state_dir), Check::Strict)?;
+    let d = draft(o, dir, Check::Strict)?;
     // The command lines too, with a stand-in CID.
     finish(o, d.clone(), cids::FIRST)?;
     let dir = d.dir.clone();
+    if let Some(name) = &o.name {
+        names::claim(&o.state_dir, name, &dir.id)?;
+    }
     dir.make(&o.state_dir)?;
-    record::create(&dir, &PodRecord::new(&dir, &o.manifest, o.detach))?;
+    let mut rec = PodRecord::new(&dir, &o.shown_source(), o.detach);
+    rec.name = o.name.clone();
+    if let PodSource::Image(run) = &o.source {
+        rec.manifest = dir.manifest();
+        rec.image = Some(run.image.clone());
+    }
+    record::create(&dir, &rec)?;
     let result = (|| {
         let cid = cids::allocate(&o.state_dir, &dir.id)?;
         let plan = finish(o, d, cid)?;

@@ -1,7 +1,8 @@
-//! Printing apps' output on the terminal, each line prefixed by its app's
-//! name (`web | ...`), stdout to stdout and stderr to stderr. Partial lines
-//! are held until their newline, so apps writing at once never interleave
-//! inside a line.
+//! Printing apps' output on the terminal, stdout to stdout and stderr to
+//! stderr: each line prefixed by its app's name (`web | ...`) when the pod
+//! has several apps, raw (as docker and podman print) when it has one.
+//! Partial lines are held until their newline, so apps writing at once
+//! never interleave inside a line.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -15,7 +16,8 @@ struct AppLines {
 }
 
 pub struct Printer {
-    width: usize,
+    /// The widest app name; None when lines go unprefixed.
+    width: Option<usize>,
     apps: HashMap<String, AppLines>,
 }
 
@@ -29,7 +31,7 @@ fn index(stream: Stream) -> usize {
 impl Printer {
     pub fn new<'a>(apps: impl Iterator<Item = &'a str>) -> Self {
         let names: Vec<&str> = apps.collect();
-        let width = names.iter().map(|a| a.len()).max().unwrap_or(0);
+        let width = (names.len() > 1).then(|| names.iter().map(|a| a.len()).max().unwrap_or(0));
         let mut p = Printer {
             width,
             apps: HashMap::new(),
@@ -45,13 +47,19 @@ impl Printer {
         self.apps
             .entry(app.to_string())
             .or_insert_with(|| AppLines {
-                prefix: format!("{app:width$} | ").into_bytes(),
+                prefix: width
+                    .map(|width| format!("{app:width$} | ").into_bytes())
+                    .unwrap_or_default(),
                 partial: [Vec::new(), Vec::new()],
             })
     }
 
-    /// The lines of `data` that are complete, formatted.
+    /// The lines of `data` that are complete, formatted; with one app,
+    /// `data` as it came (a prompt without a newline shows at once).
     pub fn format(&mut self, app: &str, stream: Stream, data: &[u8]) -> Vec<u8> {
+        if self.width.is_none() {
+            return data.to_vec();
+        }
         let lines = self.app(app);
         let buf = &mut lines.partial[index(stream)];
         let mut out = Vec::with_capacity(data.len() + 64);
@@ -144,10 +152,23 @@ mod tests {
     }
 
     #[test]
+    fn one_app_prints_raw() {
+        let mut p = Printer::new(["only"].into_iter());
+        assert_eq!(
+            text(p.format("only", Stream::Stdout, b"prompt> ")),
+            "prompt> "
+        );
+        assert_eq!(text(p.format("only", Stream::Stdout, b"a\nb")), "a\nb");
+    }
+
+    #[test]
     fn dropped_output_is_announced() {
-        let mut p = Printer::new(["a"].into_iter());
+        let mut p = Printer::new(["a", "b"].into_iter());
         let s = text(p.format_dropped("a", 4096));
         assert!(s.starts_with("a | [host-ctl: 4096 bytes"), "{s}");
         assert!(s.ends_with("buffer was full]\n"), "{s}");
+        let mut one = Printer::new(["a"].into_iter());
+        let s = text(one.format_dropped("a", 1));
+        assert!(s.starts_with("[host-ctl: 1 bytes"), "{s}");
     }
 }

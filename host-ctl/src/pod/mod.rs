@@ -7,6 +7,7 @@
 pub mod cids;
 pub mod dir;
 pub mod monitor;
+pub mod names;
 pub mod record;
 pub mod store;
 mod vm_launch;

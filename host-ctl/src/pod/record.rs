@@ -167,9 +167,17 @@ impl AppSummary {
 #[serde(rename_all = "camelCase")]
 pub struct PodRecord {
     pub id: String,
+    /// The name given with `run --name`; every command accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub state: State,
-    /// The manifest the user gave (the validated copy is `pod.json`).
+    /// The manifest the user gave (the validated copy is `pod.json`);
+    /// empty for `run IMAGE`.
+    #[serde(default)]
     pub manifest: PathBuf,
+    /// The image of `run IMAGE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
@@ -238,6 +246,8 @@ impl PodRecord {
     pub fn new(dir: &PodDir, manifest: &Path, detached: bool) -> Self {
         PodRecord {
             id: dir.id.clone(),
+            name: None,
+            image: None,
             state: State::Prepared,
             manifest: manifest.to_path_buf(),
             created: now(),

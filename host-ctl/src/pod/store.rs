@@ -15,7 +15,7 @@ use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use super::dir::{pods_dir, PodDir};
 use super::monitor::spawn::{spawn_keeper, KeeperStart};
 use super::record::{self, PodRecord, State};
-use super::{cids, PodError};
+use super::{cids, names, PodError};
 use crate::agent::{self, AgentClient};
 use crate::image::ImageStore;
 use crate::vmm;
@@ -102,13 +102,17 @@ pub fn find(state_dir: &Path, id: &str) -> Result<PodDir> {
     if id.is_empty() || id.contains('/') {
         return Err(PodError::NotFound(format!("{id:?} is not a pod ID")));
     }
+    // A name first, as docker resolves names before ID prefixes.
+    if let Some(named) = names::lookup(state_dir, id) {
+        return Ok(PodDir::of(state_dir, &named));
+    }
     let mut matches: Vec<PodDir> = all_dirs(state_dir)?
         .into_iter()
         .filter(|d| d.id.starts_with(id))
         .collect();
     match matches.len() {
         0 => Err(PodError::NotFound(format!(
-            "no pod {id:?} in {} (`host-ctl list` shows the pods)",
+            "no pod named {id:?} or with that ID in {} (`host-ctl list` shows the pods)",
             pods_dir(state_dir).display()
         ))),
         1 => Ok(matches.remove(0)),
@@ -213,9 +217,13 @@ pub fn release(dir: &PodDir) {
     dir.tidy();
 }
 
-/// Releases and deletes an exited pod whose monitor is gone.
+/// Releases and deletes an exited pod whose monitor is gone, and frees
+/// its name.
 pub fn remove(dir: &PodDir) -> Result<()> {
     release(dir);
+    if let Some(name) = record::read(dir).ok().and_then(|r| r.name) {
+        names::release(&dir.state_dir(), &name, &dir.id);
+    }
     fs::remove_dir_all(&dir.path).map_err(|source| PodError::Io {
         what: "removing",
         path: dir.path.clone(),
