@@ -323,8 +323,7 @@ fn named_pods_of_one_image_and_run_rm_on_failure() {
 }
 
 /// An image whose layers hold 1 GiB boots with the default 512 MiB of
-/// guest memory. The archive is written with the system's tar and hashed
-/// with sha256sum (fast), as `docker save` would lay it out.
+/// guest memory.
 #[test]
 fn a_one_gib_image_boots_with_the_default_memory() {
     let fx = Fixture::new();
@@ -335,49 +334,12 @@ fn a_one_gib_image_boots_with_the_default_memory() {
         .unwrap()
         .set_len(1 << 30)
         .unwrap();
-    let mut layers = Vec::new();
-    for (name, root) in [("base.tar", fx.root()), ("huge.tar", big)] {
-        let tar = dir.join(name);
-        fs::create_dir_all(&dir).unwrap();
-        let st = std::process::Command::new("tar")
-            .args(["--numeric-owner", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let sum = std::process::Command::new("sha256sum")
-            .arg(&tar)
-            .output()
-            .unwrap();
-        let hex = String::from_utf8_lossy(&sum.stdout)
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string();
-        layers.push((name, format!("sha256:{hex}")));
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh", "-c", "wc -c < /huge; free -m | awk 'NR==2 {print $2}'"]},
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.1).collect::<Vec<_>>()},
-    });
-    fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
-    )
-    .unwrap();
-    let manifest = serde_json::json!([{
-        "Config": "config.json", "RepoTags": ["kvmpod/big:1"],
-        "Layers": layers.iter().map(|l| l.0).collect::<Vec<_>>(),
-    }]);
-    fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
+    kvmpod_tests::images::docker_dir_from_roots(
+        &dir,
+        &[&fx.root(), &big],
+        serde_json::json!({"Cmd": ["/bin/sh", "-c", "wc -c < /huge; free -m | awk 'NR==2 {print $2}'"]}),
+        "kvmpod/big:1",
+    );
     let out = fx.host_ctl(
         &["image", "import", dir.to_str().unwrap()],
         Duration::from_secs(300),

@@ -12,6 +12,7 @@ mod baseline;
 mod chart;
 mod ctx;
 mod exec;
+mod images;
 mod logs;
 mod memory;
 mod nested;
@@ -76,6 +77,9 @@ fn bench() -> Result<()> {
     }
     if wanted("scale") {
         scale::run(&ctx, &mut report)?;
+    }
+    if wanted("images") {
+        images::run(&ctx, &mut report)?;
     }
     if wanted("nested") {
         nested::run(&ctx, &mut report)?;

@@ -752,3 +752,55 @@ fn list_into(root: &Path, rel: &Path, out: &mut Vec<String>) {
         }
     }
 }
+
+/// A docker-archive directory at `dir` whose layers are host directories
+/// (bottom first), archived by the system's `tar` and hashed by
+/// `sha256sum`: fast enough for layers of gigabytes, which the in-memory
+/// builders above are not. `config` is the image config's `config` object.
+pub fn docker_dir_from_roots(dir: &Path, roots: &[&Path], config: serde_json::Value, tag: &str) {
+    fs::create_dir_all(dir).expect("creating the archive directory");
+    let mut names = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, root) in roots.iter().enumerate() {
+        let name = format!("layer{i}.tar");
+        let tar = dir.join(&name);
+        let st = std::process::Command::new("tar")
+            .args(["--numeric-owner", "-C"])
+            .arg(root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("running tar");
+        assert!(st.success(), "tar of {} failed", root.display());
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&tar)
+            .output()
+            .expect("running sha256sum");
+        let text = String::from_utf8_lossy(&sum.stdout);
+        let hex = text.split(' ').next().unwrap_or_default();
+        diff_ids.push(format!("sha256:{hex}"));
+        names.push(name);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec(&config).expect("json"),
+    )
+    .expect("writing config.json");
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": [tag],
+        "Layers": names,
+    }]);
+    fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).expect("json"),
+    )
+    .expect("writing manifest.json");
+}
