@@ -45,7 +45,13 @@ impl Index {
         serde_json::from_slice(&bytes).map_err(|e| ImageError::json("parsing", path, e))
     }
 
+    /// Writes the index atomically, after flushing the store's file system:
+    /// an image in the index never names layers a crash could lose.
     pub fn save(&self, path: &Path) -> Result<(), ImageError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let d = fs::File::open(dir).map_err(|e| ImageError::io("opening", dir, e))?;
+        nix::unistd::syncfs(&d)
+            .map_err(|e| ImageError::io("flushing the file system of", dir, e.into()))?;
         let mut bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| ImageError::json("serialising", path, e))?;
         bytes.push(b'\n');
