@@ -19,7 +19,7 @@ export PATH := $(PATH):$(HOME)/.cargo/bin
 # Seconds each fuzz target runs in `make test`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build agent host examples demo test lint unit-test boot-test fuzz bench clean
+.PHONY: all deps build agent host stage1 examples demo test lint unit-test boot-test fuzz bench clean
 
 all: build
 
@@ -33,6 +33,11 @@ agent:
 
 host:
 	$(CARGO) build --locked --release -p host-ctl -p rootfs-builder
+
+# kvmpod's stage1 guest image (the agent and the kernel modules every pod
+# boots), built once for this agent and kernel; prints its digest and path.
+stage1: build
+	KVMPOD_AGENT=$(CURDIR)/$(AGENT) $(HOST_CTL) stage1 build
 
 examples: $(DEMO)/rootfs/bin/busybox $(DEMO)/data
 

@@ -142,44 +142,11 @@ fn a_root_larger_than_guest_memory_boots() {
     fx.finish();
 }
 
-/// The test image: a busybox base layer, then a layer that adds files, a
-/// hard link and a symlink, then one with a whiteout and an opaque
-/// directory; its config runs `sh -c` with a default command, environment,
-/// working directory and user. Written as a docker-archive (`docker save`)
-/// and imported as `kvmpod/test:1`.
+/// Imports the harness's test image (see `images::write_test_image`) as
+/// `kvmpod/test:1`.
 fn import_test_image(fx: &Fixture) {
-    use kvmpod_tests::images::{docker_files, write_tar, Config, Entry, ImageSpec, Layer};
-    let base = Layer::from_dir(&fx.root()).expect("a busybox layer");
-    let adds = Layer::new(vec![
-        Entry::dir("data"),
-        Entry::file("data/old", "old\n"),
-        Entry::dir("data/sub"),
-        Entry::file("data/sub/deep", "deep\n"),
-        Entry::file("gone", "gone\n"),
-        Entry::file("etc/motd", "from the image\n"),
-    ]);
-    let changes = Layer::new(vec![
-        Entry::whiteout("gone"),
-        Entry::opaque("data"),
-        Entry::file("data/new", "new\n").mode(0o604),
-        Entry::hardlink("data/link", "data/new"),
-        Entry::symlink("data/sym", "new"),
-    ]);
-    let image = ImageSpec::new(vec![base, adds, changes])
-        .config(Config {
-            entrypoint: vec!["/bin/sh".into(), "-c".into()],
-            cmd: vec!["echo \"cmd $GREETING $(pwd) $(id -u)\"".into()],
-            env: vec!["GREETING=hello".into(), "PATH=/bin:/sbin:/usr/bin".into()],
-            working_dir: Some("/data".into()),
-            user: Some("65534".into()),
-            ..Config::default()
-        })
-        .build();
     let archive = fx.path().join("test-image.tar");
-    write_tar(
-        &archive,
-        &docker_files(&[(&image, &["kvmpod/test:1"])], false),
-    );
+    kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
     let out = fx.host_ctl(&["image", "import", archive.to_str().unwrap()], CMD);
     assert_eq!(out.code, Some(0), "{}", out.dump());
     assert!(
@@ -227,6 +194,30 @@ fn images_run_with_their_config_and_layers() {
             "echo $GREETING $(pwd) $(id -u)"
         ]),
         "bye / 0\n"
+    );
+    // -i: this process's stdin reaches the app, and its end closes the
+    // app's stdin.
+    let mut child = fx
+        .command(&["run", "--rm", "-i", "kvmpod/test:1", "cat; echo done"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("host-ctl run -i");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(b"line one\nline two\n").unwrap();
+    }
+    let out = child.wait_with_output().expect("host-ctl run -i");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line one\nline two\ndone\n"
     );
     let m = fx.write_manifest(
         "image-pod.json",
@@ -337,7 +328,7 @@ fn a_one_gib_image_boots_with_the_default_memory() {
     kvmpod_tests::images::docker_dir_from_roots(
         &dir,
         &[&fx.root(), &big],
-        serde_json::json!({"Cmd": ["/bin/sh", "-c", "wc -c < /huge; free -m | awk 'NR==2 {print $2}'"]}),
+        serde_json::json!({"Cmd": ["/bin/sh", "-c", "stat -c %s /huge; free -m | awk 'NR==2 {print $2}'; tail -c 4096 /huge | wc -c"]}),
         "kvmpod/big:1",
     );
     let out = fx.host_ctl(
@@ -356,6 +347,12 @@ fn a_one_gib_image_boots_with_the_default_memory() {
     assert!(
         mem_mib < 1024,
         "the guest has {mem_mib} MiB, not less than the image\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        lines.get(2).map(|l| l.trim()),
+        Some("4096"),
+        "{}",
         out.dump()
     );
     fx.finish();

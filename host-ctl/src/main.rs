@@ -291,6 +291,10 @@ struct ImageFlags {
     /// Replace the image's Entrypoint (and drop its Cmd).
     #[arg(long, value_name = "PROGRAM")]
     entrypoint: Option<String>,
+    /// Send this terminal's stdin to the app (an image's app gets a stdin;
+    /// with a manifest, the one app with "stdin": true).
+    #[arg(short = 'i', long)]
+    interactive: bool,
 }
 
 impl VmArgs {
@@ -324,6 +328,7 @@ impl VmArgs {
             workdir: i.workdir.clone(),
             user: i.user.clone(),
             hostname: i.name.clone(),
+            stdin: i.interactive,
         }))
     }
 
@@ -356,6 +361,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir;
     match cli.command {
         Command::Run(a) => {
+            let interactive = a.vm.image.interactive;
             let options = RunOptions {
                 boot_timeout: Duration::from_secs(a.boot_timeout),
                 grace: Duration::from_secs(a.grace),
@@ -367,7 +373,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
                 ..a.vm.options(state)?
             };
-            commands::run::run(options, a.timings, a.rm).await
+            let attached = commands::run::Attached {
+                timings: a.timings,
+                rm: a.rm,
+                interactive: interactive && !a.detach,
+            };
+            commands::run::run(options, attached).await
         }
         Command::Args(a) => commands::args::run(&a.options(state)?),
         Command::List { format } => commands::list::run(&state, format),

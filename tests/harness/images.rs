@@ -764,8 +764,10 @@ pub fn docker_dir_from_roots(dir: &Path, roots: &[&Path], config: serde_json::Va
     for (i, root) in roots.iter().enumerate() {
         let name = format!("layer{i}.tar");
         let tar = dir.join(&name);
+        // --sparse: a layer of a large sparse file stays small, as
+        // images built with sparse files are.
         let st = std::process::Command::new("tar")
-            .args(["--numeric-owner", "-C"])
+            .args(["--numeric-owner", "--sparse", "-C"])
             .arg(root)
             .arg("-cf")
             .arg(&tar)
@@ -803,4 +805,42 @@ pub fn docker_dir_from_roots(dir: &Path, roots: &[&Path], config: serde_json::Va
         serde_json::to_vec(&manifest).expect("json"),
     )
     .expect("writing manifest.json");
+}
+
+/// The boot tests' image, as a docker-archive (`docker save`) at `archive`
+/// tagged `tag`: a busybox base layer (from `busybox_root`), then a layer
+/// that adds `/data/{old,sub/deep}`, `/gone` and `/etc/motd` ("from the
+/// image"), then one with a whiteout of `/gone`, an opaque `/data` holding
+/// `new` (mode 0604), a hard link `link` to it and a symlink `sym` to it.
+/// Its config runs `/bin/sh -c` with a default command printing `cmd
+/// $GREETING $(pwd) $(id -u)`, `GREETING=hello`, WorkingDir `/data` and
+/// User 65534.
+pub fn write_test_image(busybox_root: &Path, archive: &Path, tag: &str) {
+    let base = Layer::from_dir(busybox_root).expect("a busybox layer");
+    let adds = Layer::new(vec![
+        Entry::dir("data"),
+        Entry::file("data/old", "old\n"),
+        Entry::dir("data/sub"),
+        Entry::file("data/sub/deep", "deep\n"),
+        Entry::file("gone", "gone\n"),
+        Entry::file("etc/motd", "from the image\n"),
+    ]);
+    let changes = Layer::new(vec![
+        Entry::whiteout("gone"),
+        Entry::opaque("data"),
+        Entry::file("data/new", "new\n").mode(0o604),
+        Entry::hardlink("data/link", "data/new"),
+        Entry::symlink("data/sym", "new"),
+    ]);
+    let image = ImageSpec::new(vec![base, adds, changes])
+        .config(Config {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo \"cmd $GREETING $(pwd) $(id -u)\"".into()],
+            env: vec!["GREETING=hello".into(), "PATH=/bin:/sbin:/usr/bin".into()],
+            working_dir: Some("/data".into()),
+            user: Some("65534".into()),
+            ..Config::default()
+        })
+        .build();
+    write_tar(archive, &docker_files(&[(&image, &[tag])], false));
 }

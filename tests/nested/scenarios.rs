@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 
 type Scenario = (&'static str, fn());
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     ("lkvm-pod", lkvm_pod),
+    ("lkvm-image", lkvm_image),
     ("lkvm-detached", lkvm_detached),
     ("lkvm-ends-on-failures", lkvm_ends_on_failures),
     ("lkvm-symlink-jail", lkvm_symlink_jail),
@@ -83,6 +84,54 @@ fn pod_dir(fx: &Fixture, id: &str) -> std::path::PathBuf {
 /// the guest, the host file unchanged), an empty volume shared by the apps,
 /// a source path with a comma, and an app that exits 3. host-ctl exits 3,
 /// and lkvm has ended by itself (the guest rebooted it away).
+/// An image's layers through lkvm's 9p: the overlay sees the whiteout, the
+/// opaque directory, the hard link and the symlink, and an app's write
+/// over an image file stays in the guest.
+fn lkvm_image() {
+    let fx = Fixture::new();
+    let archive = fx.path().join("image.tar");
+    kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
+    let out = fx.host_ctl(
+        &["image", "import", archive.to_str().unwrap()],
+        kvmpod_tests::CMD,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    let out = fx.run(
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--boot-timeout",
+            "240",
+            "-u",
+            "0",
+            "kvmpod/test:1",
+            "echo $(ls -A /data); [ -e /gone ] && echo gone-is-there; stat -c '%a %h' /data/new; \
+             readlink /data/sym; echo changed > /etc/motd; cat /etc/motd",
+        ],
+        POD_LIMIT,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        out.stdout,
+        "link new sym\n604 2\nnew\nchanged\n",
+        "{}",
+        out.dump()
+    );
+    // The layer that holds /etc/motd in the store is as it was imported.
+    let snapshots = fx.state_dir().join("images/snapshots");
+    let motds: Vec<String> = fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("etc/motd")).ok())
+        .collect();
+    assert_eq!(
+        motds,
+        ["from the image\n"],
+        "an app's write reached the store"
+    );
+    fx.finish();
+}
+
 fn lkvm_pod() {
     let fx = Fixture::new();
     let rw = fx.host_dir("rw", &[]);

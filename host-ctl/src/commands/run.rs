@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use kvmpod_api::protocol::{AppState, PodState, PodStatus};
 
+use kvmpod_api::iostream::Request;
+
+use crate::agent::{iostream, Endpoint};
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
 use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart};
@@ -36,9 +39,21 @@ impl HostClock {
     }
 }
 
-pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
+/// What `run` does besides starting the pod.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attached {
+    /// `--timings`.
+    pub timings: bool,
+    /// `--rm`.
+    pub rm: bool,
+    /// `-i`: this process's stdin goes to the pod's app with a stdin.
+    pub interactive: bool,
+}
+
+pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
     let dir = PodDir::planned(&s.state_dir);
-    let result = run_pod(&s, dir.clone(), timings).await;
+    let result = run_pod(&s, dir.clone(), a).await;
+    let rm = a.rm;
     if rm && !s.detach && dir.path.exists() {
         // However the pod ended, failures included.
         if let Err(e) = store::remove(&dir) {
@@ -48,7 +63,8 @@ pub async fn run(s: RunOptions, timings: bool, rm: bool) -> Result<i32> {
     result
 }
 
-async fn run_pod(s: &RunOptions, dir: PodDir, timings: bool) -> Result<i32> {
+async fn run_pod(s: &RunOptions, dir: PodDir, a: Attached) -> Result<i32> {
+    let timings = a.timings;
     let mut clock = HostClock {
         start: Instant::now(),
         marks: Vec::new(),
@@ -57,12 +73,23 @@ async fn run_pod(s: &RunOptions, dir: PodDir, timings: bool) -> Result<i32> {
     if s.detach {
         return detach(prepared.dir, s).await;
     }
+    let stdin_app = if a.interactive {
+        Some(stdin_app(&prepared.pod)?)
+    } else {
+        None
+    };
+    let endpoint = prepared.launch.endpoint.clone();
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
     let interrupts = monitor::interrupts()?;
     clock.mark("vm-starting");
     let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
     clock.mark("agent-answered");
-    let outcome = monitor.supervise(Some(printer), interrupts).await?;
+    let feeder = stdin_app.map(|app| tokio::spawn(feed_stdin(endpoint, app)));
+    let outcome = monitor.supervise(Some(printer), interrupts).await;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    let outcome = outcome?;
     clock.mark("vm-exited");
 
     if let Some(status) = &outcome.status {
@@ -84,6 +111,38 @@ async fn run_pod(s: &RunOptions, dir: PodDir, timings: bool) -> Result<i32> {
         EXIT_HOST_ERROR
     };
     Ok(code)
+}
+
+/// The one app of the pod that reads stdin (`-i`).
+fn stdin_app(pod: &kvmpod_api::PodManifest) -> Result<String> {
+    let with: Vec<&str> = pod
+        .apps
+        .iter()
+        .filter(|a| a.stdin)
+        .map(|a| a.name.as_str())
+        .collect();
+    match with.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => bail!("-i: no app of the pod takes stdin (give one \"stdin\": true)"),
+        many => bail!(
+            "-i: several apps take stdin ({}); attach to one with `host-ctl attach`",
+            many.join(", ")
+        ),
+    }
+}
+
+/// Sends this process's stdin to `app` until it ends (then the app's stdin
+/// is closed), through an attach session whose output is left to the
+/// printer, which already shows it.
+async fn feed_stdin(endpoint: Endpoint, app: String) {
+    let request = Request::Attach { app: app.clone() };
+    match iostream::open(&endpoint, &request).await {
+        Ok((tx, mut rx)) => {
+            let drain = async { while let Ok(Some(_)) = rx.next().await {} };
+            tokio::join!(tx.pump_stdin(tokio::io::stdin()), drain);
+        }
+        Err(e) => eprintln!("host-ctl: -i: attaching to {app}: {e}"),
+    }
 }
 
 /// Starts a monitor process for the prepared pod and waits until its agent

@@ -27,6 +27,8 @@ pub struct ImageRun {
     pub user: Option<String>,
     /// The pod's hostname (its name, if it has one).
     pub hostname: Option<String>,
+    /// `-i`: the app reads a stdin that `run` (or `attach`) feeds.
+    pub stdin: bool,
 }
 
 impl ImageRun {
@@ -54,6 +56,7 @@ impl ImageRun {
             group,
             working_directory: self.workdir.clone(),
             mount_points,
+            stdin: self.stdin,
             ..App::default()
         };
         Ok(PodManifest {
