@@ -357,29 +357,32 @@ impl VmArgs {
     }
 }
 
+/// `host-ctl run`: its flags as options.
+async fn run(a: RunArgs, state: PathBuf) -> anyhow::Result<i32> {
+    let interactive = a.vm.image.interactive;
+    let options = RunOptions {
+        boot_timeout: Duration::from_secs(a.boot_timeout),
+        grace: Duration::from_secs(a.grace),
+        linger: Duration::from_secs(a.linger),
+        detach: a.detach,
+        log_rotation: Rotation {
+            max_size: a.log_max_size,
+            max_files: a.log_max_files - 1,
+        },
+        ..a.vm.options(state)?
+    };
+    let attached = commands::run::Attached {
+        timings: a.timings,
+        rm: a.rm,
+        interactive: interactive && !a.detach,
+    };
+    commands::run::run(options, attached).await
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let state = cli.state_dir;
     match cli.command {
-        Command::Run(a) => {
-            let interactive = a.vm.image.interactive;
-            let options = RunOptions {
-                boot_timeout: Duration::from_secs(a.boot_timeout),
-                grace: Duration::from_secs(a.grace),
-                linger: Duration::from_secs(a.linger),
-                detach: a.detach,
-                log_rotation: Rotation {
-                    max_size: a.log_max_size,
-                    max_files: a.log_max_files - 1,
-                },
-                ..a.vm.options(state)?
-            };
-            let attached = commands::run::Attached {
-                timings: a.timings,
-                rm: a.rm,
-                interactive: interactive && !a.detach,
-            };
-            commands::run::run(options, attached).await
-        }
+        Command::Run(a) => run(a, state).await,
         Command::Args(a) => commands::args::run(&a.options(state)?),
         Command::List { format } => commands::list::run(&state, format),
         Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
