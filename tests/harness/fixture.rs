@@ -152,6 +152,7 @@ impl Fixture {
             .args(args)
             .env("KVMPOD_AGENT", &self.programs.agent)
             .stdin(Stdio::null());
+        default_interrupts(&mut cmd);
         cmd
     }
 
@@ -230,6 +231,24 @@ impl Drop for Fixture {
         if !std::thread::panicking() {
             panic!("the test ended without Fixture::finish(), which checks that its pods left nothing behind");
         }
+    }
+}
+
+/// Gives the command SIGINT and SIGQUIT as a terminal would deliver them.
+/// A shell starts background jobs (`make test &`) with both ignored, and
+/// an ignored signal stays ignored across exec: a test that stands in for
+/// Ctrl-C would then test nothing.
+fn default_interrupts(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls signal(2), which is async-signal-safe; it touches no memory of
+    // the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        });
     }
 }
 

@@ -80,15 +80,24 @@ fn pod_dir(fx: &Fixture, id: &str) -> std::path::PathBuf {
     fx.state_dir().join("pods").join(id)
 }
 
-/// Two apps under lkvm: a writable host volume, a read-only one (EROFS in
-/// the guest, the host file unchanged), an empty volume shared by the apps,
-/// a source path with a comma, and an app that exits 3. host-ctl exits 3,
-/// and lkvm has ended by itself (the guest rebooted it away).
 /// An image's layers through lkvm's 9p: the overlay sees the whiteout, the
 /// opaque directory, the hard link and the symlink, and an app's write
 /// over an image file stays in the guest.
 fn lkvm_image() {
     let fx = Fixture::new();
+    // The nested host's own disk is the outer host's root over 9p, which
+    // cannot hold the whiteouts (character devices 0:0) layers need: the
+    // store goes on a tmpfs, as it would on any local file system.
+    let state = fx.state_dir();
+    fs::create_dir_all(&state).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &state,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("a tmpfs for the state directory");
     let archive = fx.path().join("image.tar");
     kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
     let out = fx.host_ctl(
@@ -129,9 +138,14 @@ fn lkvm_image() {
         ["from the image\n"],
         "an app's write reached the store"
     );
+    nix::mount::umount2(&state, nix::mount::MntFlags::MNT_DETACH).expect("unmounting");
     fx.finish();
 }
 
+/// Two apps under lkvm: a writable host volume, a read-only one (EROFS in
+/// the guest, the host file unchanged), an empty volume shared by the apps,
+/// a source path with a comma, and an app that exits 3. host-ctl exits 3,
+/// and lkvm has ended by itself (the guest rebooted it away).
 fn lkvm_pod() {
     let fx = Fixture::new();
     let rw = fx.host_dir("rw", &[]);

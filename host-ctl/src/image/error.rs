@@ -7,13 +7,15 @@ use std::path::Path;
 /// Everything that can go wrong importing, resolving or removing images.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{context}: {source}")]
+    // The source is printed by whoever prints the chain (anyhow's `{:#}`
+    // at the command line), so the message does not repeat it.
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
         source: io::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Json {
         context: String,
         #[source]
