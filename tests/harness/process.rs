@@ -68,7 +68,28 @@ fn collect(mut from: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> Jo
     })
 }
 
+/// How long the output of a process that exited may take to reach its end:
+/// longer means one of its children kept the pipes open.
+const READER_GRACE: Duration = Duration::from_secs(30);
+
 impl Running {
+    /// Waits up to `grace` for the output readers to reach end of file;
+    /// whether some did not (they are left running: a child of the process
+    /// holds the pipe, and the test must fail rather than hang).
+    fn join_readers(&mut self, grace: Duration) -> bool {
+        let until = Instant::now() + grace;
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let leaked = self.readers.iter().any(|r| !r.is_finished());
+        for r in self.readers.drain(..) {
+            if r.is_finished() {
+                let _ = r.join();
+            }
+        }
+        leaked
+    }
+
     /// Starts `cmd` with its stdout and stderr collected.
     pub fn start(mut cmd: Command) -> Running {
         let what = format!("{cmd:?}");
@@ -153,11 +174,13 @@ impl Running {
             if Instant::now() > until {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
+                let leaked = if self.join_readers(READER_GRACE) {
+                    " (and a process it started still holds its output)"
+                } else {
+                    ""
+                };
                 panic!(
-                    "{} did not finish within {limit:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                    "{} did not finish within {limit:?}{leaked}\n--- stdout ---\n{}\n--- stderr ---\n{}",
                     self.what,
                     self.stdout(),
                     self.stderr()
@@ -165,8 +188,13 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        for r in self.readers.drain(..) {
-            let _ = r.join();
+        if self.join_readers(READER_GRACE) {
+            panic!(
+                "{} exited, but a process it started still holds its stdout or stderr {READER_GRACE:?} later (a VM or helper outlived it?)\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                self.what,
+                self.stdout(),
+                self.stderr()
+            );
         }
         Outcome {
             code,
