@@ -30,6 +30,7 @@ pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
             };
             vec![
                 r.id.chars().take(8).collect(),
+                r.name.clone().unwrap_or_else(|| "-".into()),
                 r.state.as_str().into(),
                 r.created.clone(),
                 if apps.is_empty() { "-".into() } else { apps },
@@ -37,6 +38,6 @@ pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
             ]
         })
         .collect();
-    table::print(&["ID", "STATE", "CREATED", "APPS", "EXIT"], &rows);
+    table::print(&["ID", "NAME", "STATE", "CREATED", "APPS", "EXIT"], &rows);
     Ok(0)
 }

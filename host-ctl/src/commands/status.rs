@@ -80,6 +80,12 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
 fn print_view(view: &StatusView) {
     let r = &view.record;
     println!("pod:      {}", r.id);
+    if let Some(name) = &r.name {
+        println!("name:     {name}");
+    }
+    if let Some(image) = &r.image {
+        println!("image:    {image}");
+    }
     println!(
         "state:    {}{}",
         view.live
