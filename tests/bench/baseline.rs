@@ -1,6 +1,7 @@
 //! Figure 3, the baseline: a trivial pod (mount a host volume, write a file)
 //! under host-ctl against a busybox-init VM doing the same module loads, 9p
-//! mount and exec on the same QEMU command line, minus the vsock device.
+//! mounts (the root's layer under a tmpfs overlay, the volume) and exec on
+//! the same QEMU command line, minus the vsock device.
 //! Their ratio is what kvmpod adds to the least a VM must do.
 
 use std::fs;
@@ -72,15 +73,18 @@ fn baseline_vm(ctx: &Ctx, manifest: &Path) -> Result<BaselineVm> {
     build_baseline_initramfs(ctx, manifest, transport, &initrd)?;
     Ok(BaselineVm {
         program: words.first().cloned().unwrap_or_default(),
-        args: baseline_args(&words, &initrd, &console),
+        args: baseline_args(&words, &initrd, &console, &ctx.rootfs),
         console,
     })
 }
 
 /// host-ctl's QEMU arguments (after the program) rewritten for the
-/// baseline: its initramfs and console, no vsock device, and no shared
-/// memory backend (vhost-user needs it, the baseline does not).
-fn baseline_args(words: &[String], initrd: &Path, console: &Path) -> Vec<String> {
+/// baseline: its initramfs and console, no vsock device, no shared memory
+/// backend (vhost-user needs it, the baseline does not), and the pod's
+/// share (`fs0`, the pod directory's `guest/`, which `args` does not
+/// create) pointed at the app's root, which the baseline mounts as the
+/// agent mounts a root's layer.
+fn baseline_args(words: &[String], initrd: &Path, console: &Path, root: &Path) -> Vec<String> {
     let mut qemu = Vec::new();
     let mut i = 1;
     while i < words.len() {
@@ -96,6 +100,18 @@ fn baseline_args(words: &[String], initrd: &Path, console: &Path) -> Vec<String>
             "-machine" => {
                 qemu.push(w.clone());
                 qemu.push(next.replace(",memory-backend=mem", ""));
+                i += 2;
+            }
+            "-fsdev" if next.starts_with("local,id=fs0,") => {
+                let rest = next
+                    .split_once(",security_model")
+                    .map(|(_, r)| r)
+                    .unwrap_or("");
+                qemu.push(w.clone());
+                qemu.push(format!(
+                    "local,id=fs0,path={},security_model{rest}",
+                    root.display()
+                ));
                 i += 2;
             }
             "-chardev" if next.starts_with("socket,id=vsock") => i += 2,
@@ -140,8 +156,8 @@ fn run_baseline(vm: &BaselineVm, data: &Path) -> Result<f64> {
     Ok(wall)
 }
 
-/// The baseline's initramfs: busybox, the same modules in the same order,
-/// and an /init script doing the pod's work.
+/// The baseline's initramfs: busybox (for the script itself), the same
+/// modules in the same order, and an /init script doing the pod's work.
 fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
     use rootfs_builder::archive::{Archive, Entry};
     kvmpod_api::validate::load(manifest)?;
@@ -171,14 +187,21 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
         a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
         paths.push(format!("/{p}"));
     }
+    // The agent's work for the trivial pod: modules, the root's layer
+    // over 9p under a tmpfs upper (overlayfs), the host volume, one shell.
     let init = format!(
         "#!/bin/sh\n\
          mount -t proc proc /proc\n\
          for m in {}; do insmod $m; done\n\
-         mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=512000 data /mnt/data\n\
-         /bin/sh -c 'echo hello > /mnt/data/out.txt'\n\
+         mkdir -p /lo /up /app\n\
+         mount -t 9p -o trans=virtio,version=9p2000.L,cache=loose,msize=512000,ro kvmpod /lo\n\
+         mount -t tmpfs up /up && mkdir /up/u /up/w\n\
+         mount -t overlay overlay -o lowerdir=/lo,upperdir=/up/u,workdir=/up/w /app\n\
+         mkdir -p /app/mnt/data\n\
+         mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=512000 data /app/mnt/data\n\
+         chroot /app /bin/sh -c 'echo hello > /mnt/data/out.txt'\n\
          sync\n\
-         umount /mnt/data\n\
+         umount /app/mnt/data\n\
          poweroff -f\n",
         paths.join(" ")
     );
