@@ -303,9 +303,22 @@ impl<'a> Applier<'a> {
 /// holes, as `cp --sparse=auto` does: layers are never written again, and
 /// a disk image in a layer takes only the space of its data.
 fn copy_in_large_writes(from: &mut impl Read, to: &mut std::fs::File, size: u64) -> io::Result<()> {
-    use std::io::{Seek, SeekFrom};
+    thread_local! {
+        // One buffer for every file of a layer: a fresh 1 MiB allocation
+        // per file is an mmap, 256 page faults and an munmap.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     let len = usize::try_from(size.clamp(4096, 1 << 20)).unwrap_or(1 << 20);
-    let mut buf = vec![0u8; len];
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        copy_with(from, to, &mut buf[..len])
+    })
+}
+
+fn copy_with(from: &mut impl Read, to: &mut std::fs::File, buf: &mut [u8]) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
     let mut written: u64 = 0;
     loop {
         let mut filled = 0;
