@@ -295,7 +295,9 @@ async fn wait_for_socket(
     limit: Duration,
 ) -> Result<(), VmmError> {
     let until = std::time::Instant::now() + limit;
-    while !path.exists() {
+    // The file appears at bind(2); a connection before listen(2) is
+    // refused, and QEMU does not retry: wait for the listening socket.
+    while !listening(path) {
         if let Some(status) = backend.exited() {
             return Err(VmmError::Process(format!(
                 "{} exited ({status}) before creating {}:\n{}",
@@ -314,6 +316,27 @@ async fn wait_for_socket(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// Whether a Unix socket is listening at `path`, as `/proc/net/unix` says
+/// (without connecting: a vhost-user backend serves one connection).
+fn listening(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/net/unix")
+        .map(|table| listening_in(&table, path))
+        .unwrap_or_else(|_| path.exists())
+}
+
+/// `__SO_ACCEPTCON`: the socket accepts connections.
+const SO_ACCEPTCON: u32 = 0x10000;
+
+fn listening_in(table: &str, path: &Path) -> bool {
+    let want = path.as_os_str().to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.len() >= 8
+            && cols[7] == want
+            && u32::from_str_radix(cols[3], 16).is_ok_and(|f| f & SO_ACCEPTCON != 0)
+    })
 }
 
 /// The last `lines` lines of a file (reading at most its last 64 KiB).
@@ -335,6 +358,16 @@ pub fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bound_socket_is_not_yet_listening() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1234 /run/a.sock\n\
+            0000000000000000: 00000002 00000000 00000000 0001 01 1235 /run/b.sock\n";
+        assert!(listening_in(table, Path::new("/run/a.sock")));
+        assert!(!listening_in(table, Path::new("/run/b.sock")));
+        assert!(!listening_in(table, Path::new("/run/c.sock")));
+    }
 
     #[test]
     fn processes_are_recognised_by_pid_and_start_time() {
