@@ -89,26 +89,9 @@ impl ImageStore {
         Ok(records)
     }
 
-    /// Imports one image read by the caller (an app's root archive),
-    /// unnamed, under the store's lock.
-    pub(super) fn import_source_image(
-        &self,
-        image: &SourceImage,
-    ) -> Result<ImageRecord, ImageError> {
-        let _lock = self.lock()?;
-        let mut undo = Undo::default();
-        let record = self.import_one(image, Vec::new(), &mut undo)?;
-        let mut index = Index::load(&self.index_path())?;
-        let record = merge(&mut index, vec![record])
-            .pop()
-            .ok_or_else(|| ImageError::Invalid("the import added no image".into()))?;
-        index.save(&self.index_path())?;
-        undo.done = true;
-        Ok(record)
-    }
-
     /// Imports one image whose blobs are files (as `image pull` fetched
-    /// them) under `names`, under the store's lock: the names move to it.
+    /// them, or an app's root archive, unnamed) under `names`, under the
+    /// store's lock: the names move to it.
     pub(super) fn import_named(
         &self,
         image: &SourceImage,

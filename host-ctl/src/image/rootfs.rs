@@ -32,7 +32,7 @@ impl ImageStore {
                 label: path.display().to_string(),
             }],
         };
-        let record = self.import_source_image(&image)?;
+        let record = self.import_named(&image, Vec::new())?;
         self.resolve(&record.digest)
     }
 }
