@@ -44,12 +44,11 @@ pub struct AgentConfig {
     /// The guest's hostname (the manifest's, or one host-ctl derived).
     #[serde(default = "default_hostname")]
     pub hostname: String,
-    /// How the agent ends the VM so that the hypervisor exits.
-    #[serde(default)]
-    pub vm_end: VmEnd,
 }
 
-/// How the guest ends its VM. QEMU's machines have ACPI: a power-off ends
+/// How the guest ends its VM (the kernel command line's
+/// [`crate::layout::VM_END_ENV`]: the agent needs it before it can read
+/// anything else). QEMU's machines have ACPI: a power-off ends
 /// QEMU. kvmtool on x86 has no ACPI, so a power-off only halts the guest
 /// and lkvm never exits; a reboot (`reboot=k`, the keyboard controller)
 /// makes it exit ("KVM session ended normally").
@@ -122,7 +121,6 @@ impl Default for AgentConfig {
             log_buffer_bytes: default_log_buffer(),
             debug: false,
             hostname: default_hostname(),
-            vm_end: VmEnd::default(),
         }
     }
 }

@@ -106,7 +106,6 @@ fn from_pod_share(timeline: &Timeline) -> (AgentConfig, PodManifest) {
     }
     let config =
         config::read_config().unwrap_or_else(|e| fatal("reading the agent's settings", &e));
-    power::set_vm_end(config.vm_end);
     console::init_logger(config.debug);
     let manifest =
         config::read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));

@@ -24,7 +24,6 @@ fn agent_config(o: &RunOptions, plan: &PodPlan) -> AgentConfig {
         linger_secs: o.linger.as_secs(),
         grace_ms: plan.launch.grace_ms,
         debug: o.debug,
-        vm_end: crate::vmm::hypervisor(o.hypervisor).vm_end(),
         app_roots: plan.roots.apps.clone(),
         ..AgentConfig::default()
     }
