@@ -16,6 +16,21 @@ use super::compress;
 use super::digest::HashReader;
 use super::error::ImageError;
 
+/// Reads into `buf` until it is full or the stream ends; how much it read.
+/// Both sides of the layer pipe move data in whole buffers.
+fn read_full(from: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// A layer's uncompressed digest and size, once checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

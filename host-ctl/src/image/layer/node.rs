@@ -321,15 +321,7 @@ fn copy_with(from: &mut impl Read, to: &mut std::fs::File, buf: &mut [u8]) -> io
     use std::io::{Seek, SeekFrom};
     let mut written: u64 = 0;
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match from.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = super::read_full(from, buf)?;
         if filled == 0 {
             break;
         }

@@ -63,19 +63,13 @@ pub fn read_into(
     let mut hashing = HashReader::new(compress::decompress(reader)?);
     loop {
         let mut chunk = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match hashing.read(&mut chunk[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let kind = e.kind();
-                    let _ = tx.send(Err(io::Error::new(kind, e.to_string())));
-                    return Err(e);
-                }
+        let filled = match super::read_full(&mut hashing, &mut chunk) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(e);
             }
-        }
+        };
         if filled == 0 {
             break;
         }
