@@ -86,7 +86,7 @@ fn a_detached_pod_answers_every_command() {
 fn list_and_status(fx: &Fixture, id: &str) {
     let list = fx.host_ctl(&["list"], CMD);
     assert!(
-        list.stdout.contains(&format!("{}  running", &id[..8])),
+        kvmpod_tests::list_cell(&list.stdout, id, "STATE").as_deref() == Some("running"),
         "{}",
         list.dump()
     );
@@ -475,7 +475,7 @@ fn a_killed_monitor_is_recovered_or_its_pod_marked_exited() {
     kill9_and_wait(keeper);
     let list = fx.host_ctl(&["list"], CMD);
     assert!(
-        list.stdout.contains(&format!("{}  exited", &id[..8])),
+        kvmpod_tests::list_cell(&list.stdout, &id, "STATE").as_deref() == Some("exited"),
         "{}",
         list.dump()
     );

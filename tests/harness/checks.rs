@@ -40,3 +40,20 @@ pub fn assert_checks(stdout: &str, dump: &str, names: &[&str]) {
         "checks not passed: {missing:?}; failed lines: {failed:#?}\n{dump}"
     );
 }
+
+/// The value in `column` of the row of `host-ctl list`'s table whose ID
+/// starts with `id_prefix`: columns are found by the header, so adding a
+/// column to the table does not break what a test checks.
+pub fn list_cell(table: &str, id_prefix: &str, column: &str) -> Option<String> {
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let at = header.iter().position(|h| *h == column)?;
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| {
+            cells
+                .first()
+                .is_some_and(|c| id_prefix.starts_with(c) || c.starts_with(id_prefix))
+        })
+        .and_then(|cells| cells.get(at).map(|c| c.to_string()))
+}

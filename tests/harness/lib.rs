@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use binaries::euid_probe;
-pub use checks::{assert_checks, check, equals, erofs};
+pub use checks::{assert_checks, check, equals, erofs, list_cell};
 pub use fixture::{fixture_pods, Fixture};
 pub use pod::PodSpec;
 pub use process::{run_with_limit, send_signal, Outcome, Running};
