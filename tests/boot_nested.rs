@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use kvmpod_tests::{programs, repo, run_with_limit};
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "lkvm-pod",
+    "lkvm-image",
     "lkvm-detached",
     "lkvm-ends-on-failures",
     "lkvm-symlink-jail",
@@ -28,12 +29,12 @@ fn lkvm_and_af_vsock_in_a_nested_kvm_host() {
         "lkvm is not installed; run `make deps` (it builds kvmtool from ../shared/vendor)"
     );
     let mut cmd = Command::new(&run);
-    cmd.args(["--timeout", "1500", "--"])
+    cmd.args(["--timeout", "1200", "--"])
         .arg(env!("CARGO_BIN_EXE_kvmpod-nested-scenarios"))
         .env("KVMPOD_HOST_CTL", &p.host_ctl)
         .env("KVMPOD_AGENT", &p.agent)
         .env("KVMPOD_NESTED_VERBOSE", "1");
-    let out = run_with_limit(cmd, Duration::from_secs(1600));
+    let out = run_with_limit(cmd, Duration::from_secs(1300));
     eprintln!("{}", out.stdout);
     for s in SCENARIOS {
         assert!(

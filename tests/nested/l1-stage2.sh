@@ -28,7 +28,28 @@ fail() {
     power_off
 }
 
+# A heartbeat on the console every 30 s: when a run hangs, its console
+# tells a wedged L1 (no heartbeat) from a stuck process (its name and
+# kernel wait channel, when it is in uninterruptible sleep).
+heartbeat() {
+    local f line st pid comm stuck
+    while "$bb" sleep 30; do
+        stuck=""
+        for f in /proc/[0-9]*/stat; do
+            IFS= read -r line <"$f" 2>/dev/null || continue
+            st=${line##*) }
+            [ "${st%% *}" = D ] || continue
+            pid=${f#/proc/}
+            pid=${pid%/stat}
+            comm=${line#*(}
+            stuck+=" $pid:${comm%)*}@$(<"/proc/$pid/wchan")"
+        done 2>/dev/null
+        echo "nested: alive (uptime $("$bb" cut -d' ' -f1 /proc/uptime) s, load $("$bb" cut -d' ' -f1-3 /proc/loadavg))${stuck:+ uninterruptible:$stuck}"
+    done
+}
+
 stage stage2
+heartbeat </dev/null &
 
 "$bb" mkdir -p /dev/pts /dev/shm
 "$bb" mount -t devpts -o mode=0620,ptmxmode=0666 devpts /dev/pts

@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kvmpod_tests::{assert_checks, check, equals, erofs, Fixture, CMD, POD_LIMIT};
@@ -33,12 +34,14 @@ fn main() -> ExitCode {
         println!("SCENARIO prerequisites FAILED: {why}");
         return ExitCode::FAILURE;
     }
+    std::thread::spawn(watchdog);
     let mut failed = false;
     for (name, scenario) in SCENARIOS {
         if !wanted.is_empty() && !wanted.iter().any(|w| w == name) {
             continue;
         }
         let start = Instant::now();
+        *CURRENT.lock().unwrap() = Some((name, start));
         match std::panic::catch_unwind(scenario) {
             Ok(()) => println!("SCENARIO {name} ok ({:.1}s)", start.elapsed().as_secs_f64()),
             Err(e) => {
@@ -57,6 +60,76 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The scenario running now, and since when: what the watchdog checks.
+static CURRENT: Mutex<Option<(&'static str, Instant)>> = Mutex::new(None);
+
+/// The longest a scenario may run. Each takes 20–100 s on an emulated
+/// host, several times that under load; past this it is stuck.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(420);
+
+/// Ends the run when a scenario overruns, after printing every process of
+/// the nested host with its state and kernel wait channel (and the kernel
+/// stack of those in uninterruptible sleep), which is what tells a hung
+/// VM from a hung command.
+fn watchdog() {
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let Some((name, start)) = *CURRENT.lock().unwrap() else {
+            continue;
+        };
+        if start.elapsed() < SCENARIO_LIMIT {
+            continue;
+        }
+        println!(
+            "SCENARIO {name} FAILED: still running after {} s; the nested host's processes:\n{}",
+            SCENARIO_LIMIT.as_secs(),
+            process_table()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// `PID STATE WCHAN COMMAND` for every process, from /proc.
+fn process_table() -> String {
+    let mut rows = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return "(no /proc)".into();
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let proc_dir = entry.path();
+        let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .unwrap_or("?")
+            .to_string();
+        let wchan = fs::read_to_string(proc_dir.join("wchan")).unwrap_or_default();
+        let cmdline = fs::read(proc_dir.join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        let mut row = format!("  {pid:>6} {state} {wchan:<24} {}", cmdline.trim());
+        if state == "D" {
+            let stack = fs::read_to_string(proc_dir.join("stack")).unwrap_or_default();
+            for frame in stack.lines() {
+                row.push_str(&format!("\n           {frame}"));
+            }
+        }
+        rows.push((pid, row));
+    }
+    rows.sort();
+    rows.into_iter()
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A KVM host with vhost-vsock and lkvm: what the nested host provides.
