@@ -5,8 +5,10 @@
 //! grow with its root, and a root larger than the guest's memory boots.
 
 use std::fs;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use kvmpod_tests::{Fixture, CMD, POD_LIMIT};
 
@@ -231,6 +233,105 @@ fn images_run_with_their_config_and_layers() {
     assert!(both.contains("two | new\n"), "{both}");
     assert_eq!(fx.pods_created(), 0, "--rm left a pod behind");
     fx.finish();
+}
+
+/// `run -t`: the app's stdin, stdout and stderr are one terminal of its
+/// own devpts, whose output reaches the host as the terminal wrote it.
+/// With `-i` on a terminal of the host's, the keys reach the app as typed,
+/// the app's terminal has the host's size, and run exits with the app's
+/// status; `attach` to a detached one does the same.
+#[test]
+fn run_t_gives_the_app_a_terminal() {
+    let fx = Fixture::new();
+    import_test_image(&fx);
+    let out = fx.run(
+        &[
+            "--rm",
+            "-t",
+            "kvmpod/test:1",
+            "tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo on-a-terminal; echo to-stderr >&2",
+        ],
+        POD_LIMIT,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.dump());
+    assert_eq!(
+        out.stdout,
+        "/dev/pts/0\r\non-a-terminal\r\nto-stderr\r\n",
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stderr.contains("to-stderr"), "{}", out.dump());
+
+    let cmd = fx.command(&["run", "--rm", "-i", "-t", "kvmpod/test:1", "sh"]);
+    let (code, seen) = on_a_terminal(cmd, (37, 111), b"stty size; exit 7\n");
+    assert!(seen.contains("37 111\r\n"), "{seen:?}");
+    assert_eq!(code, Some(7), "{seen:?}");
+    // The host's terminal is out of raw mode again before run reports the
+    // exit: its newline is a terminal's newline.
+    assert!(seen.contains("exited with status 7\r\n"), "{seen:?}");
+
+    // Detached, then attached from another terminal, of another size.
+    let id = fx.run(&["-d", "-i", "-t", "kvmpod/test:1", "sh"], POD_LIMIT);
+    assert_eq!(id.code, Some(0), "{}", id.dump());
+    let id = id.stdout.trim().to_string();
+    let cmd = fx.command(&["attach", &id, "test"]);
+    let (code, seen) = on_a_terminal(cmd, (20, 70), b"stty size; tty; exit 4\n");
+    assert!(seen.contains("20 70\r\n/dev/pts/0\r\n"), "{seen:?}");
+    assert_eq!(code, Some(4), "{seen:?}");
+    let rm = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
+    assert_eq!(rm.code, Some(0), "{}", rm.dump());
+    assert_eq!(fx.pods_created(), 0, "--rm left a pod behind");
+    fx.finish();
+}
+
+/// Runs `cmd` with its stdin, stdout and stderr on a new terminal of
+/// `rows` × `cols`, typing `input` on it; its exit code and everything
+/// the terminal showed.
+fn on_a_terminal(
+    mut cmd: Command,
+    (rows, cols): (u16, u16),
+    input: &[u8],
+) -> (Option<i32>, String) {
+    let size = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).expect("a terminal");
+    let slave = fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("host-ctl on a terminal");
+    // Only the child holds the slave now: the master reads EIO once it
+    // exits.
+    drop(cmd);
+    let mut master = fs::File::from(pty.master);
+    master.write_all(input).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    let until = Instant::now() + POD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("host-ctl on a terminal did not end within {POD_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status.code(), reader.join().unwrap())
 }
 
 /// Names: `--name` is unique, every command takes it, and it is free again

@@ -112,6 +112,12 @@ pub struct App {
     /// otherwise its stdin is `/dev/null`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdin: bool,
+    /// Run the app on a pseudo-terminal of its own (OCI's `terminal`,
+    /// Docker's `-t`): its stdout and stderr are then one stream, the
+    /// terminal's; `host-ctl attach` and `run -t` set its size, and with
+    /// `stdin` feed its input.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminal: bool,
     /// Changes to the default capability set (Docker's).
     #[serde(default, skip_serializing_if = "Capabilities::is_empty")]
     pub capabilities: Capabilities,

@@ -295,6 +295,10 @@ struct ImageFlags {
     /// with a manifest, the one app with "stdin": true).
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Run the image's app on a terminal of its own (with -i, this
+    /// terminal's keys reach it, in raw mode).
+    #[arg(short = 't', long)]
+    tty: bool,
 }
 
 impl VmArgs {
@@ -306,11 +310,12 @@ impl VmArgs {
             || !i.volumes.is_empty()
             || i.workdir.is_some()
             || i.user.is_some()
-            || i.entrypoint.is_some();
+            || i.entrypoint.is_some()
+            || i.tty;
         if path.is_file() {
             if !self.command.is_empty() || image_flags {
                 anyhow::bail!(
-                    "{} is a manifest: a command, -e, -v, -w, -u and --entrypoint go with an image (put them in the manifest)",
+                    "{} is a manifest: a command, -e, -v, -w, -u, -t and --entrypoint go with an image (put them in the manifest; -t is an app's \"terminal\": true)",
                     path.display()
                 );
             }
@@ -329,6 +334,7 @@ impl VmArgs {
             user: i.user.clone(),
             hostname: i.name.clone(),
             stdin: i.interactive,
+            terminal: i.tty,
         }))
     }
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::events::EventLog;
 use super::logbuf::LogBuffer;
-use crate::process::{AppCgroup, Exit, Reaper, EXIT_SETUP_FAILED};
+use crate::process::{AppCgroup, Exit, Input, Reaper, Terminal, EXIT_SETUP_FAILED};
 use crate::timeline::{boottime_ns, Timeline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +49,13 @@ pub struct AppRecord {
     pub cgroup: OnceLock<AppCgroup>,
     /// The running app's mount namespace, for `exec` to join.
     ns: Mutex<Option<OwnedFd>>,
-    /// The write end of the current run's stdin (apps with `"stdin":
-    /// true`). Writers hold the inner lock while writing; replacing or
-    /// closing takes only the outer one.
-    stdin: Mutex<Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>>,
+    /// The current run's stdin (apps with `"stdin": true`): a pipe, or
+    /// its terminal. Writers hold the inner lock while writing; replacing
+    /// or closing takes only the outer one.
+    stdin: Mutex<Option<Arc<tokio::sync::Mutex<Input>>>>,
+    /// The current run's terminal (apps with `"terminal": true`), for
+    /// window size changes.
+    terminal: Mutex<Option<Terminal>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,20 +88,27 @@ impl AppRecord {
             cgroup: OnceLock::new(),
             ns: Mutex::new(None),
             stdin: Mutex::new(None),
+            terminal: Mutex::new(None),
         }
     }
 
-    /// The stdin of a new run of the app.
-    pub(super) fn set_stdin(&self, writer: tokio::net::unix::pipe::Sender) {
-        *lock(&self.stdin) = Some(Arc::new(tokio::sync::Mutex::new(writer)));
+    /// The stdin and terminal of a new run of the app.
+    pub(super) fn set_io(&self, input: Input, terminal: Option<Terminal>) {
+        *lock(&self.stdin) = match input {
+            Input::None => None,
+            input => Some(Arc::new(tokio::sync::Mutex::new(input))),
+        };
+        *lock(&self.terminal) = terminal;
     }
 
     /// Feeds the app's stdin. Fails when the app has none (or closed it).
     pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
         let writer = lock(&self.stdin).clone();
         match writer {
-            Some(w) => w.lock().await.write_all(data).await,
+            Some(w) => {
+                w.lock().await.write(data).await;
+                Ok(())
+            }
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 format!(
@@ -109,10 +119,34 @@ impl AppRecord {
         }
     }
 
-    /// Ends the app's stdin (it reads end of file once a write under way
-    /// is done).
-    pub fn close_stdin(&self) {
+    /// Ends the app's stdin, as the host's end of file: a pipe's reader
+    /// reads end of file once a write under way is done, a terminal gets
+    /// ^D.
+    pub async fn end_stdin(&self) {
+        let writer = lock(&self.stdin).take();
+        if let Some(w) = writer {
+            w.lock().await.close().await;
+        }
+    }
+
+    /// Lets go of the run's stdin and terminal (the run is over).
+    pub(super) fn close_io(&self) {
         lock(&self.stdin).take();
+        lock(&self.terminal).take();
+    }
+
+    /// Sets the size of the app's terminal; nothing for an app without one.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), nix::errno::Errno> {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        match &*lock(&self.terminal) {
+            Some(t) => t.resize(&size),
+            None => Ok(()),
+        }
     }
 
     pub fn name(&self) -> &str {

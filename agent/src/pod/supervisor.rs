@@ -7,21 +7,19 @@
 //! (the log stream's End) only once every run's pipes are drained.
 
 use std::os::fd::OwnedFd;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::manifest::RestartPolicy;
 use kvmpod_api::protocol::EventKind;
 use kvmpod_api::timeline::{AppMoment, Mark};
-use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::logbuf::{DropNews, DropRun, Stream};
 use super::state::{AppRecord, Phase, Pod};
 use super::PodError;
-use crate::process::{AppCgroup, AppLaunch, Exit};
+use crate::process::{AppCgroup, AppLaunch, Exit, Output, Which};
 use crate::storage;
 use crate::timeline::boottime_ns;
 
@@ -38,8 +36,9 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// A started process of an app.
 struct Started {
-    child: Child,
     exit: oneshot::Receiver<Exit>,
+    /// Its stdout and stderr pipes, or its terminal.
+    outputs: Vec<(Which, Output)>,
 }
 
 /// The delay before restart number `n` (from 1).
@@ -104,8 +103,8 @@ fn spawn(pod: &Pod, app: &AppRecord, ready: &AppLaunch) -> Result<Started, PodEr
         .map(|cg| cg.procs_fd())
         .transpose()
         .map_err(PodError::Cgroup)?;
-    let (mut child, exit) = ready.spawn(&pod.reaper, &app.manifest, procs)?;
-    let pid = child.id() as i32;
+    let launched = ready.spawn(&pod.reaper, &app.manifest, procs)?;
+    let pid = launched.pid;
     let started = boottime_ns();
     // The child is past exec: its mount namespace is the app's.
     match std::fs::File::open(format!("/proc/{pid}/ns/mnt")) {
@@ -126,13 +125,11 @@ fn spawn(pod: &Pod, app: &AppRecord, ready: &AppLaunch) -> Result<Started, PodEr
         format!("pid {pid}"),
     );
     pod.set_phase(Phase::Running);
-    if let Some(stdin) = child.stdin.take() {
-        match pipe::Sender::from_owned_fd(OwnedFd::from(stdin)) {
-            Ok(w) => app.set_stdin(w),
-            Err(e) => log::warn!("app {}: its stdin cannot be written: {e}", app.name()),
-        }
-    }
-    Ok(Started { child, exit })
+    app.set_io(launched.input, launched.terminal);
+    Ok(Started {
+        exit: launched.exit,
+        outputs: launched.outputs,
+    })
 }
 
 /// The app's life after its first start: one run after another, as the
@@ -229,7 +226,7 @@ async fn restart(
 
 /// The app is done for good (its output ends once its pipes are drained).
 fn finish(pod: &Pod, app: &AppRecord, exit: Exit, at: u64) {
-    app.close_stdin();
+    app.close_io();
     app.set_exited(exit, at);
     pod.app_done();
 }
@@ -279,9 +276,8 @@ async fn supervise(
     app: &Arc<AppRecord>,
     mut started: Started,
 ) -> (Exit, Option<JoinHandle<()>>) {
-    let stdout = started.child.stdout.take().map(OwnedFd::from);
-    let stderr = started.child.stderr.take().map(OwnedFd::from);
-    let mut pump = tokio::spawn(pump(Arc::clone(pod), Arc::clone(app), stdout, stderr));
+    let outputs = std::mem::take(&mut started.outputs);
+    let mut pump = tokio::spawn(pump(Arc::clone(pod), Arc::clone(app), outputs));
     let mut exit = std::pin::pin!(started.exit);
     let mut oom_seen = app.cgroup.get().map_or(0, |cg| cg.oom_kills());
     // The reaper never drops a registered sender without sending, but if it
@@ -331,36 +327,26 @@ fn report_drops(pod: &Pod, app: &AppRecord, run: DropRun) {
     );
 }
 
-fn receiver(app: &AppRecord, fd: Option<OwnedFd>) -> Option<pipe::Receiver> {
-    match pipe::Receiver::from_owned_fd(fd?) {
-        Ok(rx) => Some(rx),
-        Err(e) => {
-            log::warn!("app {}: cannot read its output: {e}", app.name());
-            None
-        }
-    }
-}
-
 /// Resolves when `rx` can be read; never when there is none.
-async fn readable(rx: Option<&pipe::Receiver>) -> std::io::Result<()> {
+async fn readable(rx: Option<&Output>) -> std::io::Result<()> {
     match rx {
         Some(rx) => rx.readable().await,
         None => std::future::pending().await,
     }
 }
 
-/// Copies a run's stdout and stderr into the app's log buffer, in the
-/// order they are read, until both are at end of file. While a blocking
-/// app's buffer is full neither pipe is read, so the app waits in its
-/// writes once the pipe is full too.
-async fn pump(
-    pod: Arc<Pod>,
-    app: Arc<AppRecord>,
-    stdout: Option<OwnedFd>,
-    stderr: Option<OwnedFd>,
-) {
-    let mut out = receiver(&app, stdout);
-    let mut err = receiver(&app, stderr);
+/// Copies a run's stdout and stderr (or its terminal's output, as stdout)
+/// into the app's log buffer, in the order they are read, until both are
+/// at end of file. While a blocking app's buffer is full neither is read,
+/// so the app waits in its writes once the pipe (or terminal) is full too.
+async fn pump(pod: Arc<Pod>, app: Arc<AppRecord>, outputs: Vec<(Which, Output)>) {
+    let (mut out, mut err) = (None, None);
+    for (which, output) in outputs {
+        match which {
+            Which::Stdout => out = Some(output),
+            Which::Stderr => err = Some(output),
+        }
+    }
     let mut buf = Vec::new();
     while out.is_some() || err.is_some() {
         let room = app.logs.room().await.min(READ_SIZE);
@@ -398,6 +384,7 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::unix::pipe;
 
     #[test]
     fn backoff_doubles_to_a_cap() {
@@ -440,8 +427,47 @@ mod tests {
             }
         });
         let app = Arc::clone(&pod.apps[0]);
-        let pump = tokio::spawn(pump(Arc::clone(pod), app, Some(r), None));
+        let rx = pipe::Receiver::from_owned_fd(r).unwrap();
+        let pump = tokio::spawn(pump(
+            Arc::clone(pod),
+            app,
+            vec![(Which::Stdout, Output::Pipe(rx))],
+        ));
         (writer, pump, data)
+    }
+
+    /// A terminal's output is read to its end: what the app wrote before
+    /// its side closed, then the EIO a terminal gives for end of file.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_terminal_is_read_to_its_end() {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let pod = pod("blocking");
+        let pty = nix::pty::openpty(None, None).unwrap();
+        fcntl(&pty.master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+        // SAFETY: the descriptor stays open, and names the same file, for
+        // as long as the AsyncFd owns it.
+        let master = unsafe { tokio::io::unix::AsyncFd::register(pty.master) }
+            .map_err(|e| e.into_parts().1)
+            .unwrap();
+        nix::unistd::write(&pty.slave, b"hello\n").unwrap();
+        drop(pty.slave);
+        let outputs = vec![(Which::Stdout, Output::Pty(Arc::new(master)))];
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            pump(Arc::clone(&pod), Arc::clone(&pod.apps[0]), outputs),
+        )
+        .await
+        .expect("the pump ends at the terminal's end");
+        let items = pod.apps[0].logs.read(0, usize::MAX).items;
+        let text: Vec<u8> = items
+            .iter()
+            .filter_map(|i| match i {
+                crate::pod::Item::Data(c) => Some(c.data.as_slice().to_vec()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .concat();
+        assert_eq!(text, b"hello\r\n");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -18,11 +18,13 @@ mod pty;
 mod reaper;
 mod signal;
 mod spawn;
+mod stdio;
 mod users;
 
 pub use cgroups::{setup as setup_cgroups, AppCgroup};
 pub use error::{SpawnError, EXIT_SETUP_FAILED};
-pub use exec::{launch as launch_exec, ExecIo, Input, Launched, Output, Running, Terminal, Which};
+pub use exec::{launch as launch_exec, ExecIo, Running};
 pub use reaper::{Exit, Reaper};
 pub use signal::signal_group;
 pub use spawn::AppLaunch;
+pub use stdio::{Input, Launched, Output, Terminal, Which};

@@ -7,22 +7,20 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use super::isolation::{Enter, Isolation};
+use super::stdio::{self, Launched};
+use super::users::{self, Identity};
+use super::{pty, Reaper, SpawnError};
+use crate::error::Context;
+use crate::storage::{open_in_root, open_root};
 use kvmpod_api::layout;
 use kvmpod_api::manifest::App;
 use kvmpod_api::validate::normalize_guest_path;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, SFlag};
 use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
-use tokio::sync::oneshot;
-
-use super::error::exec_error;
-use super::isolation::{Enter, Isolation};
-use super::users::{self, Identity};
-use super::{Exit, Reaper, SpawnError};
-use crate::error::Context;
-use crate::storage::{open_in_root, open_root};
 
 /// `PATH` for apps that do not set one (appc's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -300,24 +298,32 @@ impl AppLaunch {
     }
 
     /// Starts `app`'s process once: in its cgroup (through `cgroup_procs`),
-    /// in a new mount namespace pivoted into its root, reaped by `reaper`.
+    /// in a new mount namespace pivoted into its root, reaped by `reaper`;
+    /// on pipes, or on a terminal from the app's devpts (`"terminal"`).
     pub fn spawn(
         &self,
         reaper: &Reaper,
         app: &App,
         cgroup_procs: Option<OwnedFd>,
-    ) -> Result<(Child, oneshot::Receiver<Exit>), SpawnError> {
-        let io = Stdio3::Pipes { stdin: app.stdin };
+    ) -> Result<Launched, SpawnError> {
         let isolation = Isolation::for_app(
             app,
             Enter::Pivot {
                 root: self.root.clone(),
             },
         );
-        let mut command = self.launch.command(io, cgroup_procs, isolation)?;
-        reaper
-            .spawn(&mut command)
-            .map_err(|e| exec_error(&self.launch.program, &e))
+        if !app.terminal {
+            let io = Stdio3::Pipes { stdin: app.stdin };
+            let command = self.launch.command(io, cgroup_procs, isolation)?;
+            return stdio::with_pipes(reaper, &self.launch, command, None);
+        }
+        let root = open_root(&layout::app_rootfs(&app.name)).map_err(SpawnError::Root)?;
+        let pty = pty::open_in_app(&root, None)?;
+        stdio::nonblocking(&pty.master)?;
+        let command = self
+            .launch
+            .command(Stdio3::Pty(pty.slave), cgroup_procs, isolation)?;
+        stdio::on_terminal(reaper, &self.launch, command, pty.master, app.stdin)
     }
 }
 

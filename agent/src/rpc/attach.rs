@@ -1,9 +1,10 @@
 //! `host-ctl attach` on the io stream: an app's output from the request on,
 //! read from its log buffer (without acknowledging: what it reads stays
 //! for the log stream), until the app is over; then its exit status. The
-//! host's stdin frames feed the app's stdin (apps with `"stdin": true`);
-//! resizes and signals mean nothing here and are ignored. A host that goes
-//! away leaves the app running.
+//! host's stdin frames feed the app's stdin (apps with `"stdin": true`),
+//! its resizes the app's terminal (apps with `"terminal": true`); signals
+//! mean nothing here and are ignored. A host that goes away leaves the
+//! app running.
 
 use std::sync::Arc;
 
@@ -129,8 +130,13 @@ async fn feed<R: AsyncRead + Unpin>(app: &AppRecord, r: &mut R) -> Result<(), Rp
                     log::debug!("attach: {e}");
                 }
             }
-            Some(wire::Input::CloseStdin) => app.close_stdin(),
-            Some(wire::Input::Resize(_) | wire::Input::Signal(_)) => {}
+            Some(wire::Input::CloseStdin) => app.end_stdin().await,
+            Some(wire::Input::Resize(size)) => {
+                if let Err(e) = app.resize(size.rows, size.cols) {
+                    log::debug!("attach: resizing {}'s terminal: {e}", app.name());
+                }
+            }
+            Some(wire::Input::Signal(_)) => {}
         }
     }
 }

@@ -1,17 +1,20 @@
 //! `host-ctl attach <pod> <app>`: follows an app's output from now on and,
 //! for an app started with `"stdin": true`, feeds it this process's stdin,
-//! on an io stream of its own. Ctrl-C detaches and leaves the app running;
+//! on an io stream of its own; an app on a terminal gets this terminal's
+//! size and, with stdin, its keys in raw mode. Ctrl-C detaches and leaves the app running;
 //! when the app exits, so does attach, with the app's status.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use kvmpod_api::iostream::Request;
+use kvmpod_api::iostream::{Input, Request};
 use kvmpod_api::manifest::PodManifest;
 
-use super::exec::{agent_endpoint, print_output};
+use super::exec::{agent_endpoint, follow_resizes, print_output, window};
 use crate::agent::iostream;
 use crate::pod::StoredPod;
+use crate::ui::terminal::{self, RawMode};
 
 pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
@@ -25,16 +28,31 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
     let (tx, mut rx) = iostream::open(agent_endpoint(&pod)?, &request)
         .await
         .map_err(|e| anyhow!("attaching: {e}"))?;
-    let feeder = spec.stdin.then(|| {
-        tokio::spawn(async move {
+    // An app on a terminal: this terminal's keys go to it as they are
+    // typed (raw mode, restored however attach ends), and its size follows
+    // this one's.
+    let _raw = (spec.terminal && spec.stdin && terminal::is_terminal(std::io::stdin().as_fd()))
+        .then(RawMode::enter)
+        .flatten();
+    let mut feeders = Vec::new();
+    if spec.terminal {
+        if let Some(w) = window() {
+            tx.send(Input::Resize(w))
+                .await
+                .map_err(|e| anyhow!("attaching: {e}"))?;
+        }
+        feeders.push(tokio::spawn(follow_resizes(tx.clone())));
+    }
+    if spec.stdin {
+        feeders.push(tokio::spawn(async move {
             tx.pump_stdin(tokio::io::stdin()).await;
-        })
-    });
+        }));
+    }
     let ended = tokio::select! {
         status = print_output(&mut rx, "attach") => Some(status),
         _ = tokio::signal::ctrl_c() => None,
     };
-    if let Some(f) = feeder {
+    for f in feeders {
         f.abort();
     }
     match ended {

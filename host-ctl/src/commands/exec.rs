@@ -40,12 +40,13 @@ pub(super) fn agent_endpoint(pod: &StoredPod) -> Result<&Endpoint> {
         .ok_or_else(|| anyhow!("pod {} has no vsock endpoint", pod.record.id))
 }
 
-fn window() -> Option<WindowSize> {
+/// This terminal's size, if stdout or stdin is one.
+pub(super) fn window() -> Option<WindowSize> {
     terminal::size().map(|(rows, cols)| WindowSize { rows, cols })
 }
 
 /// Keeps the remote terminal's size in step with this one.
-async fn follow_resizes<S: tokio::io::AsyncWrite>(tx: InputSender<S>) {
+pub(super) async fn follow_resizes<S: tokio::io::AsyncWrite>(tx: InputSender<S>) {
     let Ok(mut winch) = signal(SignalKind::window_change()) else {
         return;
     };

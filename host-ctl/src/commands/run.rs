@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use kvmpod_api::protocol::{AppState, PodState, PodStatus};
 
-use kvmpod_api::iostream::Request;
+use std::os::fd::AsFd;
 
+use kvmpod_api::iostream::{Input, Request};
+
+use super::exec::{follow_resizes, window};
 use crate::agent::{iostream, Endpoint};
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
 use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart};
 use crate::pod::record::{self, State};
 use crate::pod::{store, Monitor, PodDir};
+use crate::ui::terminal::{self, RawMode};
 use crate::ui::text::indent;
 use crate::vmm::process::tail;
 
@@ -50,6 +54,14 @@ pub struct Attached {
     pub interactive: bool,
 }
 
+/// The app whose io stream `run` joins: the one fed stdin (`-i`), or the
+/// one with a terminal, whose size follows this terminal's.
+struct Joined {
+    app: String,
+    stdin: bool,
+    terminal: bool,
+}
+
 pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
     let dir = PodDir::planned(&s.state_dir);
     let result = run_pod(&s, dir.clone(), a).await;
@@ -73,19 +85,23 @@ async fn run_pod(s: &RunOptions, dir: PodDir, a: Attached) -> Result<i32> {
     if s.detach {
         return detach(prepared.dir, s).await;
     }
-    let stdin_app = if a.interactive {
-        Some(stdin_app(&prepared.pod)?)
-    } else {
-        None
-    };
+    let joined = joined_app(&prepared.pod, a.interactive)?;
     let endpoint = prepared.launch.endpoint.clone();
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
     let interrupts = monitor::interrupts()?;
     clock.mark("vm-starting");
     let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
     clock.mark("agent-answered");
-    let feeder = stdin_app.map(|app| tokio::spawn(feed_stdin(endpoint, app)));
+    // Once the pod is up, the app's terminal gets this one's keys as they
+    // are typed; restored however run ends.
+    let raw = joined
+        .as_ref()
+        .filter(|j| j.terminal && j.stdin && terminal::is_terminal(std::io::stdin().as_fd()))
+        .and_then(|_| RawMode::enter());
+    let feeder = joined.map(|j| tokio::spawn(join_io(endpoint, j)));
     let outcome = monitor.supervise(Some(printer), interrupts).await;
+    // What run says from here on is printed on a terminal in its own mode.
+    drop(raw);
     if let Some(f) = feeder {
         f.abort();
     }
@@ -113,36 +129,61 @@ async fn run_pod(s: &RunOptions, dir: PodDir, a: Attached) -> Result<i32> {
     Ok(code)
 }
 
-/// The one app of the pod that reads stdin (`-i`).
-fn stdin_app(pod: &kvmpod_api::PodManifest) -> Result<String> {
-    let with: Vec<&str> = pod
-        .apps
-        .iter()
-        .filter(|a| a.stdin)
-        .map(|a| a.name.as_str())
-        .collect();
+/// The app `run` joins, if any: the one app that reads stdin with `-i`;
+/// else the one app on a terminal.
+fn joined_app(pod: &kvmpod_api::PodManifest, interactive: bool) -> Result<Option<Joined>> {
+    let joined = |a: &kvmpod_api::manifest::App| Joined {
+        app: a.name.clone(),
+        stdin: interactive,
+        terminal: a.terminal,
+    };
+    if !interactive {
+        let mut on_terminals = pod.apps.iter().filter(|a| a.terminal);
+        return Ok(match (on_terminals.next(), on_terminals.next()) {
+            (Some(one), None) => Some(joined(one)),
+            _ => None,
+        });
+    }
+    let with: Vec<_> = pod.apps.iter().filter(|a| a.stdin).collect();
     match with.as_slice() {
-        [one] => Ok(one.to_string()),
+        [one] => Ok(Some(joined(one))),
         [] => bail!("-i: no app of the pod takes stdin (give one \"stdin\": true)"),
         many => bail!(
             "-i: several apps take stdin ({}); attach to one with `host-ctl attach`",
-            many.join(", ")
+            many.iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
-/// Sends this process's stdin to `app` until it ends (then the app's stdin
-/// is closed), through an attach session whose output is left to the
-/// printer, which already shows it.
-async fn feed_stdin(endpoint: Endpoint, app: String) {
-    let request = Request::Attach { app: app.clone() };
-    match iostream::open(&endpoint, &request).await {
-        Ok((tx, mut rx)) => {
-            let drain = async { while let Ok(Some(_)) = rx.next().await {} };
-            tokio::join!(tx.pump_stdin(tokio::io::stdin()), drain);
+/// Joins the app's io stream, whose output is left to the printer (which
+/// already shows it): sends this process's stdin until it ends (then the
+/// app's stdin is ended), and keeps the app's terminal the size of this
+/// one.
+async fn join_io(endpoint: Endpoint, j: Joined) {
+    let request = Request::Attach { app: j.app.clone() };
+    let (tx, mut rx) = match iostream::open(&endpoint, &request).await {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("host-ctl: attaching to {}: {e}", j.app);
+            return;
         }
-        Err(e) => eprintln!("host-ctl: -i: attaching to {app}: {e}"),
+    };
+    if j.terminal {
+        if let Some(w) = window() {
+            let _ = tx.send(Input::Resize(w)).await;
+        }
+        tokio::spawn(follow_resizes(tx.clone()));
     }
+    let drain = async { while let Ok(Some(_)) = rx.next().await {} };
+    let feed = async {
+        if j.stdin {
+            tx.pump_stdin(tokio::io::stdin()).await;
+        }
+    };
+    tokio::join!(feed, drain);
 }
 
 /// Starts a monitor process for the prepared pod and waits until its agent

@@ -29,6 +29,8 @@ pub struct ImageRun {
     pub hostname: Option<String>,
     /// `-i`: the app reads a stdin that `run` (or `attach`) feeds.
     pub stdin: bool,
+    /// `-t`: the app runs on a terminal of its own.
+    pub terminal: bool,
 }
 
 impl ImageRun {
@@ -57,6 +59,7 @@ impl ImageRun {
             working_directory: self.workdir.clone(),
             mount_points,
             stdin: self.stdin,
+            terminal: self.terminal,
             ..App::default()
         };
         Ok(PodManifest {
