@@ -262,21 +262,30 @@ fn run_t_gives_the_app_a_terminal() {
     );
     assert!(!out.stderr.contains("to-stderr"), "{}", out.dump());
 
-    let cmd = fx.command(&["run", "--rm", "-i", "-t", "kvmpod/test:1", "sh"]);
-    let (code, seen) = on_a_terminal(cmd, (37, 111), b"stty size; exit 7\n");
-    assert!(seen.contains("37 111\r\n"), "{seen:?}");
+    let mut cmd = fx.command(&["run", "--rm", "-i", "-t", "kvmpod/test:1", "sh"]);
+    cmd.env("TERM", "screen-256color");
+    let (code, seen) = on_a_terminal(cmd, (37, 111), b"stty size; echo $TERM; exit 7\n");
+    assert!(seen.contains("37 111\r\nscreen-256color\r\n"), "{seen:?}");
     assert_eq!(code, Some(7), "{seen:?}");
     // The host's terminal is out of raw mode again before run reports the
     // exit: its newline is a terminal's newline.
     assert!(seen.contains("exited with status 7\r\n"), "{seen:?}");
 
     // Detached, then attached from another terminal, of another size.
-    let id = fx.run(&["-d", "-i", "-t", "kvmpod/test:1", "sh"], POD_LIMIT);
+    let mut detach = fx.command(&["run", "-d", "-i", "-t", "kvmpod/test:1", "sh"]);
+    detach.env_remove("TERM");
+    let id = kvmpod_tests::run_with_limit(detach, POD_LIMIT);
     assert_eq!(id.code, Some(0), "{}", id.dump());
     let id = id.stdout.trim().to_string();
-    let cmd = fx.command(&["attach", &id, "test"]);
-    let (code, seen) = on_a_terminal(cmd, (20, 70), b"stty size; tty; exit 4\n");
-    assert!(seen.contains("20 70\r\n/dev/pts/0\r\n"), "{seen:?}");
+    let mut cmd = fx.command(&["attach", &id, "test"]);
+    cmd.env("TERM", "vt220");
+    let (code, seen) = on_a_terminal(cmd, (20, 70), b"stty size; tty; echo $TERM; exit 4\n");
+    // The terminal type is the one the pod was started with (as docker's
+    // attach: the app's environment was set at its start).
+    assert!(
+        seen.contains("20 70\r\n/dev/pts/0\r\nxterm\r\n"),
+        "{seen:?}"
+    );
     assert_eq!(code, Some(4), "{seen:?}");
     let rm = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
     assert_eq!(rm.code, Some(0), "{}", rm.dump());

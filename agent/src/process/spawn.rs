@@ -83,6 +83,19 @@ fn is_executable(root: &OwnedFd, path: &str) -> Option<bool> {
     Some(regular && st.st_mode & 0o111 != 0)
 }
 
+/// The terminal type an app on a terminal gets when its environment names
+/// none (Docker's default for `-t`; `host-ctl run -t` passes the host's).
+const DEFAULT_TERM: &str = "xterm";
+
+/// `TERM` for an app on a terminal that does not set it.
+fn terminal_env(app: &App) -> Vec<(String, String)> {
+    if app.terminal && !app.env.iter().any(|v| v.name == "TERM") {
+        vec![("TERM".to_string(), DEFAULT_TERM.to_string())]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Where a process's stdin, stdout and stderr go.
 pub(super) enum Stdio3 {
     /// stdout and stderr piped to the agent; stdin piped too, or
@@ -291,7 +304,7 @@ impl AppLaunch {
         let root_path = layout::app_rootfs(&app.name);
         let root = open_root(&root_path).map_err(SpawnError::Root)?;
         let identity = users::resolve(&root, app.user.as_deref(), app.group.as_deref())?;
-        let launch = Launch::new(app, &root, identity, &app.exec, &[])?;
+        let launch = Launch::new(app, &root, identity, &app.exec, &terminal_env(app))?;
         let root = CString::new(root_path.as_os_str().as_bytes())
             .map_err(|_| SpawnError::Nul("the app's root".into()))?;
         Ok(AppLaunch { launch, root })
@@ -371,6 +384,20 @@ mod tests {
                 ("A".to_string(), "1".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn an_app_on_a_terminal_gets_a_term_unless_it_sets_one() {
+        let mut a = app(&["x"], &[]);
+        assert!(terminal_env(&a).is_empty());
+        a.terminal = true;
+        assert_eq!(
+            terminal_env(&a),
+            [("TERM".to_string(), "xterm".to_string())]
+        );
+        let mut b = app(&["x"], &[("TERM", "vt100")]);
+        b.terminal = true;
+        assert!(terminal_env(&b).is_empty());
     }
 
     #[test]

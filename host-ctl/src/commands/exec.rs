@@ -10,6 +10,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
+use kvmpod_api::manifest::EnvVar;
 use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -106,12 +107,28 @@ pub(super) async fn print_output<S: AsyncRead>(
     }
 }
 
+/// With a terminal, the host's `TERM` (xterm when it has none), as docker
+/// exec -t passes it.
+fn terminal_env(tty: bool) -> Vec<EnvVar> {
+    if !tty {
+        return Vec::new();
+    }
+    let term = std::env::var("TERM")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "xterm".into());
+    vec![EnvVar {
+        name: "TERM".into(),
+        value: term,
+    }]
+}
+
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
     let request = Request::Exec(ExecRequest {
         app: o.app,
         argv: o.argv,
-        env: Vec::new(),
+        env: terminal_env(o.tty),
         tty: o.tty,
         interactive: o.interactive,
         size: if o.tty { window() } else { None },

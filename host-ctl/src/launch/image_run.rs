@@ -53,7 +53,7 @@ impl ImageRun {
             image: Some(self.image.clone()),
             exec: self.entrypoint.iter().cloned().collect(),
             args: self.command.clone(),
-            env: self.env.iter().map(|e| env_var(e)).collect(),
+            env: self.environment(),
             user,
             group,
             working_directory: self.workdir.clone(),
@@ -67,6 +67,23 @@ impl ImageRun {
             volumes,
             apps: vec![app],
         })
+    }
+}
+
+impl ImageRun {
+    /// `-e` as given; with `-t`, the host's `TERM` too unless `-e` sets
+    /// it (the agent defaults to xterm when the host has none).
+    fn environment(&self) -> Vec<EnvVar> {
+        let mut env: Vec<EnvVar> = self.env.iter().map(|e| env_var(e)).collect();
+        if self.terminal && !env.iter().any(|v| v.name == "TERM") {
+            if let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty()) {
+                env.push(EnvVar {
+                    name: "TERM".into(),
+                    value: term,
+                });
+            }
+        }
+        env
     }
 }
 
