@@ -10,6 +10,7 @@ CARGO       ?= cargo
 MUSL        := x86_64-unknown-linux-musl
 AGENT       := target/$(MUSL)/agent/kvmpod-agent
 HOST_CTL    := target/release/host-ctl
+SHIM        := target/release/containerd-shim-kvmpod-v2
 DEMO        := examples/demo
 # Boot tests each boot a VM; under TCG two at a time suit a 2-core host.
 BOOT_TEST_THREADS ?= 2
@@ -19,7 +20,7 @@ export PATH := $(PATH):$(HOME)/.cargo/bin
 # Seconds each fuzz target runs in `make test`.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build agent host stage1 examples demo test lint unit-test boot-test fuzz bench clean
+.PHONY: all deps build agent host stage1 examples demo test lint unit-test boot-test fuzz bench install clean
 
 all: build
 
@@ -32,7 +33,7 @@ agent:
 	$(CARGO) build --locked -p kvmpod-agent --profile agent --target $(MUSL)
 
 host:
-	$(CARGO) build --locked --release -p host-ctl -p rootfs-builder
+	$(CARGO) build --locked --release -p host-ctl -p rootfs-builder -p containerd-shim-kvmpod-v2
 
 # kvmpod's stage1 guest image (the agent and the kernel modules every pod
 # boots), built once for this agent and kernel; prints its digest and path.
@@ -62,7 +63,7 @@ unit-test:
 # The boot suite's wall time is printed at the end, pass or fail.
 boot-test: build
 	@start=$$(date +%s); \
-	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
+	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) KVMPOD_SHIM=$(CURDIR)/$(SHIM) \
 	    $(CARGO) test --locked --no-fail-fast -p kvmpod-tests -- --test-threads=$(BOOT_TEST_THREADS) --show-output; \
 	rc=$$?; echo "boot tests: $$(( $$(date +%s) - start )) s of wall time (exit status $$rc)"; exit $$rc
 
@@ -81,8 +82,16 @@ test: deps build lint unit-test boot-test fuzz
 # Speed and size, measured: a table, target/bench/results.json and
 # target/bench/boot-timeline.png. KVMPOD_BENCH_RUNS sets the runs per figure.
 bench: deps build
-	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) \
+	KVMPOD_HOST_CTL=$(CURDIR)/$(HOST_CTL) KVMPOD_AGENT=$(CURDIR)/$(AGENT) KVMPOD_SHIM=$(CURDIR)/$(SHIM) \
 	    $(CARGO) run --locked --release -p kvmpod-tests --bin kvmpod-bench
+
+# host-ctl and the containerd shim on PATH (containerd finds the shim there
+# as runtime io.containerd.kvmpod.v2), the agent where host-ctl looks.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(HOST_CTL) $(DESTDIR)$(PREFIX)/bin/host-ctl
+	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-kvmpod-v2
+	install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/kvmpod/kvmpod-agent
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,7 @@
 
 pub mod binaries;
 pub mod checks;
+pub mod containerd;
 pub mod fixture;
 pub mod images;
 pub mod leftovers;

@@ -20,6 +20,8 @@ fn on_path(name: &str) -> bool {
 pub struct Programs {
     pub host_ctl: PathBuf,
     pub agent: PathBuf,
+    /// containerd-shim-kvmpod-v2 (checked by the tests that use it).
+    pub shim: PathBuf,
 }
 
 fn built(var: &str, default: &str) -> PathBuf {
@@ -62,6 +64,7 @@ pub fn programs() -> Programs {
             "KVMPOD_AGENT",
             "target/x86_64-unknown-linux-musl/agent/kvmpod-agent",
         ),
+        shim: built("KVMPOD_SHIM", "target/release/containerd-shim-kvmpod-v2"),
     };
     for bin in [&p.host_ctl, &p.agent] {
         assert!(

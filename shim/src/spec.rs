@@ -1,0 +1,201 @@
+//! The OCI runtime spec containerd writes into a task's bundle
+//! (`config.json`), read as far as a kvmpod pod of one app needs it, and
+//! turned into that pod's manifest. Only the fields kvmpod honours are
+//! read; the rest of the spec (namespaces, seccomp, devices) is the
+//! guest's business: the app is confined by the agent inside its own VM.
+
+use std::path::{Path, PathBuf};
+
+use kvmpod_api::manifest::{App, EnvVar, PodManifest};
+use serde::Deserialize;
+
+use crate::error::ShimError;
+
+/// The app of a task's pod. A pod holds one container, so its app has a
+/// fixed name that every host-ctl command can use.
+pub const APP: &str = "app";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    #[serde(default)]
+    pub process: Option<Process>,
+    #[serde(default)]
+    pub root: Option<Root>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    #[serde(default)]
+    pub terminal: bool,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Root {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Reads `<bundle>/config.json`.
+pub fn read(bundle: &Path) -> Result<Spec, ShimError> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read(&path).map_err(|source| ShimError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
+    serde_json::from_slice(&text).map_err(|e| ShimError::Spec(format!("{}: {e}", path.display())))
+}
+
+impl Spec {
+    /// The root the task's process sees: the bundle's `rootfs/` once the
+    /// snapshot is mounted there, or the spec's own absolute root path.
+    pub fn root_path(&self, bundle: &Path) -> PathBuf {
+        match &self.root {
+            Some(r) if r.path.is_absolute() => r.path.clone(),
+            Some(r) => bundle.join(&r.path),
+            None => bundle.join("rootfs"),
+        }
+    }
+
+    /// The manifest of the task's pod: one app whose root is `root`, with
+    /// the process's arguments, environment, working directory, user,
+    /// terminal and privileges; `stdin` when containerd gives it one.
+    pub fn manifest(&self, root: &Path, stdin: bool) -> Result<PodManifest, ShimError> {
+        let process = self
+            .process
+            .as_ref()
+            .ok_or_else(|| ShimError::Spec("config.json has no process".into()))?;
+        if process.args.is_empty() {
+            return Err(ShimError::Spec("config.json: process.args is empty".into()));
+        }
+        let env = process
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => EnvVar {
+                    name: k.into(),
+                    value: v.into(),
+                },
+                None => EnvVar {
+                    name: kv.clone(),
+                    value: String::new(),
+                },
+            })
+            .collect();
+        let app = App {
+            name: APP.into(),
+            rootfs: root.to_path_buf(),
+            exec: process.args.clone(),
+            env,
+            user: Some(process.user.uid.to_string()),
+            group: Some(process.user.gid.to_string()),
+            working_directory: Some(process.cwd.clone()).filter(|c| !c.is_empty()),
+            stdin,
+            terminal: process.terminal,
+            no_new_privileges: process.no_new_privileges,
+            read_only_root_filesystem: self.root.as_ref().is_some_and(|r| r.readonly),
+            ..App::default()
+        };
+        Ok(PodManifest {
+            hostname: self.hostname.clone().filter(|h| !h.is_empty()),
+            volumes: Vec::new(),
+            apps: vec![app],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `ctr run` writes, in part.
+    const CTR_SPEC: &str = r#"{
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": true,
+            "user": {"uid": 1000, "gid": 100, "additionalGids": [10]},
+            "args": ["sh", "-c", "echo hi"],
+            "env": ["PATH=/usr/bin:/bin", "EMPTY=", "BARE"],
+            "cwd": "/srv",
+            "capabilities": {"bounding": ["CAP_CHOWN"]},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "web",
+        "linux": {"namespaces": [{"type": "pid"}]}
+    }"#;
+
+    #[test]
+    fn a_ctr_spec_becomes_a_pod_of_one_app() {
+        let spec: Spec = serde_json::from_str(CTR_SPEC).unwrap();
+        let bundle = Path::new("/run/b");
+        assert_eq!(spec.root_path(bundle), Path::new("/run/b/rootfs"));
+        let m = spec.manifest(&spec.root_path(bundle), true).unwrap();
+        assert_eq!(m.hostname.as_deref(), Some("web"));
+        let app = &m.apps[0];
+        assert_eq!(app.name, APP);
+        assert_eq!(app.rootfs, Path::new("/run/b/rootfs"));
+        assert_eq!(app.exec, ["sh", "-c", "echo hi"]);
+        let env: Vec<(&str, &str)> = app
+            .env
+            .iter()
+            .map(|e| (e.name.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [("PATH", "/usr/bin:/bin"), ("EMPTY", ""), ("BARE", "")]
+        );
+        assert_eq!(app.user.as_deref(), Some("1000"));
+        assert_eq!(app.group.as_deref(), Some("100"));
+        assert_eq!(app.working_directory.as_deref(), Some("/srv"));
+        assert!(app.stdin && app.terminal && app.no_new_privileges);
+        assert!(app.read_only_root_filesystem);
+        assert!(kvmpod_api::validate::validate(&m).is_empty());
+    }
+
+    #[test]
+    fn an_absolute_root_is_used_as_it_is() {
+        let spec: Spec =
+            serde_json::from_str(r#"{"process": {"args": ["true"]}, "root": {"path": "/srv/r"}}"#)
+                .unwrap();
+        assert_eq!(spec.root_path(Path::new("/b")), Path::new("/srv/r"));
+        let m = spec.manifest(Path::new("/srv/r"), false).unwrap();
+        assert_eq!(m.apps[0].working_directory, None);
+        assert!(!m.apps[0].stdin);
+    }
+
+    #[test]
+    fn a_spec_without_a_command_is_refused() {
+        let spec: Spec = serde_json::from_str(r#"{"process": {"args": []}}"#).unwrap();
+        let e = spec.manifest(Path::new("/r"), false).unwrap_err();
+        assert!(e.to_string().contains("process.args is empty"), "{e}");
+        let e = Spec::default()
+            .manifest(Path::new("/r"), false)
+            .unwrap_err();
+        assert!(e.to_string().contains("no process"), "{e}");
+    }
+}

@@ -1,0 +1,138 @@
+//! A containerd of the test's own (Debian's containerd 1.6): its root,
+//! state, sockets and config under the fixture's directory, the kvmpod
+//! shim on its PATH, stopped (and its shims' leftovers with it) when
+//! dropped. The CRI plugin is off: these tests drive containerd with
+//! `ctr`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{run_with_limit, send_signal, Fixture, Outcome};
+
+/// The runtime name containerd maps to `containerd-shim-kvmpod-v2`.
+pub const RUNTIME: &str = "io.containerd.kvmpod.v2";
+/// The containerd namespace the tests use.
+pub const NAMESPACE: &str = "kvmpod-test";
+
+pub struct Containerd {
+    child: Child,
+    pub socket: PathBuf,
+    dir: PathBuf,
+}
+
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+impl Containerd {
+    /// Starts containerd for `fx`, with the shim and host-ctl reachable
+    /// and kvmpod's state in the fixture's directory.
+    pub fn start(fx: &Fixture) -> Containerd {
+        let shim: &Path = &fx.programs.shim;
+        assert!(
+            on_path("containerd") && on_path("ctr"),
+            "containerd and ctr are missing (Debian package containerd); run `make deps` as root"
+        );
+        assert!(
+            shim.is_file(),
+            "{} is not built; run `make build`",
+            shim.display()
+        );
+        let dir = fx.path().join("containerd");
+        fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\n\
+                 root = \"{root}\"\n\
+                 state = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n\
+                 [ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+                sock = socket.display(),
+            ),
+        )
+        .unwrap();
+        let shim_dir = shim.parent().unwrap();
+        let path = format!(
+            "{}:{}",
+            shim_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", path)
+            .env("KVMPOD_HOST_CTL", &fx.programs.host_ctl)
+            .env("KVMPOD_AGENT", &fx.programs.agent)
+            .env("KVMPOD_STATE_DIR", fx.state_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let c = Containerd { child, socket, dir };
+        let until = Instant::now() + Duration::from_secs(30);
+        while c.ctr(&["version"], Duration::from_secs(10)).code != Some(0) {
+            assert!(
+                Instant::now() < until,
+                "containerd did not answer within 30 s\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        c
+    }
+
+    /// `ctr --address <socket> --namespace kvmpod-test <args>`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(NAMESPACE)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn ctr(&self, args: &[&str], limit: Duration) -> Outcome {
+        run_with_limit(self.command(args), limit)
+    }
+
+    /// containerd's own log, for assertion messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        send_signal(self.child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
