@@ -58,8 +58,9 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     fx.finish();
 }
 
-/// `ctr run -d`: `ctr task ls` shows it running, `ctr task kill` ends it,
-/// `ctr task delete` removes it with its pod.
+/// `ctr run -d`: `ctr task ls` shows it running, `ctr task exec` runs a
+/// command in it, `ctr task kill` ends it, `ctr task delete` removes it
+/// with its pod.
 fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &Containerd, image: &str) {
     let detached = containerd.ctr(
         &[
@@ -92,6 +93,30 @@ fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &Containerd, image
         tasks.dump()
     );
     assert_eq!(fx.pods_created(), 1);
+    // An exec: its own output and status, in the app's root and
+    // environment.
+    let exec = containerd.ctr(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "bg",
+            "sh",
+            "-c",
+            "echo from exec; cat /etc/motd; echo oops >&2; exit 5",
+        ],
+        CMD,
+    );
+    assert_eq!(
+        exec.stdout,
+        "from exec\nfrom the image\n",
+        "{}\n{}",
+        exec.dump(),
+        containerd.log()
+    );
+    assert!(exec.stderr.contains("oops\n"), "{}", exec.dump());
+    assert_eq!(exec.code, Some(5), "{}", exec.dump());
     let kill = containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "bg"], CMD);
     assert_eq!(kill.code, Some(0), "{}", kill.dump());
     let until = std::time::Instant::now() + Duration::from_secs(60);

@@ -85,6 +85,10 @@ enum Command {
         /// Give the command a terminal.
         #[arg(short, long)]
         tty: bool,
+        /// Set an environment variable for the command (K=V, or K for
+        /// this host's value).
+        #[arg(short = 'e', long = "env", value_name = "K=V")]
+        env: Vec<String>,
         pod: String,
         app: String,
         /// The command and its arguments, after `--`.
@@ -412,6 +416,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec {
             interactive,
             tty,
+            env,
             pod,
             app,
             command,
@@ -419,6 +424,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let o = commands::exec::Options {
                 app,
                 argv: command,
+                env,
                 interactive,
                 tty,
             };

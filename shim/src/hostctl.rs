@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokio::process::{Child, Command};
 
 use crate::error::ShimError;
+use crate::spec::Process;
 
 /// Where `host-ctl` is: `$KVMPOD_HOST_CTL`, else beside the shim (where
 /// `make install` puts both), else on `PATH`. Its state directory is
@@ -160,6 +161,36 @@ impl HostCtl {
         };
         cmd.spawn().map_err(|e| ShimError::HostCtl {
             args: format!("logs -f {pod}"),
+            why: e.to_string(),
+        })
+    }
+
+    /// `host-ctl exec` of `process` in `app`, on the given stdio (stdin
+    /// makes it `-i`); it exits with the command's status.
+    pub fn exec(
+        &self,
+        pod: &str,
+        app: &str,
+        process: &Process,
+        stdin: Option<Stdio>,
+        stdout: Option<Stdio>,
+        stderr: Option<Stdio>,
+    ) -> Result<Child, ShimError> {
+        let mut args: Vec<&str> = vec!["exec"];
+        if stdin.is_some() {
+            args.push("-i");
+        }
+        for kv in &process.env {
+            args.extend(["-e", kv.as_str()]);
+        }
+        args.extend([pod, app, "--"]);
+        args.extend(process.args.iter().map(String::as_str));
+        let mut cmd = self.command(&args);
+        cmd.stdin(stdin.unwrap_or_else(Stdio::null))
+            .stdout(stdout.unwrap_or_else(Stdio::null))
+            .stderr(stderr.unwrap_or_else(Stdio::null));
+        cmd.spawn().map_err(|e| ShimError::HostCtl {
+            args: format!("exec {pod}"),
             why: e.to_string(),
         })
     }

@@ -6,6 +6,7 @@
 //! through `host-ctl`.
 
 mod error;
+mod events;
 mod hostctl;
 mod rootfs;
 mod spec;

@@ -11,6 +11,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
 use kvmpod_api::manifest::EnvVar;
+
+use crate::launch::image_run::env_var;
 use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -22,6 +24,8 @@ use crate::ui::terminal::{self, RawMode};
 pub struct Options {
     pub app: String,
     pub argv: Vec<String>,
+    /// `-e K=V` (or `-e K`: this host's value).
+    pub env: Vec<String>,
     pub interactive: bool,
     pub tty: bool,
 }
@@ -107,20 +111,21 @@ pub(super) async fn print_output<S: AsyncRead>(
     }
 }
 
-/// With a terminal, the host's `TERM` (xterm when it has none), as docker
-/// exec -t passes it.
-fn terminal_env(tty: bool) -> Vec<EnvVar> {
-    if !tty {
-        return Vec::new();
+/// `-e` as given; with a terminal, the host's `TERM` too (xterm when it
+/// has none) unless `-e` sets it, as docker exec -t does.
+fn environment(given: &[String], tty: bool) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = given.iter().map(|spec| env_var(spec)).collect();
+    if tty && !env.iter().any(|v| v.name == "TERM") {
+        let term = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm".into());
+        env.push(EnvVar {
+            name: "TERM".into(),
+            value: term,
+        });
     }
-    let term = std::env::var("TERM")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "xterm".into());
-    vec![EnvVar {
-        name: "TERM".into(),
-        value: term,
-    }]
+    env
 }
 
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
@@ -128,7 +133,7 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let request = Request::Exec(ExecRequest {
         app: o.app,
         argv: o.argv,
-        env: terminal_env(o.tty),
+        env: environment(&o.env, o.tty),
         tty: o.tty,
         interactive: o.interactive,
         size: if o.tty { window() } else { None },

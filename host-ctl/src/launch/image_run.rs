@@ -87,8 +87,9 @@ impl ImageRun {
     }
 }
 
-/// `K=V`, or `K` alone for the host's value of K (empty if unset).
-fn env_var(spec: &str) -> EnvVar {
+/// `K=V`, or `K` alone for the host's value of K (empty if unset): what
+/// `-e` means to `run` and `exec`.
+pub fn env_var(spec: &str) -> EnvVar {
     match spec.split_once('=') {
         Some((k, v)) => EnvVar {
             name: k.into(),

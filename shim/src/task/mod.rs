@@ -1,0 +1,351 @@
+//! The task service containerd calls: a task is a kvmpod pod of one app
+//! (`init`), and commands exec'd in it (`exec`).
+//!
+//! Create mounts the snapshot on the bundle's `rootfs/` and writes the
+//! pod's manifest from the OCI spec; Start boots the pod (`host-ctl run
+//! --detach`) and copies the app's output into containerd's FIFOs; Wait
+//! returns once the pod is over and its output is all out; Kill signals
+//! the app; Delete removes the pod and unmounts the root. Exec runs
+//! `host-ctl exec`. Pause, Resume, Checkpoint, Update and terminals answer
+//! "not supported".
+
+mod exec;
+mod init;
+mod process;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim::api::{
+    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskStart,
+};
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::topics::{
+    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC,
+    TASK_EXEC_STARTED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
+};
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
+use tokio::sync::Mutex;
+
+use crate::error::ShimError;
+use crate::events::Events;
+use crate::hostctl::HostCtl;
+use crate::spec::APP;
+use crate::{rootfs, POD_FILE};
+use init::Container;
+use process::{now, wait_end, Ended, Proc};
+
+pub struct Service {
+    host_ctl: HostCtl,
+    events: Events,
+    exit: Arc<ExitSignal>,
+    /// One task per shim (the map keeps the API's shape).
+    containers: Mutex<std::collections::HashMap<String, Container>>,
+}
+
+fn rpc_error(e: ShimError) -> containerd_shim::protos::ttrpc::Error {
+    containerd_shim::Error::from(e).into()
+}
+
+fn no_task(id: &str) -> containerd_shim::protos::ttrpc::Error {
+    rpc_error(ShimError::NoTask(id.to_string()))
+}
+
+impl Service {
+    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        Service {
+            host_ctl: HostCtl::locate(),
+            events: Events::new(publisher, namespace),
+            exit,
+            containers: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Runs `f` on the process `exec_id` (the init when empty) of task `id`.
+    async fn with_proc<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&Container, &Proc) -> T,
+    ) -> TtrpcResult<T> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(id).ok_or_else(|| no_task(id))?;
+        if exec_id.is_empty() {
+            return Ok(f(c, &c.init));
+        }
+        let e = c
+            .execs
+            .get(exec_id)
+            .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
+        Ok(f(c, &e.proc))
+    }
+
+    async fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<u32> {
+        let mut containers = self.containers.lock().await;
+        let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
+        let pod = c.pod.clone().ok_or_else(|| {
+            rpc_error(ShimError::Precondition(format!("task {id} is not started")))
+        })?;
+        let e = c
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
+        let pid =
+            exec::start(&self.host_ctl, &self.events, (id, exec_id), &pod, e).map_err(rpc_error)?;
+        drop(containers);
+        let event = TaskExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            ..Default::default()
+        };
+        self.events
+            .publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(pid)
+    }
+
+    async fn start_init(&self, id: &str) -> TtrpcResult<u32> {
+        let mut containers = self.containers.lock().await;
+        let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
+        if c.init.started {
+            return Err(rpc_error(ShimError::Precondition(format!(
+                "task {id} already started"
+            ))));
+        }
+        let pid = init::start(&self.host_ctl, &self.events, id, c)
+            .await
+            .map_err(rpc_error)?;
+        drop(containers);
+        let event = TaskStart {
+            container_id: id.to_string(),
+            pid,
+            ..Default::default()
+        };
+        self.events
+            .publish(TASK_START_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(pid)
+    }
+
+    async fn delete_init(&self, id: &str) -> TtrpcResult<DeleteResponse> {
+        let c = self
+            .containers
+            .lock()
+            .await
+            .remove(id)
+            .ok_or_else(|| no_task(id))?;
+        let ended = c.init.ended().unwrap_or(Ended {
+            status: 137,
+            at: now(),
+        });
+        if let Some(pod) = &c.pod {
+            self.host_ctl.remove(pod).await.map_err(rpc_error)?;
+        }
+        if c.mounted {
+            rootfs::unmount(&c.bundle.join("rootfs")).map_err(rpc_error)?;
+        }
+        let event = TaskDelete {
+            container_id: id.to_string(),
+            id: id.to_string(),
+            pid: c.init.pid,
+            exit_status: ended.status,
+            exited_at: MessageField::some(ended.at.clone()),
+            ..Default::default()
+        };
+        self.events
+            .publish(TASK_DELETE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(DeleteResponse {
+            pid: c.init.pid,
+            exit_status: ended.status,
+            exited_at: MessageField::some(ended.at),
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl Task for Service {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        if req.terminal {
+            return Err(containerd_shim::Error::Unimplemented(
+                "a terminal (ctr run -t) is not supported yet".into(),
+            )
+            .into());
+        }
+        let c = init::create(&req).await.map_err(rpc_error)?;
+        self.containers.lock().await.insert(req.id.clone(), c);
+        let event = TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            ..Default::default()
+        };
+        self.events
+            .publish(TASK_CREATE_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(CreateTaskResponse::default())
+    }
+
+    async fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let pid = if req.exec_id.is_empty() {
+            self.start_init(&req.id).await?
+        } else {
+            self.start_exec(&req.id, &req.exec_id).await?
+        };
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        let e = exec::parse(&req).map_err(rpc_error)?;
+        {
+            let mut containers = self.containers.lock().await;
+            let c = containers
+                .get_mut(&req.id)
+                .ok_or_else(|| no_task(&req.id))?;
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(rpc_error(ShimError::Precondition(format!(
+                    "exec {} already exists",
+                    req.exec_id
+                ))));
+            }
+            c.execs.insert(req.exec_id.clone(), e);
+        }
+        let event = TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        };
+        self.events
+            .publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(event))
+            .await;
+        Ok(Empty::new())
+    }
+
+    async fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        self.with_proc(&req.id, &req.exec_id, |c, p| {
+            p.state(&req.id, &req.exec_id, &c.bundle)
+        })
+        .await
+    }
+
+    async fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        let waiter = self
+            .with_proc(&req.id, &req.exec_id, |_, p| p.waiter())
+            .await?;
+        let e = wait_end(waiter).await.ok_or_else(|| no_task(&req.id))?;
+        Ok(WaitResponse {
+            exit_status: e.status,
+            exited_at: MessageField::some(e.at),
+            ..Default::default()
+        })
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(&req.id).ok_or_else(|| no_task(&req.id))?;
+        if !req.exec_id.is_empty() {
+            let e = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| no_task(&req.exec_id))?;
+            if e.proc.ended().is_some() {
+                return Err(no_task(&format!("{}: it has exited", req.exec_id)));
+            }
+            return exec::signal(e, req.signal)
+                .map(|()| Empty::new())
+                .map_err(rpc_error);
+        }
+        if c.init.ended().is_some() {
+            return Err(no_task(&format!("{}: its process has exited", req.id)));
+        }
+        let pod = c.pod.clone().ok_or_else(|| {
+            rpc_error(ShimError::Precondition(format!(
+                "task {} is not started",
+                req.id
+            )))
+        })?;
+        drop(containers);
+        self.host_ctl
+            .kill(&pod, APP, req.signal)
+            .await
+            .map_err(rpc_error)?;
+        Ok(Empty::new())
+    }
+
+    async fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        if req.exec_id.is_empty() {
+            return self.delete_init(&req.id).await;
+        }
+        let mut containers = self.containers.lock().await;
+        let c = containers
+            .get_mut(&req.id)
+            .ok_or_else(|| no_task(&req.id))?;
+        let e = c
+            .execs
+            .remove(&req.exec_id)
+            .ok_or_else(|| no_task(&req.exec_id))?;
+        let ended = e.proc.ended().unwrap_or(Ended {
+            status: 137,
+            at: now(),
+        });
+        Ok(DeleteResponse {
+            pid: e.proc.pid,
+            exit_status: ended.status,
+            exited_at: MessageField::some(ended.at),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ConnectRequest,
+    ) -> TtrpcResult<ConnectResponse> {
+        let task_pid = self
+            .containers
+            .lock()
+            .await
+            .get(&req.id)
+            .map_or(0, |c| c.init.pid);
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        // One task per shim: once it is deleted, the shim's work is done.
+        if self.containers.lock().await.is_empty() {
+            self.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}
+
+/// The `delete` command's clean-up, run by containerd after a shim died:
+/// the pod the bundle names is removed, the root unmounted.
+pub async fn clean_up(bundle: &Path) -> Result<(), ShimError> {
+    let host_ctl = HostCtl::locate();
+    if let Ok(pod) = tokio::fs::read_to_string(bundle.join(POD_FILE)).await {
+        host_ctl.remove(pod.trim()).await?;
+    }
+    rootfs::unmount(&bundle.join("rootfs"))
+}
