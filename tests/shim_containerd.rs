@@ -117,6 +117,21 @@ fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &Containerd, image
     );
     assert!(exec.stderr.contains("oops\n"), "{}", exec.dump());
     assert_eq!(exec.code, Some(5), "{}", exec.dump());
+    // Its processes and its app's cgroup in the guest.
+    let ps = containerd.ctr(&["task", "ps", "bg"], CMD);
+    assert_eq!(ps.code, Some(0), "{}\n{}", ps.dump(), containerd.log());
+    assert_eq!(ps.stdout.lines().count(), 2, "{}", ps.dump());
+    let metrics = containerd.ctr(&["task", "metrics", "--format", "json", "bg"], CMD);
+    assert_eq!(
+        metrics.code,
+        Some(0),
+        "{}\n{}",
+        metrics.dump(),
+        containerd.log()
+    );
+    let m: serde_json::Value = serde_json::from_str(&metrics.stdout).expect(&metrics.dump());
+    assert!(m["memory"]["usage"].as_u64().unwrap_or(0) > 0, "{m}");
+    assert!(m["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{m}");
     let kill = containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "bg"], CMD);
     assert_eq!(kill.code, Some(0), "{}", kill.dump());
     let until = std::time::Instant::now() + Duration::from_secs(60);

@@ -29,11 +29,44 @@ pub struct PodView {
     pub vm: Option<ProcView>,
     #[serde(default)]
     pub apps: Vec<AppView>,
+    #[serde(default)]
+    pub live: Option<LiveView>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProcView {
     pub pid: u32,
+}
+
+/// A running pod's view of its apps, from its agent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiveView {
+    #[serde(default)]
+    pub apps: Vec<LiveApp>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiveApp {
+    pub name: String,
+    /// As the guest says it (signed: host-ctl shows it as the agent sends
+    /// it).
+    #[serde(default)]
+    pub pid: Option<i64>,
+}
+
+/// What the shim reads of `host-ctl stats --format json`: one app's
+/// cgroup in the guest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStats {
+    pub app: String,
+    pub memory_current: u64,
+    pub memory_peak: u64,
+    #[serde(default)]
+    pub memory_max: Option<u64>,
+    pub cpu_usage_usec: u64,
+    pub pids_current: u64,
+    pub oom_kills: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +80,18 @@ pub struct AppView {
 impl PodView {
     pub fn exited(&self) -> bool {
         self.state == "exited"
+    }
+
+    /// The guest pid of `app` while the pod runs.
+    pub fn guest_pid(&self, app: &str) -> Option<u32> {
+        self.live
+            .as_ref()?
+            .apps
+            .iter()
+            .find(|a| a.name == app)
+            .and_then(|a| a.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0)
     }
 
     /// The exit status of `app` once the pod is over: its code (128 + N
@@ -132,6 +177,18 @@ impl HostCtl {
         })
     }
 
+    /// The guest's statistics of `app`.
+    pub async fn stats(&self, pod: &str, app: &str) -> Result<AppStats, ShimError> {
+        let text = self.output(&["stats", pod, "--format", "json"]).await?;
+        let apps: Vec<AppStats> = serde_json::from_str(&text).map_err(|e| ShimError::HostCtl {
+            args: format!("stats {pod} --format json"),
+            why: format!("unreadable output: {e}"),
+        })?;
+        apps.into_iter()
+            .find(|a| a.app == app)
+            .ok_or_else(|| ShimError::NoTask(format!("{pod}: no statistics of app {app}")))
+    }
+
     pub async fn kill(&self, pod: &str, app: &str, signal: u32) -> Result<(), ShimError> {
         let signal = signal.to_string();
         self.output(&["kill", pod, app, "--signal", &signal])
@@ -215,9 +272,11 @@ mod tests {
     fn the_exit_status_comes_from_the_app() {
         let v: PodView = serde_json::from_str(
             r#"{"id": "x", "state": "exited", "vm": {"pid": 42, "start": 1},
-                "apps": [{"name": "app", "state": "exited", "exitCode": 3}]}"#,
+                "apps": [{"name": "app", "state": "exited", "exitCode": 3}],
+                "live": {"apps": [{"name": "app", "pid": -1}]}}"#,
         )
         .unwrap();
+        assert_eq!(v.guest_pid("app"), None);
         assert!(v.exited());
         assert_eq!(v.vm.as_ref().map(|p| p.pid), Some(42));
         assert_eq!(v.exit_status("app"), 3);

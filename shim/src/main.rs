@@ -33,13 +33,7 @@ struct KvmpodShim {
 impl Shim for KvmpodShim {
     type T = task::Service;
 
-    async fn new(_runtime_id: &str, args: &Flags, config: &mut Config) -> Self {
-        // host-ctl waits for its own children (the VM, vhost-device-vsock):
-        // the crate's reaper would take their exit statuses, and a
-        // subreaper would collect the pods' keepers, which must outlive
-        // the shim.
-        config.no_reaper = true;
-        config.no_sub_reaper = true;
+    async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         KvmpodShim {
             namespace: args.namespace.clone(),
             exit: Arc::new(ExitSignal::default()),
@@ -77,5 +71,15 @@ impl Shim for KvmpodShim {
 
 #[tokio::main]
 async fn main() {
-    containerd_shim::run::<KvmpodShim>("io.containerd.kvmpod.v2", None).await;
+    // The shim waits for its own children (host-ctl commands): the crate's
+    // reaper would take their exit statuses first (ECHILD), and as a
+    // subreaper the shim would collect the pods' keepers, which must
+    // outlive it. Set before the crate installs its signal handlers, which
+    // is before `Shim::new`.
+    let config = Config {
+        no_reaper: true,
+        no_sub_reaper: true,
+        ..Config::default()
+    };
+    containerd_shim::run::<KvmpodShim>("io.containerd.kvmpod.v2", Some(config)).await;
 }

@@ -6,11 +6,13 @@
 //! --detach`) and copies the app's output into containerd's FIFOs; Wait
 //! returns once the pod is over and its output is all out; Kill signals
 //! the app; Delete removes the pod and unmounts the root. Exec runs
-//! `host-ctl exec`. Pause, Resume, Checkpoint, Update and terminals answer
-//! "not supported".
+//! `host-ctl exec`; Pids and Stats ask the guest (`host-ctl status` and
+//! `stats`). Pause, Resume, Checkpoint, Update and terminals answer "not
+//! supported".
 
 mod exec;
 mod init;
+mod metrics;
 mod process;
 
 use std::path::Path;
@@ -19,9 +21,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use containerd_shim::api::{
     ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, ExecProcessRequest, KillRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
+    StatsResponse, WaitRequest, WaitResponse,
 };
+use containerd_shim::protos::api::ProcessInfo;
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskStart,
 };
@@ -85,6 +89,18 @@ impl Service {
             .get(exec_id)
             .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
         Ok(f(c, &e.proc))
+    }
+
+    /// The pod of task `id`, which must be running.
+    async fn running_pod(&self, id: &str) -> TtrpcResult<String> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(id).ok_or_else(|| no_task(id))?;
+        match (&c.pod, c.init.ended()) {
+            (Some(pod), None) => Ok(pod.clone()),
+            _ => Err(rpc_error(ShimError::Precondition(format!(
+                "task {id} is not running"
+            )))),
+        }
     }
 
     async fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<u32> {
@@ -308,6 +324,34 @@ impl Task for Service {
             pid: e.proc.pid,
             exit_status: ended.status,
             exited_at: MessageField::some(ended.at),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        let pod = self.running_pod(&req.id).await?;
+        let view = self.host_ctl.status(&pod).await.map_err(rpc_error)?;
+        let processes = view
+            .guest_pid(APP)
+            .map(|pid| ProcessInfo {
+                pid,
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
+    }
+
+    async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let pod = self.running_pod(&req.id).await?;
+        let s = self.host_ctl.stats(&pod, APP).await.map_err(rpc_error)?;
+        let stats = containerd_shim::util::convert_to_any(Box::new(metrics::of(&s)))
+            .map_err(|e| rpc_error(ShimError::Precondition(format!("encoding metrics: {e}"))))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
             ..Default::default()
         })
     }
