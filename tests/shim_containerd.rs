@@ -51,115 +51,91 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     assert_eq!(run.code, Some(3), "{}", run.dump());
     assert_eq!(fx.pods_created(), 0, "ctr run --rm left a pod behind");
 
-    detached_task_killed_and_deleted(&fx, &containerd, image);
+    detached_task_killed_and_deleted(&fx, &mut containerd, image);
 
     containerd.stop();
     drop(containerd);
     fx.finish();
 }
 
-/// `ctr run -d`: `ctr task ls` shows it running, `ctr task exec` runs a
-/// command in it, `ctr task kill` ends it, `ctr task delete` removes it
-/// with its pod.
-fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &Containerd, image: &str) {
-    let detached = containerd.ctr(
-        &[
-            "run",
-            "-d",
-            "--runtime",
-            RUNTIME,
-            image,
-            "bg",
-            "sh",
-            "-c",
-            "exec sleep 600",
-        ],
-        POD_LIMIT,
-    );
-    assert_eq!(
-        detached.code,
-        Some(0),
-        "{}\n{}",
-        detached.dump(),
-        containerd.log()
-    );
-    let tasks = containerd.ctr(&["task", "ls"], CMD);
-    assert!(
-        tasks
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("bg ") && l.contains("RUNNING")),
-        "{}",
-        tasks.dump()
-    );
+/// `ctr run -d`: `ctr task ls` shows it running, also after containerd
+/// restarted; `ctr task exec` runs a command in it, `ctr task ps` and
+/// `metrics` see it, `ctr task kill` ends it, `ctr task delete` removes
+/// it with its pod.
+fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &mut Containerd, image: &str) {
+    let args = [
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        image,
+        "bg",
+        "sh",
+        "-c",
+        "exec sleep 600",
+    ];
+    let detached = containerd.ctr(&args, POD_LIMIT);
+    let log = containerd.log();
+    assert_eq!(detached.code, Some(0), "{}\n{log}", detached.dump());
+    assert_eq!(task_status(containerd, "bg").as_deref(), Some("RUNNING"));
     assert_eq!(fx.pods_created(), 1);
-    // An exec: its own output and status, in the app's root and
-    // environment.
-    let exec = containerd.ctr(
-        &[
-            "task",
-            "exec",
-            "--exec-id",
-            "e1",
-            "bg",
-            "sh",
-            "-c",
-            "echo from exec; cat /etc/motd; echo oops >&2; exit 5",
-        ],
-        CMD,
-    );
-    assert_eq!(
-        exec.stdout,
-        "from exec\nfrom the image\n",
-        "{}\n{}",
-        exec.dump(),
-        containerd.log()
-    );
-    assert!(exec.stderr.contains("oops\n"), "{}", exec.dump());
-    assert_eq!(exec.code, Some(5), "{}", exec.dump());
-    // Its processes and its app's cgroup in the guest.
-    let ps = containerd.ctr(&["task", "ps", "bg"], CMD);
-    assert_eq!(ps.code, Some(0), "{}\n{}", ps.dump(), containerd.log());
-    assert_eq!(ps.stdout.lines().count(), 2, "{}", ps.dump());
-    let metrics = containerd.ctr(&["task", "metrics", "--format", "json", "bg"], CMD);
-    assert_eq!(
-        metrics.code,
-        Some(0),
-        "{}\n{}",
-        metrics.dump(),
-        containerd.log()
-    );
-    let m: serde_json::Value = serde_json::from_str(&metrics.stdout).expect(&metrics.dump());
-    assert!(m["memory"]["usage"].as_u64().unwrap_or(0) > 0, "{m}");
-    assert!(m["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{m}");
+    // containerd restarted: the shim and the pod keep running, and the
+    // new containerd manages the task through the same shim.
+    containerd.restart();
+    assert_eq!(task_status(containerd, "bg").as_deref(), Some("RUNNING"));
+    exec_ps_and_metrics(containerd);
+
     let kill = containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "bg"], CMD);
     assert_eq!(kill.code, Some(0), "{}", kill.dump());
     let until = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let tasks = containerd.ctr(&["task", "ls"], CMD);
-        if tasks
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("bg ") && l.contains("STOPPED"))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "bg did not stop\n{}",
-            tasks.dump()
-        );
+    while task_status(containerd, "bg").as_deref() != Some("STOPPED") {
+        assert!(std::time::Instant::now() < until, "bg did not stop");
         std::thread::sleep(Duration::from_millis(250));
     }
     let delete = containerd.ctr(&["task", "delete", "bg"], Duration::from_secs(120));
-    assert_eq!(
-        delete.code,
-        Some(0),
-        "{}\n{}",
-        delete.dump(),
-        containerd.log()
-    );
+    let log = containerd.log();
+    assert_eq!(delete.code, Some(0), "{}\n{log}", delete.dump());
     let rm = containerd.ctr(&["container", "delete", "bg"], CMD);
     assert_eq!(rm.code, Some(0), "{}", rm.dump());
     assert_eq!(fx.pods_created(), 0, "task delete left the pod behind");
+}
+
+/// The STATUS column of `ctr task ls` for task `id`.
+fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
+    let tasks = containerd.ctr(&["task", "ls"], CMD);
+    assert_eq!(tasks.code, Some(0), "{}", tasks.dump());
+    let row = tasks
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))?;
+    row.split_whitespace().nth(2).map(str::to_string)
+}
+
+/// An exec in task `bg`: its own output and status, in the app's root;
+/// then `ctr task ps` and `ctr task metrics` (the app's cgroup in the
+/// guest).
+fn exec_ps_and_metrics(containerd: &Containerd) {
+    let script = "echo from exec; cat /etc/motd; echo oops >&2; exit 5";
+    let exec = containerd.ctr(
+        &["task", "exec", "--exec-id", "e1", "bg", "sh", "-c", script],
+        CMD,
+    );
+    let log = containerd.log();
+    assert_eq!(
+        exec.stdout,
+        "from exec\nfrom the image\n",
+        "{}\n{log}",
+        exec.dump()
+    );
+    assert!(exec.stderr.contains("oops\n"), "{}", exec.dump());
+    assert_eq!(exec.code, Some(5), "{}", exec.dump());
+    let ps = containerd.ctr(&["task", "ps", "bg"], CMD);
+    assert_eq!(ps.code, Some(0), "{}", ps.dump());
+    assert_eq!(ps.stdout.lines().count(), 2, "{}", ps.dump());
+    let metrics = containerd.ctr(&["task", "metrics", "--format", "json", "bg"], CMD);
+    assert_eq!(metrics.code, Some(0), "{}", metrics.dump());
+    let m: serde_json::Value =
+        serde_json::from_str(&metrics.stdout).unwrap_or_else(|e| panic!("{e}: {}", metrics.dump()));
+    assert!(m["memory"]["usage"].as_u64().unwrap_or(0) > 0, "{m}");
+    assert!(m["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{m}");
 }

@@ -18,8 +18,19 @@ pub const NAMESPACE: &str = "kvmpod-test";
 
 pub struct Containerd {
     child: Child,
+    command: Command,
     pub socket: PathBuf,
     dir: PathBuf,
+}
+
+/// Starts containerd, its log appended to `<dir>/containerd.log`.
+fn spawn(command: &mut Command, dir: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))
+        .unwrap();
+    command.stderr(log).spawn().expect("starting containerd")
 }
 
 fn on_path(name: &str) -> bool {
@@ -66,8 +77,8 @@ impl Containerd {
             shim_dir.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let log = fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
+        let mut command = Command::new("containerd");
+        command
             .arg("--config")
             .arg(&config)
             .env("PATH", path)
@@ -75,21 +86,36 @@ impl Containerd {
             .env("KVMPOD_AGENT", &fx.programs.agent)
             .env("KVMPOD_STATE_DIR", fx.state_dir())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
-        let c = Containerd { child, socket, dir };
+            .stdout(Stdio::null());
+        let child = spawn(&mut command, &dir);
+        let c = Containerd {
+            child,
+            command,
+            socket,
+            dir,
+        };
+        c.wait_until_ready();
+        c
+    }
+
+    fn wait_until_ready(&self) {
         let until = Instant::now() + Duration::from_secs(30);
-        while c.ctr(&["version"], Duration::from_secs(10)).code != Some(0) {
+        while self.ctr(&["version"], Duration::from_secs(10)).code != Some(0) {
             assert!(
                 Instant::now() < until,
                 "containerd did not answer within 30 s\n{}",
-                c.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        c
+    }
+
+    /// Stops containerd and starts it again on the same root and state,
+    /// as a host's containerd is restarted (its shims keep running).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&mut self.command, &self.dir);
+        self.wait_until_ready();
     }
 
     /// `ctr --address <socket> --namespace kvmpod-test <args>`.
