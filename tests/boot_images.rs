@@ -361,6 +361,14 @@ fn named_pods_of_one_image_and_run_rm_on_failure() {
     let failed = fx.run(&["--rm", "kvmpod/test:1", "exit 3"], POD_LIMIT);
     assert_eq!(failed.code, Some(3), "{}", failed.dump());
     assert_eq!(fx.pods_created(), 0, "a failed run --rm left its pod");
+    // A detached pod that is over before `run -d` looks still started:
+    // its ID, and its app's status afterwards.
+    let quick = fx.run(&["-d", "kvmpod/test:1", "exit 4"], POD_LIMIT);
+    assert_eq!(quick.code, Some(0), "{}", quick.dump());
+    let quick = quick.stdout.trim().to_string();
+    let rec = fx.wait_until_exited(&quick, Duration::from_secs(60));
+    assert_eq!(rec["apps"][0]["exitCode"], 4, "{rec}");
+    assert_eq!(fx.host_ctl(&["rm", &quick], CMD).code, Some(0));
 
     let detach = |name: &str| {
         let out = fx.run(

@@ -20,6 +20,7 @@ mod report;
 mod rpc;
 mod scale;
 mod service;
+mod shim;
 mod sizes;
 mod stats;
 mod timeline;
@@ -80,6 +81,9 @@ fn bench() -> Result<()> {
     }
     if wanted("images") {
         images::run(&ctx, &mut report)?;
+    }
+    if wanted("containerd") {
+        shim::run(&ctx, &mut report)?;
     }
     if wanted("nested") {
         nested::run(&ctx, &mut report)?;

@@ -38,11 +38,33 @@ fn on_path(name: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
+/// Where a containerd of its own lives and what its shims run.
+pub struct Setup<'a> {
+    /// Its root, state, sockets, config and log.
+    pub dir: PathBuf,
+    pub host_ctl: &'a Path,
+    pub agent: &'a Path,
+    pub shim: &'a Path,
+    /// kvmpod's state directory, for the shim's pods.
+    pub state_dir: PathBuf,
+}
+
 impl Containerd {
     /// Starts containerd for `fx`, with the shim and host-ctl reachable
     /// and kvmpod's state in the fixture's directory.
     pub fn start(fx: &Fixture) -> Containerd {
-        let shim: &Path = &fx.programs.shim;
+        Containerd::start_with(Setup {
+            dir: fx.path().join("containerd"),
+            host_ctl: &fx.programs.host_ctl,
+            agent: &fx.programs.agent,
+            shim: &fx.programs.shim,
+            state_dir: fx.state_dir(),
+        })
+    }
+
+    /// Starts containerd as `s` says.
+    pub fn start_with(s: Setup<'_>) -> Containerd {
+        let shim = s.shim;
         assert!(
             on_path("containerd") && on_path("ctr"),
             "containerd and ctr are missing (Debian package containerd); run `make deps` as root"
@@ -52,7 +74,7 @@ impl Containerd {
             "{} is not built; run `make build`",
             shim.display()
         );
-        let dir = fx.path().join("containerd");
+        let dir = s.dir;
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
@@ -82,9 +104,9 @@ impl Containerd {
             .arg("--config")
             .arg(&config)
             .env("PATH", path)
-            .env("KVMPOD_HOST_CTL", &fx.programs.host_ctl)
-            .env("KVMPOD_AGENT", &fx.programs.agent)
-            .env("KVMPOD_STATE_DIR", fx.state_dir())
+            .env("KVMPOD_HOST_CTL", s.host_ctl)
+            .env("KVMPOD_AGENT", s.agent)
+            .env("KVMPOD_STATE_DIR", &s.state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let child = spawn(&mut command, &dir);

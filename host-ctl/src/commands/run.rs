@@ -193,17 +193,20 @@ async fn detach(dir: PodDir, s: &RunOptions) -> Result<i32> {
     let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
     loop {
         let rec = record::read(&dir)?;
-        match rec.state {
-            State::Running => {
-                println!("{}", dir.id);
-                return Ok(0);
-            }
-            State::Exited => bail!(
+        // A pod whose apps are quick may be over before this loop looks:
+        // it started, and that is what --detach reports.
+        let started = rec.state == State::Running
+            || (rec.state == State::Exited && rec.started.is_some());
+        if started {
+            println!("{}", dir.id);
+            return Ok(0);
+        }
+        if rec.state == State::Exited {
+            bail!(
                 "pod {} did not start: {}",
                 dir.id,
                 rec.exit_reason.as_deref().unwrap_or("no reason recorded")
-            ),
-            State::Prepared => {}
+            );
         }
         if let Ok(Some(status)) = monitor.try_wait() {
             bail!(
