@@ -5,11 +5,10 @@
 //! grow with its root, and a root larger than the guest's memory boots.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use kvmpod_tests::terminal::{on_a_terminal, Typed};
 use kvmpod_tests::{Fixture, CMD, POD_LIMIT};
 
 /// `host-ctl exec <pod> <app> -- sh -c <script>`: its stdout, after
@@ -264,7 +263,11 @@ fn run_t_gives_the_app_a_terminal() {
 
     let mut cmd = fx.command(&["run", "--rm", "-i", "-t", "kvmpod/test:1", "sh"]);
     cmd.env("TERM", "screen-256color");
-    let (code, seen) = on_a_terminal(cmd, (37, 111), b"stty size; echo $TERM; exit 7\n");
+    let (code, seen) = on_a_terminal(
+        cmd,
+        (37, 111),
+        Typed::now(b"stty size; echo $TERM; exit 7\n"),
+    );
     assert!(seen.contains("37 111\r\nscreen-256color\r\n"), "{seen:?}");
     assert_eq!(code, Some(7), "{seen:?}");
     // The host's terminal is out of raw mode again before run reports the
@@ -279,7 +282,11 @@ fn run_t_gives_the_app_a_terminal() {
     let id = id.stdout.trim().to_string();
     let mut cmd = fx.command(&["attach", &id, "test"]);
     cmd.env("TERM", "vt220");
-    let (code, seen) = on_a_terminal(cmd, (20, 70), b"stty size; tty; echo $TERM; exit 4\n");
+    let (code, seen) = on_a_terminal(
+        cmd,
+        (20, 70),
+        Typed::now(b"stty size; tty; echo $TERM; exit 4\n"),
+    );
     // The terminal type is the one the pod was started with (as docker's
     // attach: the app's environment was set at its start).
     assert!(
@@ -291,56 +298,6 @@ fn run_t_gives_the_app_a_terminal() {
     assert_eq!(rm.code, Some(0), "{}", rm.dump());
     assert_eq!(fx.pods_created(), 0, "--rm left a pod behind");
     fx.finish();
-}
-
-/// Runs `cmd` with its stdin, stdout and stderr on a new terminal of
-/// `rows` × `cols`, typing `input` on it; its exit code and everything
-/// the terminal showed.
-fn on_a_terminal(
-    mut cmd: Command,
-    (rows, cols): (u16, u16),
-    input: &[u8],
-) -> (Option<i32>, String) {
-    let size = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let pty = nix::pty::openpty(Some(&size), None).expect("a terminal");
-    let slave = fs::File::from(pty.slave);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().expect("host-ctl on a terminal");
-    // Only the child holds the slave now: the master reads EIO once it
-    // exits.
-    drop(cmd);
-    let mut master = fs::File::from(pty.master);
-    master.write_all(input).unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
-    let until = Instant::now() + POD_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            panic!("host-ctl on a terminal did not end within {POD_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (status.code(), reader.join().unwrap())
 }
 
 /// Names: `--name` is unique, every command takes it, and it is free again

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use kvmpod_tests::containerd::{Containerd, RUNTIME};
+use kvmpod_tests::terminal::{on_a_terminal, Typed};
 use kvmpod_tests::{Fixture, CMD, POD_LIMIT};
 
 /// `ctr run --rm` prints the app's output and exits with its status;
@@ -51,6 +52,7 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     assert_eq!(run.code, Some(3), "{}", run.dump());
     assert_eq!(fx.pods_created(), 0, "ctr run --rm left a pod behind");
 
+    on_terminals(&containerd, image);
     detached_task_killed_and_deleted(&fx, &mut containerd, image);
 
     containerd.stop();
@@ -84,6 +86,18 @@ fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &mut Containerd, i
     containerd.restart();
     assert_eq!(task_status(containerd, "bg").as_deref(), Some("RUNNING"));
     exec_ps_and_metrics(containerd);
+    // An exec on a terminal of its own, the size of ctr's.
+    let exec_t = containerd.command(&["task", "exec", "-t", "--exec-id", "t1", "bg", "sh"]);
+    let (code, seen) = on_a_terminal(
+        exec_t,
+        (25, 81),
+        Typed::after("$ ", b"stty size; tty; exit 2\n"),
+    );
+    assert!(
+        seen.replace('\r', "").contains("25 81\n/dev/pts/"),
+        "{seen:?}"
+    );
+    assert_eq!(code, Some(2), "{seen:?}");
 
     let kill = containerd.ctr(&["task", "kill", "--signal", "SIGKILL", "bg"], CMD);
     assert_eq!(kill.code, Some(0), "{}", kill.dump());
@@ -138,4 +152,28 @@ fn exec_ps_and_metrics(containerd: &Containerd) {
         serde_json::from_str(&metrics.stdout).unwrap_or_else(|e| panic!("{e}: {}", metrics.dump()));
     assert!(m["memory"]["usage"].as_u64().unwrap_or(0) > 0, "{m}");
     assert!(m["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{m}");
+}
+
+/// `ctr run -t`: the app on a terminal of its own, sized as ctr's, its
+/// keys typed there; ctr exits with its status.
+fn on_terminals(containerd: &Containerd, image: &str) {
+    let run = containerd.command(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        RUNTIME,
+        image,
+        "tty1",
+        "sh",
+    ]);
+    let (code, seen) = on_a_terminal(
+        run,
+        (30, 90),
+        Typed::after("$ ", b"stty size; tty; echo $TERM; exit 6\n"),
+    );
+    // (ctr's own terminal may translate newlines once more: \r\r\n.)
+    let lines = seen.replace('\r', "");
+    assert!(lines.contains("30 90\n/dev/pts/0\nxterm\n"), "{seen:?}");
+    assert_eq!(code, Some(6), "{seen:?}");
 }

@@ -17,6 +17,8 @@ pub enum ShimError {
     HostCtl { args: String, why: String },
     #[error("mounting the rootfs on {target}: {why}")]
     Mount { target: String, why: String },
+    #[error("the pod's agent: {0}")]
+    Guest(String),
     #[error("no task {0}")]
     NoTask(String),
     #[error("{0}")]

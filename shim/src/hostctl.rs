@@ -1,7 +1,8 @@
 //! The shim drives pods through the `host-ctl` command, as the kubelet's
 //! rkt runtime drove `rkt`: a pod keeps its own monitor and keeper
 //! processes (they outlive a restarted shim or containerd), and what the
-//! shim knows of it comes from `host-ctl status --format json`.
+//! shim knows of it comes from `host-ctl status --format json`. Only
+//! stdin, terminals and execs go to the agent directly (`guest`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,7 +11,6 @@ use serde::Deserialize;
 use tokio::process::{Child, Command};
 
 use crate::error::ShimError;
-use crate::spec::Process;
 
 /// Where `host-ctl` is: `$KVMPOD_HOST_CTL`, else beside the shim (where
 /// `make install` puts both), else on `PATH`. Its state directory is
@@ -31,6 +31,9 @@ pub struct PodView {
     pub apps: Vec<AppView>,
     #[serde(default)]
     pub live: Option<LiveView>,
+    /// Where its agent is reached (the shim's own io streams).
+    #[serde(default)]
+    pub endpoint: Option<host_ctl::agent::Endpoint>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,47 +221,6 @@ impl HostCtl {
         };
         cmd.spawn().map_err(|e| ShimError::HostCtl {
             args: format!("logs -f {pod}"),
-            why: e.to_string(),
-        })
-    }
-
-    /// `host-ctl exec` of `process` in `app`, on the given stdio (stdin
-    /// makes it `-i`); it exits with the command's status.
-    pub fn exec(
-        &self,
-        pod: &str,
-        app: &str,
-        process: &Process,
-        stdin: Option<Stdio>,
-        stdout: Option<Stdio>,
-        stderr: Option<Stdio>,
-    ) -> Result<Child, ShimError> {
-        let mut args: Vec<&str> = vec!["exec"];
-        if stdin.is_some() {
-            args.push("-i");
-        }
-        for kv in &process.env {
-            args.extend(["-e", kv.as_str()]);
-        }
-        args.extend([pod, app, "--"]);
-        args.extend(process.args.iter().map(String::as_str));
-        let mut cmd = self.command(&args);
-        cmd.stdin(stdin.unwrap_or_else(Stdio::null))
-            .stdout(stdout.unwrap_or_else(Stdio::null))
-            .stderr(stderr.unwrap_or_else(Stdio::null));
-        cmd.spawn().map_err(|e| ShimError::HostCtl {
-            args: format!("exec {pod}"),
-            why: e.to_string(),
-        })
-    }
-
-    /// `host-ctl attach` feeding `from` to `app`'s stdin (its output is
-    /// followed by [`HostCtl::follow`]).
-    pub fn feed(&self, pod: &str, app: &str, from: Stdio) -> Result<Child, ShimError> {
-        let mut cmd = self.command(&["attach", pod, app]);
-        cmd.stdin(from).stdout(Stdio::null()).stderr(Stdio::null());
-        cmd.spawn().map_err(|e| ShimError::HostCtl {
-            args: format!("attach {pod}"),
             why: e.to_string(),
         })
     }

@@ -7,6 +7,7 @@
 
 mod error;
 mod events;
+mod guest;
 mod hostctl;
 mod rootfs;
 mod spec;

@@ -16,6 +16,7 @@ pub mod leftovers;
 pub mod pod;
 pub mod process;
 pub mod programs;
+pub mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

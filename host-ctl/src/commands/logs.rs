@@ -45,10 +45,13 @@ trait Sink {
 }
 
 /// Cuts records into lines, keeping unfinished lines (and the time each
-/// started) per app and stream.
+/// started) per app and stream; or, `raw`, passes the bytes on as they
+/// come, for one app's output shown undecorated (a shell's prompt shows
+/// before its newline, as `docker logs -f` of a terminal shows it).
 #[derive(Default)]
 struct Liner {
     partial: HashMap<(String, Stream), (String, Vec<u8>)>,
+    raw: bool,
 }
 
 impl Liner {
@@ -90,7 +93,15 @@ impl Liner {
             }
             rest = after;
         }
-        if !rest.is_empty() {
+        if !rest.is_empty() && self.raw && !self.partial.contains_key(&key) {
+            sink.line(Line {
+                time: &r.time,
+                app,
+                stream: r.stream,
+                bytes: rest,
+                notice: false,
+            });
+        } else if !rest.is_empty() {
             let (_, buf) = self
                 .partial
                 .entry(key)
@@ -286,7 +297,10 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
             .iter()
             .map(|a| (a.clone(), Follower::new(pod.dir.app_logs(a, max_files))))
             .collect(),
-        liner: Liner::default(),
+        liner: Liner {
+            raw: apps.len() == 1 && !o.timestamps && o.tail.is_none(),
+            ..Liner::default()
+        },
     };
     let mut printer = Printer {
         out: BufWriter::with_capacity(256 << 10, std::io::stdout()),
@@ -368,6 +382,28 @@ mod tests {
         let mut rest = Lines::default();
         liner.drain(&mut rest);
         assert_eq!(rest.texts(), ["three"]);
+    }
+
+    /// Raw, an unfinished line (a prompt) is passed on at once; its
+    /// newline, when it comes, is its own piece.
+    #[test]
+    fn raw_output_passes_unfinished_lines_at_once() {
+        let t = SystemTime::now();
+        let mut liner = Liner {
+            raw: true,
+            ..Liner::default()
+        };
+        let mut out = Lines::default();
+        for r in [
+            LogRecord::new(t, Stream::Stdout, 0, b"one\n/ $ ", 0),
+            LogRecord::new(t, Stream::Stdout, 8, b"ls\ntwo\n", 0),
+        ] {
+            liner.push("a", &r, &mut out);
+        }
+        assert_eq!(out.texts(), ["one\n", "/ $ ", "ls\n", "two\n"]);
+        let mut rest = Lines::default();
+        liner.drain(&mut rest);
+        assert!(rest.0.is_empty());
     }
 
     fn readers(apps: Vec<(&str, LogFiles)>) -> Readers {

@@ -195,8 +195,8 @@ async fn detach(dir: PodDir, s: &RunOptions) -> Result<i32> {
         let rec = record::read(&dir)?;
         // A pod whose apps are quick may be over before this loop looks:
         // it started, and that is what --detach reports.
-        let started = rec.state == State::Running
-            || (rec.state == State::Exited && rec.started.is_some());
+        let started =
+            rec.state == State::Running || (rec.state == State::Exited && rec.started.is_some());
         if started {
             println!("{}", dir.id);
             return Ok(0);

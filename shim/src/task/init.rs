@@ -11,8 +11,11 @@ use log::warn;
 
 use super::exec::Exec;
 use super::process::{report_end, Exited, Proc};
+use host_ctl::agent::Endpoint;
+
 use crate::error::ShimError;
 use crate::events::Events;
+use crate::guest;
 use crate::hostctl::{HostCtl, Stream};
 use crate::spec::{self, APP};
 use crate::stdio::{self, Fifos};
@@ -29,7 +32,11 @@ pub struct Container {
     /// The snapshot mounted on `<bundle>/rootfs` (to unmount at delete).
     pub mounted: bool,
     pub pod: Option<String>,
+    /// Where the pod's agent is reached, once it runs.
+    pub endpoint: Option<Endpoint>,
     pub init: Proc,
+    /// The app's attach session (stdin, terminal size), if it has either.
+    pub input: Option<guest::Sender>,
     pub execs: HashMap<String, Exec>,
 }
 
@@ -61,6 +68,8 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
         bundle,
         mounted,
         pod: None,
+        endpoint: None,
+        input: None,
         init: Proc::new(Fifos {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -88,8 +97,9 @@ pub async fn start(
     c.init.started = true;
     let view = host_ctl.status(&pod).await?;
     c.init.pid = view.vm.map_or(0, |v| v.pid);
+    c.endpoint = view.endpoint;
     let mut followers = Vec::new();
-    let fifos = &c.init.fifos;
+    let fifos = c.init.fifos.clone();
     for (stream, fifo) in [
         (Stream::Stdout, &fifos.stdout),
         (Stream::Stderr, &fifos.stderr),
@@ -98,11 +108,18 @@ pub async fn start(
             followers.push(host_ctl.follow(&pod, APP, stream, to)?);
         }
     }
-    // At the end of the FIFO the feeder ends the app's stdin.
-    let feeder = match stdio::input(&fifos.stdin)? {
-        Some(from) => Some(host_ctl.feed(&pod, APP, from)?),
-        None => None,
-    };
+    if !fifos.stdin.is_empty() || fifos.terminal {
+        let endpoint = c
+            .endpoint
+            .as_ref()
+            .ok_or_else(|| ShimError::Guest(format!("pod {pod} has no vsock endpoint")))?;
+        let tx = guest::attach(endpoint, APP).await?;
+        // At the end of the FIFO the app's stdin ends.
+        if !fifos.stdin.is_empty() {
+            guest::feed(tx.clone(), &fifos.stdin)?;
+        }
+        c.input = Some(tx);
+    }
     let watch = WatchEnd {
         host_ctl: host_ctl.clone(),
         events: events.clone(),
@@ -110,7 +127,6 @@ pub async fn start(
         pod,
         pid: c.init.pid,
         followers,
-        feeder,
         ended: c.init.end_sender(),
     };
     tokio::spawn(watch.run());
@@ -124,7 +140,6 @@ struct WatchEnd {
     pod: String,
     pid: u32,
     followers: Vec<tokio::process::Child>,
-    feeder: Option<tokio::process::Child>,
     ended: std::sync::Arc<tokio::sync::watch::Sender<Option<super::process::Ended>>>,
 }
 
@@ -146,9 +161,6 @@ impl WatchEnd {
             }
             tokio::time::sleep(POLL).await;
         };
-        if let Some(mut f) = self.feeder.take() {
-            let _ = f.kill().await;
-        }
         let exited = Exited {
             container: &self.id,
             id: &self.id,

@@ -5,10 +5,10 @@
 //! pod's manifest from the OCI spec; Start boots the pod (`host-ctl run
 //! --detach`) and copies the app's output into containerd's FIFOs; Wait
 //! returns once the pod is over and its output is all out; Kill signals
-//! the app; Delete removes the pod and unmounts the root. Exec runs
-//! `host-ctl exec`; Pids and Stats ask the guest (`host-ctl status` and
-//! `stats`). Pause, Resume, Checkpoint, Update and terminals answer "not
-//! supported".
+//! the app; Delete removes the pod and unmounts the root. Stdin, terminal
+//! sizes and execs are io streams of the shim's own with the agent
+//! (`guest`); Pids and Stats ask the guest (`host-ctl status` and
+//! `stats`). Pause, Resume, Checkpoint and Update answer "not supported".
 
 mod exec;
 mod init;
@@ -19,11 +19,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use containerd_shim::api::ResizePtyRequest;
 use containerd_shim::api::{
-    ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
-    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest,
-    StatsResponse, WaitRequest, WaitResponse,
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PidsRequest,
+    PidsResponse, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::api::ProcessInfo;
 use containerd_shim::protos::events::task::{
@@ -40,6 +41,7 @@ use tokio::sync::Mutex;
 
 use crate::error::ShimError;
 use crate::events::Events;
+use crate::guest;
 use crate::hostctl::HostCtl;
 use crate::spec::APP;
 use crate::{rootfs, POD_FILE};
@@ -91,6 +93,23 @@ impl Service {
         Ok(f(c, &e.proc))
     }
 
+    /// The io session of process `exec_id` (the init when empty) of task
+    /// `id`.
+    async fn session(&self, id: &str, exec_id: &str) -> TtrpcResult<guest::Sender> {
+        let containers = self.containers.lock().await;
+        let c = containers.get(id).ok_or_else(|| no_task(id))?;
+        let input = if exec_id.is_empty() {
+            c.input.as_ref()
+        } else {
+            c.execs.get(exec_id).and_then(|e| e.input.as_ref())
+        };
+        input.cloned().ok_or_else(|| {
+            rpc_error(ShimError::Precondition(format!(
+                "{id} {exec_id} has no stdin or terminal"
+            )))
+        })
+    }
+
     /// The pod of task `id`, which must be running.
     async fn running_pod(&self, id: &str) -> TtrpcResult<String> {
         let containers = self.containers.lock().await;
@@ -106,15 +125,21 @@ impl Service {
     async fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<u32> {
         let mut containers = self.containers.lock().await;
         let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
-        let pod = c.pod.clone().ok_or_else(|| {
-            rpc_error(ShimError::Precondition(format!("task {id} is not started")))
-        })?;
+        let endpoint = match (&c.endpoint, c.init.ended()) {
+            (Some(endpoint), None) => endpoint.clone(),
+            _ => {
+                return Err(rpc_error(ShimError::Precondition(format!(
+                    "task {id} is not running"
+                ))))
+            }
+        };
         let e = c
             .execs
             .get_mut(exec_id)
             .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
-        let pid =
-            exec::start(&self.host_ctl, &self.events, (id, exec_id), &pod, e).map_err(rpc_error)?;
+        let pid = exec::start(&endpoint, &self.events, (id, exec_id), e)
+            .await
+            .map_err(rpc_error)?;
         drop(containers);
         let event = TaskExecStarted {
             container_id: id.to_string(),
@@ -195,12 +220,6 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
-        if req.terminal {
-            return Err(containerd_shim::Error::Unimplemented(
-                "a terminal (ctr run -t) is not supported yet".into(),
-            )
-            .into());
-        }
         let c = init::create(&req).await.map_err(rpc_error)?;
         self.containers.lock().await.insert(req.id.clone(), c);
         let event = TaskCreate {
@@ -280,10 +299,13 @@ impl Task for Service {
                 .execs
                 .get(&req.exec_id)
                 .ok_or_else(|| no_task(&req.exec_id))?;
-            if e.proc.ended().is_some() {
-                return Err(no_task(&format!("{}: it has exited", req.exec_id)));
-            }
-            return exec::signal(e, req.signal)
+            let input = match (&e.input, e.proc.ended()) {
+                (Some(input), None) => input.clone(),
+                _ => return Err(no_task(&format!("{}: it is not running", req.exec_id))),
+            };
+            drop(containers);
+            return guest::signal(&input, req.signal)
+                .await
                 .map(|()| Empty::new())
                 .map_err(rpc_error);
         }
@@ -326,6 +348,22 @@ impl Task for Service {
             exited_at: MessageField::some(ended.at),
             ..Default::default()
         })
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        let input = self.session(&req.id, &req.exec_id).await?;
+        guest::resize(&input, req.width, req.height)
+            .await
+            .map_err(rpc_error)?;
+        Ok(Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> TtrpcResult<Empty> {
+        if req.stdin {
+            let input = self.session(&req.id, &req.exec_id).await?;
+            guest::close_stdin(&input).await.map_err(rpc_error)?;
+        }
+        Ok(Empty::new())
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
