@@ -85,7 +85,7 @@ pub fn launch(
     match io {
         ExecIo::Pipes { stdin } => {
             let command = launch.command(Stdio3::Pipes { stdin }, procs, isolation)?;
-            stdio::with_pipes(reaper, &launch, command, Some(OUTPUT_PIPE_SIZE))
+            stdio::with_pipes(reaper, &launch.program, command, Some(OUTPUT_PIPE_SIZE))
         }
         ExecIo::Pty {
             master,
@@ -94,7 +94,7 @@ pub fn launch(
         } => {
             stdio::nonblocking(&master)?;
             let command = launch.command(Stdio3::Pty(slave), procs, isolation)?;
-            stdio::on_terminal(reaper, &launch, command, master, stdin)
+            stdio::on_terminal(reaper, &launch.program, command, master, stdin)
         }
     }
 }

@@ -328,7 +328,7 @@ impl AppLaunch {
         if !app.terminal {
             let io = Stdio3::Pipes { stdin: app.stdin };
             let command = self.launch.command(io, cgroup_procs, isolation)?;
-            return stdio::with_pipes(reaper, &self.launch, command, None);
+            return stdio::with_pipes(reaper, &self.launch.program, command, None);
         }
         let root = open_root(&layout::app_rootfs(&app.name)).map_err(SpawnError::Root)?;
         let pty = pty::open_in_app(&root, None)?;
@@ -336,7 +336,7 @@ impl AppLaunch {
         let command = self
             .launch
             .command(Stdio3::Pty(pty.slave), cgroup_procs, isolation)?;
-        stdio::on_terminal(reaper, &self.launch, command, pty.master, app.stdin)
+        stdio::on_terminal(reaper, &self.launch.program, command, pty.master, app.stdin)
     }
 }
 

@@ -16,7 +16,6 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::error::exec_error;
-use super::spawn::Launch;
 use super::{pty, Exit, Reaper, SpawnError};
 use crate::error::Context;
 
@@ -144,17 +143,17 @@ pub(super) fn nonblocking(master: &OwnedFd) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// Spawns a command whose stdio are pipes; its output pipes get
-/// `pipe_size` bytes when given.
+/// Spawns a command (its errors name `program`) whose stdio are pipes;
+/// its output pipes get `pipe_size` bytes when given.
 pub(super) fn with_pipes(
     reaper: &Reaper,
-    launch: &Launch,
+    program: &str,
     mut command: Command,
     pipe_size: Option<i32>,
 ) -> Result<Launched, SpawnError> {
     let (mut child, exit) = reaper
         .spawn(&mut command)
-        .map_err(|e| exec_error(&launch.program, &e))?;
+        .map_err(|e| exec_error(program, &e))?;
     let input = match child.stdin.take() {
         Some(s) => Input::Pipe(
             pipe::Sender::from_owned_fd(OwnedFd::from(s))
@@ -191,14 +190,14 @@ pub(super) fn with_pipes(
 /// Spawns a command on the terminal whose master side is `master`.
 pub(super) fn on_terminal(
     reaper: &Reaper,
-    launch: &Launch,
+    program: &str,
     mut command: Command,
     master: OwnedFd,
     stdin: bool,
 ) -> Result<Launched, SpawnError> {
     let (child, exit) = reaper
         .spawn(&mut command)
-        .map_err(|e| exec_error(&launch.program, &e))?;
+        .map_err(|e| exec_error(program, &e))?;
     // The parent's copies of the terminal's slave side must go, or the
     // master never sees the command's end.
     drop(command);
