@@ -266,11 +266,14 @@ fn run_t_gives_the_app_a_terminal() {
     let (code, seen) = on_a_terminal(
         cmd,
         (37, 111),
-        Typed::now(b"stty size; echo $TERM; exit 7\n"),
+        Typed::after("$ ", b"stty size; echo $TERM; (exit 7)\n\x04"),
     );
     assert!(seen.contains("37 111\r\nscreen-256color\r\n"), "{seen:?}");
     assert_eq!(code, Some(7), "{seen:?}");
-    // The host's terminal is out of raw mode again before run reports the
+    // The ^D ended the shell (with its last status): it reached the app's
+    // terminal as typed, so the host's terminal was in raw mode (cooked,
+    // it is an end of file that run would have kept to itself). The
+    // host's terminal is out of raw mode again before run reports the
     // exit: its newline is a terminal's newline.
     assert!(seen.contains("exited with status 7\r\n"), "{seen:?}");
 

@@ -67,15 +67,15 @@ pub async fn exec(
 }
 
 /// Feeds the stdin FIFO `path` to the session until its end, which ends
-/// the process's stdin.
-pub fn feed(tx: Sender, path: &str) -> Result<(), ShimError> {
+/// the process's stdin when `close_at_end`.
+pub fn feed(tx: Sender, path: &str, close_at_end: bool) -> Result<(), ShimError> {
     let fifo = pipe::OpenOptions::new()
         .open_receiver(path)
         .map_err(|source| ShimError::Io {
             what: format!("opening {path}"),
             source,
         })?;
-    tokio::spawn(async move { tx.pump_stdin(fifo).await });
+    tokio::spawn(async move { tx.pump_stdin(fifo, close_at_end).await });
     Ok(())
 }
 

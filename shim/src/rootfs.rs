@@ -12,14 +12,16 @@ use nix::mount::{umount2, MntFlags};
 use crate::error::ShimError;
 
 /// Mounts `mounts` in order on `target`; whether anything was mounted.
+/// A failure unmounts what was mounted before it.
 pub async fn mount(mounts: &[Mount], target: &Path) -> Result<bool, ShimError> {
     for m in mounts {
-        containerd_shim::util::mount_rootfs(m, target)
-            .await
-            .map_err(|e| ShimError::Mount {
+        if let Err(e) = containerd_shim::util::mount_rootfs(m, target).await {
+            let _ = unmount(target);
+            return Err(ShimError::Mount {
                 target: target.display().to_string(),
                 why: format!("{} {}: {e}", m.type_, m.source),
-            })?;
+            });
+        }
     }
     Ok(!mounts.is_empty())
 }

@@ -1,8 +1,8 @@
 //! A containerd of the test's own (Debian's containerd 1.6): its root,
 //! state, sockets and config under the fixture's directory, the kvmpod
-//! shim on its PATH, stopped (and its shims' leftovers with it) when
-//! dropped. The CRI plugin is off: these tests drive containerd with
-//! `ctr`.
+//! shim on its PATH, stopped when dropped (what its shims leave is the
+//! fixture's to find). The CRI plugin is off: these tests drive containerd
+//! with `ctr`.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -101,22 +101,33 @@ impl AppRecord {
         *lock(&self.terminal) = terminal;
     }
 
-    /// Feeds the app's stdin. Fails when the app has none (or closed it).
+    /// Feeds the app's stdin. Fails when the app has none (or closed it,
+    /// or stopped reading it: then it has none from now on).
     pub async fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
         let writer = lock(&self.stdin).clone();
-        match writer {
-            Some(w) => {
-                w.lock().await.write(data).await;
-                Ok(())
-            }
-            None => Err(std::io::Error::new(
+        let Some(w) = writer else {
+            return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 format!(
                     "app {:?} has no stdin (start it with \"stdin\": true)",
                     self.name()
                 ),
-            )),
+            ));
+        };
+        let mut input = w.lock().await;
+        input.write(data).await;
+        if matches!(*input, Input::None) {
+            drop(input);
+            let mut slot = lock(&self.stdin);
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &w)) {
+                slot.take();
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                format!("app {:?} no longer reads its stdin", self.name()),
+            ));
         }
+        Ok(())
     }
 
     /// Ends the app's stdin, as the host's end of file: a pipe's reader

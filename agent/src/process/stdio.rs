@@ -154,6 +154,28 @@ pub(super) fn with_pipes(
     let (mut child, exit) = reaper
         .spawn(&mut command)
         .map_err(|e| exec_error(program, &e))?;
+    match watch_pipes(&mut child, pipe_size) {
+        Ok((input, outputs)) => Ok(Launched {
+            pid: pid(&child),
+            exit,
+            outputs,
+            input,
+            terminal: None,
+        }),
+        Err(e) => {
+            // Nobody could read it or write to it: it must not run on
+            // untracked (the reaper collects it).
+            let _ = child.kill();
+            Err(e)
+        }
+    }
+}
+
+/// The child's pipes, watched by tokio.
+fn watch_pipes(
+    child: &mut Child,
+    pipe_size: Option<i32>,
+) -> Result<(Input, Vec<(Which, Output)>), SpawnError> {
     let input = match child.stdin.take() {
         Some(s) => Input::Pipe(
             pipe::Sender::from_owned_fd(OwnedFd::from(s))
@@ -178,13 +200,7 @@ pub(super) fn with_pipes(
             outputs.push((which, Output::Pipe(rx)));
         }
     }
-    Ok(Launched {
-        pid: pid(&child),
-        exit,
-        outputs,
-        input,
-        terminal: None,
-    })
+    Ok((input, outputs))
 }
 
 /// Spawns a command on the terminal whose master side is `master`.
@@ -195,18 +211,20 @@ pub(super) fn on_terminal(
     master: OwnedFd,
     stdin: bool,
 ) -> Result<Launched, SpawnError> {
-    let (child, exit) = reaper
-        .spawn(&mut command)
-        .map_err(|e| exec_error(program, &e))?;
-    // The parent's copies of the terminal's slave side must go, or the
-    // master never sees the command's end.
-    drop(command);
+    // Watched before the command starts, so no failure leaves it running
+    // untracked.
     // SAFETY: an OwnedFd stays open, and names the same file, for as long
     // as the AsyncFd owns it.
     let master = unsafe { AsyncFd::register(master) }
         .map_err(|e| e.into_parts().1)
         .context(|| "watching the terminal".into())?;
     let master = Arc::new(master);
+    let (child, exit) = reaper
+        .spawn(&mut command)
+        .map_err(|e| exec_error(program, &e))?;
+    // The parent's copies of the terminal's slave side must go, or the
+    // master never sees the command's end.
+    drop(command);
     Ok(Launched {
         pid: pid(&child),
         exit,

@@ -98,14 +98,18 @@ impl<S: AsyncWrite> InputSender<S> {
     }
 
     /// Copies `from` (this process's stdin) to the agent until end of
-    /// file, then closes the remote stdin; stops when the connection is
-    /// gone. Each read becomes one frame, sent with one write.
-    pub async fn pump_stdin<R: AsyncRead + Unpin>(&self, mut from: R) {
+    /// file, then, with `close_at_end`, closes the remote stdin (a
+    /// terminal's is left open: the end of a local stdin is not a user
+    /// typing ^D); stops when the connection is gone. Each read becomes
+    /// one frame, sent with one write.
+    pub async fn pump_stdin<R: AsyncRead + Unpin>(&self, mut from: R, close_at_end: bool) {
         let mut buf = vec![0u8; HEADER_LEN + STDIN_CHUNK];
         loop {
             let n = match from.read(&mut buf[HEADER_LEN..]).await {
                 Ok(0) | Err(_) => {
-                    let _ = self.send(Input::CloseStdin).await;
+                    if close_at_end {
+                        let _ = self.send(Input::CloseStdin).await;
+                    }
                     return;
                 }
                 Ok(n) => n,
@@ -204,7 +208,7 @@ mod tests {
         assert_eq!((f, d), (Output::Stdout(3), &b"hi\n"[..]));
         let (f, _) = rx.next().await.unwrap().unwrap();
         assert_eq!(f, Output::Exit(ExitStatus { code: 3, signal: 0 }));
-        tx.pump_stdin(&b"typed"[..]).await;
+        tx.pump_stdin(&b"typed"[..], true).await;
         drop((tx, rx));
         let (line, sent) = fake.await.unwrap();
         assert_eq!(line, b"ATTACH a\n");

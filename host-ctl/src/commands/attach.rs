@@ -1,8 +1,10 @@
 //! `host-ctl attach <pod> <app>`: follows an app's output from now on and,
 //! for an app started with `"stdin": true`, feeds it this process's stdin,
-//! on an io stream of its own; an app on a terminal gets this terminal's
-//! size and, with stdin, its keys in raw mode. Ctrl-C detaches and leaves the app running;
-//! when the app exits, so does attach, with the app's status.
+//! on an io stream of its own. Ctrl-C detaches and leaves the app running;
+//! when the app exits, so does attach, with the app's status. An app on a
+//! terminal gets this terminal's size and, with stdin, its keys in raw
+//! mode: Ctrl-C then reaches the app, and closing this terminal detaches
+//! (detach keys are not there yet).
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -44,8 +46,11 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
         feeders.push(tokio::spawn(follow_resizes(tx.clone())));
     }
     if spec.stdin {
+        // The end of this stdin ends a piped app's stdin; a terminal app's
+        // stays open for the next attach.
+        let close_at_end = !spec.terminal;
         feeders.push(tokio::spawn(async move {
-            tx.pump_stdin(tokio::io::stdin()).await;
+            tx.pump_stdin(tokio::io::stdin(), close_at_end).await;
         }));
     }
     let ended = tokio::select! {

@@ -149,7 +149,7 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     if o.interactive {
         let tx = tx.clone();
         tasks.push(tokio::spawn(async move {
-            tx.pump_stdin(tokio::io::stdin()).await;
+            tx.pump_stdin(tokio::io::stdin(), true).await;
         }));
     }
     if o.tty {

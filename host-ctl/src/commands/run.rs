@@ -180,7 +180,8 @@ async fn join_io(endpoint: Endpoint, j: Joined) {
     let drain = async { while let Ok(Some(_)) = rx.next().await {} };
     let feed = async {
         if j.stdin {
-            tx.pump_stdin(tokio::io::stdin()).await;
+            // A terminal app's stdin stays open at this end's end of file.
+            tx.pump_stdin(tokio::io::stdin(), !j.terminal).await;
         }
     };
     tokio::join!(feed, drain);

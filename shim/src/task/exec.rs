@@ -45,27 +45,52 @@ pub fn parse(req: &ExecProcessRequest) -> Result<Exec, ShimError> {
     })
 }
 
-/// Starts the exec in the pod reached at `endpoint`. The command's pid is
-/// in the guest: containerd gets 0.
+/// What starting an exec needs, taken under the task lock.
+pub struct ExecPlan {
+    pub process: Process,
+    pub fifos: Fifos,
+    pub ended: Arc<watch::Sender<Option<Ended>>>,
+}
+
+impl Exec {
+    /// Marks it started; what to start it with.
+    pub fn plan(&mut self) -> ExecPlan {
+        self.proc.started = true;
+        ExecPlan {
+            process: self.process.clone(),
+            fifos: self.proc.fifos.clone(),
+            ended: self.proc.end_sender(),
+        }
+    }
+}
+
+/// Starts the exec in the pod reached at `endpoint`: its session, and
+/// what delivers its output and reports its end (to be spawned once
+/// TaskExecStarted is out). The command's pid is in the guest: containerd
+/// gets 0.
 pub async fn start(
     endpoint: &Endpoint,
     events: &Events,
     (container, exec_id): (&str, &str),
-    e: &mut Exec,
-) -> Result<u32, ShimError> {
-    let fifos = e.proc.fifos.clone();
+    plan: ExecPlan,
+) -> Result<
+    (
+        guest::Sender,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ),
+    ShimError,
+> {
+    let fifos = plan.fifos;
     let interactive = !fifos.stdin.is_empty();
     let outputs = guest::outputs(&fifos.stdout, &fifos.stderr)?;
-    let (tx, rx) = guest::exec(endpoint, APP, &e.process, interactive).await?;
+    let (tx, rx) = guest::exec(endpoint, APP, &plan.process, interactive).await?;
     if interactive {
-        guest::feed(tx.clone(), &fifos.stdin)?;
+        guest::feed(tx.clone(), &fifos.stdin, !fifos.terminal)?;
     }
-    e.input = Some(tx);
-    e.proc.started = true;
-    let ended: Arc<watch::Sender<Option<Ended>>> = e.proc.end_sender();
     let events = events.clone();
     let (container, exec_id) = (container.to_string(), exec_id.to_string());
-    tokio::spawn(async move {
+    let ended = plan.ended;
+    let watch = async move {
         let status = guest::deliver(rx, outputs).await;
         let exited = Exited {
             container: &container,
@@ -74,6 +99,6 @@ pub async fn start(
             status,
         };
         report_end(&events, &ended, exited).await;
-    });
-    Ok(0)
+    };
+    Ok((tx, watch))
 }

@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use containerd_shim::api::CreateTaskRequest;
 use log::warn;
+use tokio::sync::watch;
 
 use super::exec::Exec;
-use super::process::{report_end, Exited, Proc};
+use super::process::{report_end, Ended, Exited, Proc};
 use host_ctl::agent::Endpoint;
 
 use crate::error::ShimError;
@@ -21,8 +23,13 @@ use crate::spec::{self, APP};
 use crate::stdio::{self, Fifos};
 use crate::{rootfs, POD_FILE};
 
-/// How often a pod is looked at for its end once its output is all out.
+/// How often a pod is looked at for its end.
 const POLL: Duration = Duration::from_millis(250);
+/// How long output may still be copying into the FIFOs after the pod is
+/// over before a follower whose FIFO nobody reads is stopped.
+const DRAIN: Duration = Duration::from_secs(10);
+/// How often a pod whose followers have not ended is looked at.
+const SLOW_POLL: Duration = Duration::from_secs(5);
 
 /// The manifest the shim writes into the bundle.
 const MANIFEST: &str = "kvmpod-pod.json";
@@ -80,87 +87,143 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
     })
 }
 
+/// What a started init brings back to its container.
+pub struct Started {
+    pub pod: String,
+    pub pid: u32,
+    pub endpoint: Option<Endpoint>,
+    pub input: Option<guest::Sender>,
+    /// To be run once TaskStart is out (so TaskExit never comes first).
+    pub watch: WatchEnd,
+}
+
+/// What starting needs of the container, taken under the task lock so
+/// that the boot itself runs without it.
+pub struct StartPlan {
+    pub bundle: PathBuf,
+    pub fifos: Fifos,
+    pub ended: Arc<watch::Sender<Option<Ended>>>,
+}
+
 /// Boots the container's pod and starts copying its output into the
-/// FIFOs; the VM's pid, which is the task's pid.
+/// FIFOs. A failure after the pod booted removes it again.
 pub async fn start(
     host_ctl: &HostCtl,
     events: &Events,
     id: &str,
-    c: &mut Container,
-) -> Result<u32, ShimError> {
-    let pod = host_ctl.run_detached(&c.bundle.join(MANIFEST)).await?;
-    let pod_file = c.bundle.join(POD_FILE);
+    plan: StartPlan,
+) -> Result<Started, ShimError> {
+    let pod = host_ctl.run_detached(&plan.bundle.join(MANIFEST)).await?;
+    let pod_file = plan.bundle.join(POD_FILE);
     if let Err(e) = tokio::fs::write(&pod_file, &pod).await {
         warn!("writing {}: {e}", pod_file.display());
     }
-    c.pod = Some(pod.clone());
-    c.init.started = true;
-    let view = host_ctl.status(&pod).await?;
-    c.init.pid = view.vm.map_or(0, |v| v.pid);
-    c.endpoint = view.endpoint;
     let mut followers = Vec::new();
-    let fifos = c.init.fifos.clone();
+    match connect(host_ctl, &pod, &plan.fifos, &mut followers).await {
+        Ok((pid, endpoint, input)) => Ok(Started {
+            watch: WatchEnd {
+                host_ctl: host_ctl.clone(),
+                events: events.clone(),
+                id: id.to_string(),
+                pod: pod.clone(),
+                pid,
+                followers,
+                ended: plan.ended,
+            },
+            pod,
+            pid,
+            endpoint,
+            input,
+        }),
+        Err(e) => {
+            for f in &mut followers {
+                let _ = f.kill().await;
+            }
+            if let Err(rm) = host_ctl.remove(&pod).await {
+                warn!("removing pod {pod} after a failed start: {rm}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The booted pod's VM pid and endpoint; its output followed into the
+/// FIFOs (`followers`), its stdin and terminal attached.
+async fn connect(
+    host_ctl: &HostCtl,
+    pod: &str,
+    fifos: &Fifos,
+    followers: &mut Vec<tokio::process::Child>,
+) -> Result<(u32, Option<Endpoint>, Option<guest::Sender>), ShimError> {
+    let view = host_ctl.status(pod).await?;
+    let pid = view.vm.map_or(0, |v| v.pid);
     for (stream, fifo) in [
         (Stream::Stdout, &fifos.stdout),
         (Stream::Stderr, &fifos.stderr),
     ] {
         if let Some(to) = stdio::output(fifo)? {
-            followers.push(host_ctl.follow(&pod, APP, stream, to)?);
+            followers.push(host_ctl.follow(pod, APP, stream, to)?);
         }
     }
+    if followers.is_empty() {
+        // Without FIFOs, a follower into nothing still ends with the pod:
+        // what tells the watcher, without polling, that it is over.
+        let null = std::process::Stdio::null();
+        followers.push(host_ctl.follow(pod, APP, Stream::Stdout, null)?);
+    }
+    let mut input = None;
     if !fifos.stdin.is_empty() || fifos.terminal {
-        let endpoint = c
+        let endpoint = view
             .endpoint
             .as_ref()
             .ok_or_else(|| ShimError::Guest(format!("pod {pod} has no vsock endpoint")))?;
         let tx = guest::attach(endpoint, APP).await?;
-        // At the end of the FIFO the app's stdin ends.
         if !fifos.stdin.is_empty() {
-            guest::feed(tx.clone(), &fifos.stdin)?;
+            // A pipe's end ends the app's stdin; a terminal's gets
+            // CloseIO (its end is not the user typing ^D).
+            guest::feed(tx.clone(), &fifos.stdin, !fifos.terminal)?;
         }
-        c.input = Some(tx);
+        input = Some(tx);
     }
-    let watch = WatchEnd {
-        host_ctl: host_ctl.clone(),
-        events: events.clone(),
-        id: id.to_string(),
-        pod,
-        pid: c.init.pid,
-        followers,
-        ended: c.init.end_sender(),
-    };
-    tokio::spawn(watch.run());
-    Ok(c.init.pid)
+    Ok((pid, view.endpoint, input))
 }
 
-struct WatchEnd {
+pub struct WatchEnd {
     host_ctl: HostCtl,
     events: Events,
     id: String,
     pod: String,
     pid: u32,
     followers: Vec<tokio::process::Child>,
-    ended: std::sync::Arc<tokio::sync::watch::Sender<Option<super::process::Ended>>>,
+    ended: Arc<watch::Sender<Option<Ended>>>,
 }
 
 impl WatchEnd {
-    /// Waits for the pod's end (its output followers end with it, after
-    /// its last byte), then reports the app's exit status.
-    async fn run(mut self) {
-        for f in &mut self.followers {
-            let _ = f.wait().await;
-        }
-        let status = loop {
-            match self.host_ctl.status(&self.pod).await {
-                Ok(v) if v.exited() => break v.exit_status(APP),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!("pod {}: {e}", self.pod);
-                    break 255;
-                }
+    /// Waits for the pod's end, lets the output followers finish (they
+    /// end with the pod, after its last byte; one whose FIFO nobody reads
+    /// any more is stopped after DRAIN), then reports the app's exit
+    /// status.
+    pub async fn run(mut self) {
+        let mut followers = std::mem::take(&mut self.followers);
+        let all_done = async {
+            for f in &mut followers {
+                let _ = f.wait().await;
             }
-            tokio::time::sleep(POLL).await;
         };
+        // Normally the followers end with the pod; a follower stuck on a
+        // FIFO nobody reads does not, and a slow look at the pod sees it
+        // over anyway.
+        tokio::select! {
+            () = all_done => {}
+            () = self.until_over(SLOW_POLL) => {}
+        }
+        let status = self.exit_status().await;
+        for f in &mut followers {
+            if tokio::time::timeout(DRAIN, f.wait()).await.is_err() {
+                warn!("pod {}: its output is not read; it stops here", self.pod);
+                let _ = f.kill().await;
+            }
+        }
         let exited = Exited {
             container: &self.id,
             id: &self.id,
@@ -168,5 +231,35 @@ impl WatchEnd {
             status,
         };
         report_end(&self.events, &self.ended, exited).await;
+    }
+
+    /// Resolves once the pod is seen over, looking every `every`.
+    async fn until_over(&self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if matches!(self.host_ctl.status(&self.pod).await, Ok(v) if v.exited()) {
+                return;
+            }
+        }
+    }
+
+    /// Polls the pod until it is over; its app's status. A few failed
+    /// looks in a row (the pod removed under it) give 255.
+    async fn exit_status(&self) -> u32 {
+        let mut failures = 0;
+        loop {
+            match self.host_ctl.status(&self.pod).await {
+                Ok(v) if v.exited() => return v.exit_status(APP),
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= 5 {
+                        warn!("pod {}: {e}", self.pod);
+                        return 255;
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -122,48 +122,92 @@ impl Service {
         }
     }
 
+    /// Starts an exec; its session is opened without the task lock.
     async fn start_exec(&self, id: &str, exec_id: &str) -> TtrpcResult<u32> {
-        let mut containers = self.containers.lock().await;
-        let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
-        let endpoint = match (&c.endpoint, c.init.ended()) {
-            (Some(endpoint), None) => endpoint.clone(),
-            _ => {
+        let (endpoint, plan) = {
+            let mut containers = self.containers.lock().await;
+            let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
+            let endpoint = match (&c.endpoint, c.init.ended()) {
+                (Some(endpoint), None) => endpoint.clone(),
+                _ => {
+                    return Err(rpc_error(ShimError::Precondition(format!(
+                        "task {id} is not running"
+                    ))))
+                }
+            };
+            let e = c
+                .execs
+                .get_mut(exec_id)
+                .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
+            if e.proc.started {
                 return Err(rpc_error(ShimError::Precondition(format!(
-                    "task {id} is not running"
-                ))))
+                    "exec {exec_id} already started"
+                ))));
+            }
+            (endpoint, e.plan())
+        };
+        let started = exec::start(&endpoint, &self.events, (id, exec_id), plan).await;
+        let mut containers = self.containers.lock().await;
+        let e = containers
+            .get_mut(id)
+            .and_then(|c| c.execs.get_mut(exec_id))
+            .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
+        let (input, watch) = match started {
+            Ok(s) => s,
+            Err(err) => {
+                e.proc.started = false;
+                return Err(rpc_error(err));
             }
         };
-        let e = c
-            .execs
-            .get_mut(exec_id)
-            .ok_or_else(|| no_task(&format!("{id} exec {exec_id}")))?;
-        let pid = exec::start(&endpoint, &self.events, (id, exec_id), e)
-            .await
-            .map_err(rpc_error)?;
+        e.input = Some(input);
         drop(containers);
         let event = TaskExecStarted {
             container_id: id.to_string(),
             exec_id: exec_id.to_string(),
-            pid,
+            pid: 0,
             ..Default::default()
         };
         self.events
             .publish(TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(event))
             .await;
-        Ok(pid)
+        tokio::spawn(watch);
+        Ok(0)
     }
 
+    /// Boots the task's pod. The boot runs without the task lock (other
+    /// calls, Kill and State among them, are answered meanwhile); a
+    /// second Start is refused from the moment the first begins.
     async fn start_init(&self, id: &str) -> TtrpcResult<u32> {
+        let plan = {
+            let mut containers = self.containers.lock().await;
+            let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
+            if c.init.started {
+                return Err(rpc_error(ShimError::Precondition(format!(
+                    "task {id} already started"
+                ))));
+            }
+            c.init.started = true;
+            init::StartPlan {
+                bundle: c.bundle.clone(),
+                fifos: c.init.fifos.clone(),
+                ended: c.init.end_sender(),
+            }
+        };
+        let started = init::start(&self.host_ctl, &self.events, id, plan).await;
         let mut containers = self.containers.lock().await;
         let c = containers.get_mut(id).ok_or_else(|| no_task(id))?;
-        if c.init.started {
-            return Err(rpc_error(ShimError::Precondition(format!(
-                "task {id} already started"
-            ))));
-        }
-        let pid = init::start(&self.host_ctl, &self.events, id, c)
-            .await
-            .map_err(rpc_error)?;
+        let started = match started {
+            Ok(s) => s,
+            Err(e) => {
+                c.init.started = false;
+                return Err(rpc_error(e));
+            }
+        };
+        c.pod = Some(started.pod);
+        c.init.pid = started.pid;
+        c.endpoint = started.endpoint;
+        c.input = started.input;
+        let pid = started.pid;
         drop(containers);
         let event = TaskStart {
             container_id: id.to_string(),
@@ -173,10 +217,25 @@ impl Service {
         self.events
             .publish(TASK_START_EVENT_TOPIC, Box::new(event))
             .await;
+        tokio::spawn(started.watch.run());
         Ok(pid)
     }
 
+    /// Removes the task's pod and unmounts its root; the task is
+    /// forgotten only once both are done, so a failed Delete can be
+    /// retried.
     async fn delete_init(&self, id: &str) -> TtrpcResult<DeleteResponse> {
+        let (pod, mounted, bundle) = {
+            let containers = self.containers.lock().await;
+            let c = containers.get(id).ok_or_else(|| no_task(id))?;
+            (c.pod.clone(), c.mounted, c.bundle.clone())
+        };
+        if let Some(pod) = &pod {
+            self.host_ctl.remove(pod).await.map_err(rpc_error)?;
+        }
+        if mounted {
+            rootfs::unmount(&bundle.join("rootfs")).map_err(rpc_error)?;
+        }
         let c = self
             .containers
             .lock()
@@ -187,12 +246,6 @@ impl Service {
             status: 137,
             at: now(),
         });
-        if let Some(pod) = &c.pod {
-            self.host_ctl.remove(pod).await.map_err(rpc_error)?;
-        }
-        if c.mounted {
-            rootfs::unmount(&c.bundle.join("rootfs")).map_err(rpc_error)?;
-        }
         let event = TaskDelete {
             container_id: id.to_string(),
             id: id.to_string(),
@@ -319,10 +372,13 @@ impl Task for Service {
             )))
         })?;
         drop(containers);
-        self.host_ctl
-            .kill(&pod, APP, req.signal)
-            .await
-            .map_err(rpc_error)?;
+        if let Err(e) = self.host_ctl.kill(&pod, APP, req.signal).await {
+            // The app may have exited between the look above and the kill.
+            if matches!(self.host_ctl.status(&pod).await, Ok(v) if v.exited()) {
+                return Err(no_task(&format!("{}: its process has exited", req.id)));
+            }
+            return Err(rpc_error(e));
+        }
         Ok(Empty::new())
     }
 
