@@ -37,13 +37,14 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
             "once",
             "sh",
             "-c",
-            "echo to stdout; echo to stderr >&2; cat /etc/motd; exit 3",
+            "echo to stdout; echo to stderr >&2; cat /etc/motd; ulimit -n; exit 3",
         ],
         POD_LIMIT,
     );
+    // (ctr's spec sets RLIMIT_NOFILE to 1024.)
     assert_eq!(
         run.stdout,
-        "to stdout\nfrom the image\n",
+        "to stdout\nfrom the image\n1024\n",
         "{}\n{}",
         run.dump(),
         containerd.log()
@@ -60,14 +61,16 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     fx.finish();
 }
 
-/// `ctr run -d`: `ctr task ls` shows it running, also after containerd
-/// restarted; `ctr task exec` runs a command in it, `ctr task ps` and
+/// `ctr run -d` with a memory limit: `ctr task ls` shows it running, also
+/// after containerd restarted; `ctr task exec` runs a command in it, `ctr task ps` and
 /// `metrics` see it, `ctr task kill` ends it, `ctr task delete` removes
 /// it with its pod.
 fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &mut Containerd, image: &str) {
     let args = [
         "run",
         "-d",
+        "--memory-limit",
+        "67108864",
         "--runtime",
         RUNTIME,
         image,
@@ -151,6 +154,8 @@ fn exec_ps_and_metrics(containerd: &Containerd) {
     let m: serde_json::Value =
         serde_json::from_str(&metrics.stdout).unwrap_or_else(|e| panic!("{e}: {}", metrics.dump()));
     assert!(m["memory"]["usage"].as_u64().unwrap_or(0) > 0, "{m}");
+    // The spec's memory limit is the app's cgroup's in the guest.
+    assert_eq!(m["memory"]["usage_limit"], 67108864, "{m}");
     assert!(m["pids"]["current"].as_u64().unwrap_or(0) >= 1, "{m}");
 }
 

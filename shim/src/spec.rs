@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kvmpod_api::manifest::{App, EnvVar, PodManifest};
+use kvmpod_api::manifest::{App, EnvVar, PodManifest, Resources, Rlimit};
 use serde::Deserialize;
 
 use crate::error::ShimError;
@@ -24,6 +24,50 @@ pub struct Spec {
     pub root: Option<Root>,
     #[serde(default)]
     pub hostname: Option<String>,
+    #[serde(default)]
+    pub linux: Option<Linux>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Linux {
+    #[serde(default)]
+    pub resources: Option<LinuxResources>,
+}
+
+/// The limits kvmpod applies with the app's cgroup in the guest.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LinuxResources {
+    #[serde(default)]
+    pub memory: Option<MemoryLimit>,
+    #[serde(default)]
+    pub cpu: Option<CpuShares>,
+    #[serde(default)]
+    pub pids: Option<PidsLimit>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemoryLimit {
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuShares {
+    #[serde(default)]
+    pub shares: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PidsLimit {
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OciRlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,6 +85,10 @@ pub struct Process {
     pub cwd: String,
     #[serde(default)]
     pub no_new_privileges: bool,
+    #[serde(default)]
+    pub rlimits: Vec<OciRlimit>,
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -81,6 +129,33 @@ impl Spec {
         }
     }
 
+    /// The spec's memory, CPU and pids limits as the app's cgroup limits.
+    /// CPU shares become a cgroup v2 weight as runc converts them.
+    fn resources(&self) -> Resources {
+        let Some(r) = self.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
+            return Resources::default();
+        };
+        Resources {
+            memory_limit: r
+                .memory
+                .as_ref()
+                .and_then(|m| m.limit)
+                .and_then(|l| u64::try_from(l).ok())
+                .filter(|l| *l > 0),
+            cpu_weight: r
+                .cpu
+                .as_ref()
+                .and_then(|c| c.shares)
+                .filter(|s| *s >= 2)
+                .map(|s| (1 + (s.min(262_144) - 2) * 9999 / 262_142) as u32),
+            pids_limit: r
+                .pids
+                .as_ref()
+                .and_then(|p| u32::try_from(p.limit).ok())
+                .filter(|l| *l > 0),
+        }
+    }
+
     /// The manifest of the task's pod: one app whose root is `root`, with
     /// the process's arguments, environment, working directory, user,
     /// terminal and privileges; `stdin` when containerd gives it one.
@@ -118,6 +193,17 @@ impl Spec {
             terminal: process.terminal,
             no_new_privileges: process.no_new_privileges,
             read_only_root_filesystem: self.root.as_ref().is_some_and(|r| r.readonly),
+            rlimits: process
+                .rlimits
+                .iter()
+                .map(|r| Rlimit {
+                    kind: r.kind.clone(),
+                    soft: r.soft,
+                    hard: Some(r.hard),
+                })
+                .collect(),
+            oom_score_adj: process.oom_score_adj,
+            resources: self.resources(),
             ..App::default()
         };
         Ok(PodManifest {
@@ -142,11 +228,16 @@ mod tests {
             "env": ["PATH=/usr/bin:/bin", "EMPTY=", "BARE"],
             "cwd": "/srv",
             "capabilities": {"bounding": ["CAP_CHOWN"]},
-            "noNewPrivileges": true
+            "noNewPrivileges": true,
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}],
+            "oomScoreAdj": 100
         },
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "web",
-        "linux": {"namespaces": [{"type": "pid"}]}
+        "linux": {"namespaces": [{"type": "pid"}],
+                  "resources": {"memory": {"limit": 67108864},
+                                "cpu": {"shares": 1024, "quota": 50000},
+                                "pids": {"limit": 64}}}
     }"#;
 
     #[test]
@@ -174,7 +265,18 @@ mod tests {
         assert_eq!(app.working_directory.as_deref(), Some("/srv"));
         assert!(app.stdin && app.terminal && app.no_new_privileges);
         assert!(app.read_only_root_filesystem);
-        assert!(kvmpod_api::validate::validate(&m).is_empty());
+        assert_eq!(app.rlimits[0].kind, "RLIMIT_NOFILE");
+        assert_eq!(
+            (app.rlimits[0].soft, app.rlimits[0].hard),
+            (1024, Some(4096))
+        );
+        assert_eq!(app.oom_score_adj, Some(100));
+        assert_eq!(app.resources.memory_limit, Some(64 << 20));
+        // runc's conversion: 1024 shares are weight 39.
+        assert_eq!(app.resources.cpu_weight, Some(39));
+        assert_eq!(app.resources.pids_limit, Some(64));
+        let errors = kvmpod_api::validate::validate(&m);
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]
@@ -186,6 +288,7 @@ mod tests {
         let m = spec.manifest(Path::new("/srv/r"), false).unwrap();
         assert_eq!(m.apps[0].working_directory, None);
         assert!(!m.apps[0].stdin);
+        assert_eq!(m.apps[0].resources, Resources::default());
     }
 
     #[test]
