@@ -83,17 +83,15 @@ fn is_executable(root: &OwnedFd, path: &str) -> Option<bool> {
     Some(regular && st.st_mode & 0o111 != 0)
 }
 
-/// The terminal type an app on a terminal gets when its environment names
-/// none (Docker's default for `-t`; `host-ctl run -t` passes the host's).
+/// The terminal type a process on a terminal (an app's or an exec's)
+/// gets when its environment names none: Docker's default for `-t`;
+/// host-ctl passes the host's own when it has one.
 const DEFAULT_TERM: &str = "xterm";
 
-/// `TERM` for an app on a terminal that does not set it.
-fn terminal_env(app: &App) -> Vec<(String, String)> {
-    if app.terminal && !app.env.iter().any(|v| v.name == "TERM") {
-        vec![("TERM".to_string(), DEFAULT_TERM.to_string())]
-    } else {
-        Vec::new()
-    }
+/// Whether a process on a terminal with environment `env` needs
+/// [`DEFAULT_TERM`].
+fn lacks_term(env: &[(String, String)]) -> bool {
+    !env.iter().any(|(k, _)| k == "TERM")
 }
 
 /// Where a process's stdin, stdout and stderr go.
@@ -177,6 +175,9 @@ impl Launch {
             .args(&self.args)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if matches!(io, Stdio3::Pty(_)) && lacks_term(&self.env) {
+            cmd.env("TERM", DEFAULT_TERM);
+        }
         let tty = connect(&mut cmd, io)?;
         let child = ChildSetup {
             cgroup_procs,
@@ -304,7 +305,7 @@ impl AppLaunch {
         let root_path = layout::app_rootfs(&app.name);
         let root = open_root(&root_path).map_err(SpawnError::Root)?;
         let identity = users::resolve(&root, app.user.as_deref(), app.group.as_deref())?;
-        let launch = Launch::new(app, &root, identity, &app.exec, &terminal_env(app))?;
+        let launch = Launch::new(app, &root, identity, &app.exec, &[])?;
         let root = CString::new(root_path.as_os_str().as_bytes())
             .map_err(|_| SpawnError::Nul("the app's root".into()))?;
         Ok(AppLaunch { launch, root })
@@ -387,17 +388,11 @@ mod tests {
     }
 
     #[test]
-    fn an_app_on_a_terminal_gets_a_term_unless_it_sets_one() {
-        let mut a = app(&["x"], &[]);
-        assert!(terminal_env(&a).is_empty());
-        a.terminal = true;
-        assert_eq!(
-            terminal_env(&a),
-            [("TERM".to_string(), "xterm".to_string())]
-        );
-        let mut b = app(&["x"], &[("TERM", "vt100")]);
-        b.terminal = true;
-        assert!(terminal_env(&b).is_empty());
+    fn a_process_on_a_terminal_gets_a_term_unless_its_environment_sets_one() {
+        let plain = environment(&app(&["x"], &[]), &id());
+        assert!(lacks_term(&plain));
+        let own = environment(&app(&["x"], &[("TERM", "vt100")]), &id());
+        assert!(!lacks_term(&own));
     }
 
     #[test]

@@ -10,9 +10,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
-use kvmpod_api::manifest::EnvVar;
 
-use crate::launch::image_run::env_var;
+use crate::launch::image_run::env_vars;
 use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -111,29 +110,12 @@ pub(super) async fn print_output<S: AsyncRead>(
     }
 }
 
-/// `-e` as given; with a terminal, the host's `TERM` too (xterm when it
-/// has none) unless `-e` sets it, as docker exec -t does.
-fn environment(given: &[String], tty: bool) -> Vec<EnvVar> {
-    let mut env: Vec<EnvVar> = given.iter().map(|spec| env_var(spec)).collect();
-    if tty && !env.iter().any(|v| v.name == "TERM") {
-        let term = std::env::var("TERM")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "xterm".into());
-        env.push(EnvVar {
-            name: "TERM".into(),
-            value: term,
-        });
-    }
-    env
-}
-
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
     let request = Request::Exec(ExecRequest {
         app: o.app,
         argv: o.argv,
-        env: environment(&o.env, o.tty),
+        env: env_vars(&o.env, o.tty),
         tty: o.tty,
         interactive: o.interactive,
         size: if o.tty { window() } else { None },

@@ -71,20 +71,25 @@ impl ImageRun {
 }
 
 impl ImageRun {
-    /// `-e` as given; with `-t`, the host's `TERM` too unless `-e` sets
-    /// it (the agent defaults to xterm when the host has none).
     fn environment(&self) -> Vec<EnvVar> {
-        let mut env: Vec<EnvVar> = self.env.iter().map(|e| env_var(e)).collect();
-        if self.terminal && !env.iter().any(|v| v.name == "TERM") {
-            if let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty()) {
-                env.push(EnvVar {
-                    name: "TERM".into(),
-                    value: term,
-                });
-            }
-        }
-        env
+        env_vars(&self.env, self.terminal)
     }
+}
+
+/// `-e` as given; on a terminal, the host's `TERM` too unless `-e` sets
+/// it, as `docker run -t` and `docker exec -t` do (the agent gives any
+/// process on a terminal xterm when it still has none).
+pub fn env_vars(given: &[String], terminal: bool) -> Vec<EnvVar> {
+    let mut env: Vec<EnvVar> = given.iter().map(|e| env_var(e)).collect();
+    if terminal && !env.iter().any(|v| v.name == "TERM") {
+        if let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty()) {
+            env.push(EnvVar {
+                name: "TERM".into(),
+                value: term,
+            });
+        }
+    }
+    env
 }
 
 /// `K=V`, or `K` alone for the host's value of K (empty if unset): what
