@@ -4,8 +4,6 @@
 //! exec's FIFOs and whose last frame is its exit status. Signals and
 //! terminal sizes travel as frames of the same session.
 
-use std::path::Path;
-
 use host_ctl::agent::iostream::{self, InputSender, OutputReceiver};
 use host_ctl::agent::vsock::GuestStream;
 use host_ctl::agent::Endpoint;
@@ -16,6 +14,7 @@ use tokio::net::unix::pipe;
 
 use crate::error::ShimError;
 use crate::spec::Process;
+use crate::stdio;
 
 pub type Sender = InputSender<Box<dyn GuestStream>>;
 type Receiver = OutputReceiver<Box<dyn GuestStream>>;
@@ -79,14 +78,12 @@ pub fn feed(tx: Sender, path: &str, close_at_end: bool) -> Result<(), ShimError>
     Ok(())
 }
 
-/// Opens an output FIFO (read-write, so it never waits for a reader).
+/// An output FIFO as an async pipe.
 fn output(path: &str) -> Result<Option<pipe::Sender>, ShimError> {
-    if path.is_empty() {
+    let Some(file) = stdio::open_output(path)? else {
         return Ok(None);
-    }
-    pipe::OpenOptions::new()
-        .read_write(true)
-        .open_sender(Path::new(path))
+    };
+    pipe::Sender::from_file(file)
         .map(Some)
         .map_err(|source| ShimError::Io {
             what: format!("opening {path}"),

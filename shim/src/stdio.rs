@@ -4,7 +4,7 @@
 //! (ctr attach) still gets the output. (Stdin goes to the agent directly:
 //! `guest::feed`.)
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::process::Stdio;
 
 use crate::error::ShimError;
@@ -17,18 +17,25 @@ pub struct Fifos {
     pub terminal: bool,
 }
 
-/// Opens the output FIFO `path` for the shim's child; None when there is
-/// none.
-pub fn output(path: &str) -> Result<Option<Stdio>, ShimError> {
+/// Opens the output FIFO `path` (read-write, so it never waits for a
+/// reader); None when there is none. The one opener of output FIFOs: the
+/// shim's children get it as a [`Stdio`] ([`output`]), exec sessions as
+/// an async pipe (`guest::outputs`).
+pub fn open_output(path: &str) -> Result<Option<File>, ShimError> {
     if path.is_empty() {
         return Ok(None);
     }
-    let file = OpenOptions::new()
+    OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|source| io_error(path, source))?;
-    Ok(Some(Stdio::from(file)))
+        .map(Some)
+        .map_err(|source| io_error(path, source))
+}
+
+/// The output FIFO `path` for the shim's child; None when there is none.
+pub fn output(path: &str) -> Result<Option<Stdio>, ShimError> {
+    Ok(open_output(path)?.map(Stdio::from))
 }
 
 fn io_error(path: &str, source: std::io::Error) -> ShimError {
