@@ -186,6 +186,31 @@ fn exec_and_attach(fx: &Fixture, id: &str) {
     let tty = fx.host_ctl(&["exec", "-t", id, "shell", "--", "tty"], CMD);
     assert_eq!(tty.code, Some(0), "{}", tty.dump());
     assert!(tty.stdout.trim().starts_with("/dev/pts/"), "{}", tty.dump());
+    let as_other = fx.host_ctl(
+        &[
+            "exec",
+            "-u",
+            "1000:100",
+            "-w",
+            "/tmp",
+            id,
+            "shell",
+            "--",
+            "sh",
+            "-c",
+            "id -u; id -g; pwd",
+        ],
+        CMD,
+    );
+    assert_eq!(as_other.code, Some(0), "{}", as_other.dump());
+    assert_eq!(as_other.stdout, "1000\n100\n/tmp\n", "{}", as_other.dump());
+    let relative = fx.host_ctl(&["exec", "-w", "tmp", id, "shell", "--", "true"], CMD);
+    assert_ne!(relative.code, Some(0), "{}", relative.dump());
+    assert!(
+        relative.stderr.contains("must be an absolute path"),
+        "{}",
+        relative.dump()
+    );
     let missing = fx.host_ctl(&["exec", id, "shell", "--", "no-such-program"], CMD);
     assert_eq!(missing.code, Some(127), "{}", missing.dump());
     assert!(missing.stderr.contains("not found"), "{}", missing.dump());

@@ -50,7 +50,7 @@ pub struct WindowSize {
 }
 
 /// What to run, where, and how (`host-ctl exec`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecRequest {
     /// The app in whose root, with whose environment and user, to run.
@@ -69,6 +69,18 @@ pub struct ExecRequest {
     /// The terminal's initial size (with `tty`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<WindowSize>,
+    /// Run as this user, a name or number in the app's root, instead of
+    /// the app's own (`docker exec --user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Run with this group instead of the user's (with `user`) or the
+    /// app's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Start in this absolute directory of the app's root instead of the
+    /// app's working directory (`docker exec --workdir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
 }
 
 /// What a connection asks for.
@@ -407,6 +419,9 @@ mod tests {
             tty: true,
             interactive: true,
             size: Some(WindowSize { rows: 24, cols: 80 }),
+            user: Some("1000".into()),
+            group: None,
+            working_directory: Some("/srv".into()),
         });
         let line = format!("{exec}\n");
         assert_eq!(line.matches('\n').count(), 1, "{line}");

@@ -89,6 +89,13 @@ enum Command {
         /// this host's value).
         #[arg(short = 'e', long = "env", value_name = "K=V")]
         env: Vec<String>,
+        /// Run as this user (name or uid in the app's root), with this
+        /// group, instead of the app's.
+        #[arg(short, long, value_name = "USER[:GROUP]")]
+        user: Option<String>,
+        /// Start in this directory of the app's root.
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<String>,
         pod: String,
         app: String,
         /// The command and its arguments, after `--`.
@@ -417,6 +424,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             interactive,
             tty,
             env,
+            user,
+            workdir,
             pod,
             app,
             command,
@@ -427,6 +436,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 env,
                 interactive,
                 tty,
+                user,
+                workdir,
             };
             commands::exec::run(&state, &pod, o).await
         }

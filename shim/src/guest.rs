@@ -8,7 +8,6 @@ use host_ctl::agent::iostream::{self, InputSender, OutputReceiver};
 use host_ctl::agent::vsock::GuestStream;
 use host_ctl::agent::Endpoint;
 use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
-use kvmpod_api::manifest::EnvVar;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
@@ -41,24 +40,16 @@ pub async fn exec(
     process: &Process,
     interactive: bool,
 ) -> Result<(Sender, Receiver), ShimError> {
-    let env = process
-        .env
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            EnvVar {
-                name: k.into(),
-                value: v.into(),
-            }
-        })
-        .collect();
     let request = Request::Exec(ExecRequest {
         app: app.into(),
         argv: process.args.clone(),
-        env,
+        env: process.env_vars(),
         tty: process.terminal,
         interactive,
         size: None,
+        user: Some(process.user.uid.to_string()),
+        group: Some(process.user.gid.to_string()),
+        working_directory: Some(process.cwd.clone()).filter(|c| !c.is_empty()),
     });
     iostream::open(endpoint, &request)
         .await

@@ -25,6 +25,8 @@ pub enum RpcError {
     CommandTooLarge(usize, usize),
     #[error("invalid environment variable name")]
     BadVariableName,
+    #[error("the working directory must be an absolute path, not {0:?}")]
+    BadWorkingDirectory(String),
     #[error("app {0:?} is not running")]
     NotRunning(String),
     #[error("no app is running")]

@@ -4,12 +4,15 @@
 //! after its last output byte. A host that goes away takes its command
 //! along.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::FutureExt;
 use kvmpod_api::iostream::{self as wire, ExecRequest, ExitStatus, HEADER_LEN};
+use kvmpod_api::manifest::App;
+use kvmpod_api::validate::normalize_guest_path;
 use nix::pty::Winsize;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -81,6 +84,11 @@ pub(super) fn check(pod: &Pod, req: &ExecRequest) -> Result<Arc<AppRecord>, RpcE
         .any(|e| e.name.is_empty() || e.name.contains('='))
     {
         return Err(RpcError::BadVariableName);
+    }
+    if let Some(dir) = &req.working_directory {
+        if normalize_guest_path(dir).is_err() {
+            return Err(RpcError::BadWorkingDirectory(dir.clone()));
+        }
     }
     if pod.is_stopping() {
         return Err(RpcError::Stopping);
@@ -159,12 +167,34 @@ fn start_command(pod: &Pod, app: &AppRecord, req: &ExecRequest) -> Result<Launch
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
+    let manifest = as_requested(&app.manifest, req);
     let running = Running {
-        app: &app.manifest,
+        app: &manifest,
         cgroup: app.cgroup.get(),
         namespace: app.namespace(),
     };
     launch_exec(&pod.reaper, running, &req.argv, &env, io)
+}
+
+/// The app as the command runs in it: its user, group and working
+/// directory unless the request names others. A user without a group
+/// gets that user's own group, as `docker exec --user` does.
+fn as_requested<'a>(app: &'a App, req: &ExecRequest) -> Cow<'a, App> {
+    if req.user.is_none() && req.group.is_none() && req.working_directory.is_none() {
+        return Cow::Borrowed(app);
+    }
+    let mut app = app.clone();
+    if let Some(user) = &req.user {
+        app.user = Some(user.clone());
+        app.group = None;
+    }
+    if let Some(group) = &req.group {
+        app.group = Some(group.clone());
+    }
+    if let Some(dir) = &req.working_directory {
+        app.working_directory = Some(dir.clone());
+    }
+    Cow::Owned(app)
 }
 
 /// Reports a command that could not start as a shell would: a message on
@@ -285,6 +315,40 @@ mod tests {
     use tokio::net::unix::pipe;
     use tokio::net::UnixStream;
 
+    #[test]
+    fn an_exec_runs_as_the_app_unless_it_asks_otherwise() {
+        let app = App {
+            name: "web".into(),
+            user: Some("www".into()),
+            group: Some("www".into()),
+            working_directory: Some("/srv".into()),
+            ..App::default()
+        };
+        let plain = ExecRequest::default();
+        assert!(matches!(as_requested(&app, &plain), Cow::Borrowed(_)));
+        let root = ExecRequest {
+            user: Some("0".into()),
+            working_directory: Some("/tmp".into()),
+            ..ExecRequest::default()
+        };
+        let got = as_requested(&app, &root);
+        assert_eq!(got.user.as_deref(), Some("0"));
+        // The user's own group, not the app's.
+        assert_eq!(got.group, None);
+        assert_eq!(got.working_directory.as_deref(), Some("/tmp"));
+        let both = ExecRequest {
+            user: Some("1000".into()),
+            group: Some("100".into()),
+            ..ExecRequest::default()
+        };
+        let got = as_requested(&app, &both);
+        assert_eq!(
+            (got.user.as_deref(), got.group.as_deref()),
+            (Some("1000"), Some("100"))
+        );
+        assert_eq!(got.working_directory.as_deref(), Some("/srv"));
+    }
+
     /// Splits frames written by the agent into (frame, data).
     fn frames(mut b: &[u8]) -> Vec<(wire::Output, Vec<u8>)> {
         let mut out = Vec::new();
@@ -403,9 +467,7 @@ mod tests {
             app: "no-such-root".into(),
             argv: vec!["true".into()],
             env: Vec::new(),
-            tty: false,
-            interactive: false,
-            size: None,
+            ..ExecRequest::default()
         };
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (r, w) = theirs.into_split();

@@ -27,6 +27,10 @@ pub struct Options {
     pub env: Vec<String>,
     pub interactive: bool,
     pub tty: bool,
+    /// `-u USER[:GROUP]`.
+    pub user: Option<String>,
+    /// `-w DIR`.
+    pub workdir: Option<String>,
 }
 
 /// The status host-ctl exits with when its stdout is closed (as a process
@@ -112,6 +116,13 @@ pub(super) async fn print_output<S: AsyncRead>(
 
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
+    let (user, group) = match o.user.as_deref() {
+        Some(spec) => match spec.split_once(':') {
+            Some((u, g)) => (Some(u), Some(g)),
+            None => (Some(spec), None),
+        },
+        None => (None, None),
+    };
     let request = Request::Exec(ExecRequest {
         app: o.app,
         argv: o.argv,
@@ -119,6 +130,9 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
         tty: o.tty,
         interactive: o.interactive,
         size: if o.tty { window() } else { None },
+        user: user.map(str::to_string),
+        group: group.map(str::to_string),
+        working_directory: o.workdir,
     });
     let (tx, mut rx) = iostream::open(agent_endpoint(&pod)?, &request)
         .await
