@@ -53,6 +53,7 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     assert_eq!(run.code, Some(3), "{}", run.dump());
     assert_eq!(fx.pods_created(), 0, "ctr run --rm left a pod behind");
 
+    spec_mounts_and_capabilities(&fx, &containerd, image);
     on_terminals(&containerd, image);
     detached_task_killed_and_deleted(&fx, &mut containerd, image);
 
@@ -117,6 +118,46 @@ fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &mut Containerd, i
     assert_eq!(fx.pods_created(), 0, "task delete left the pod behind");
 }
 
+/// The spec's mounts and capabilities reach the app: a host directory
+/// bound read-only, a tmpfs, and a dropped capability.
+fn spec_mounts_and_capabilities(fx: &Fixture, containerd: &Containerd, image: &str) {
+    let dir = fx.host_dir("bound", &[("note", "from the host\n")]);
+    let bind = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
+    let script = "cat /data/note; touch /data/new 2>/dev/null || echo read-only; \
+                  awk '$2 == \"/scratch\" { print $3 }' /proc/mounts; \
+                  grep CapBnd /proc/self/status";
+    let run = containerd.ctr(
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--mount",
+            &bind,
+            "--mount",
+            "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
+            "--cap-drop",
+            "CAP_CHOWN",
+            image,
+            "mounts",
+            "sh",
+            "-c",
+            script,
+        ],
+        POD_LIMIT,
+    );
+    // ctr's default capabilities, as kvmpod's, less CAP_CHOWN (bit 0).
+    assert_eq!(
+        run.stdout,
+        "from the host\nread-only\ntmpfs\nCapBnd:\t00000000a80425fa\n",
+        "{}\n{}",
+        run.dump(),
+        containerd.log()
+    );
+    assert_eq!(run.code, Some(0), "{}", run.dump());
+    assert!(!dir.join("new").exists());
+}
+
 /// The STATUS column of `ctr task ls` for task `id`.
 fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
     let tasks = containerd.ctr(&["task", "ls"], CMD);
@@ -146,6 +187,25 @@ fn exec_ps_and_metrics(containerd: &Containerd) {
     );
     assert!(exec.stderr.contains("oops\n"), "{}", exec.dump());
     assert_eq!(exec.code, Some(5), "{}", exec.dump());
+    let as_other = containerd.ctr(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e2",
+            "--user",
+            "1000:100",
+            "--cwd",
+            "/tmp",
+            "bg",
+            "sh",
+            "-c",
+            "id -u; id -g; pwd",
+        ],
+        CMD,
+    );
+    assert_eq!(as_other.code, Some(0), "{}", as_other.dump());
+    assert_eq!(as_other.stdout, "1000\n100\n/tmp\n", "{}", as_other.dump());
     let ps = containerd.ctr(&["task", "ps", "bg"], CMD);
     assert_eq!(ps.code, Some(0), "{}", ps.dump());
     assert_eq!(ps.stdout.lines().count(), 2, "{}", ps.dump());

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod guest;
 mod hostctl;
+mod mounts;
 mod rootfs;
 mod spec;
 mod stdio;

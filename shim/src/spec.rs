@@ -6,10 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use kvmpod_api::manifest::{App, EnvVar, PodManifest, Resources, Rlimit};
+use kvmpod_api::manifest::{App, Capabilities, EnvVar, PodManifest, Resources, Rlimit};
 use serde::Deserialize;
 
 use crate::error::ShimError;
+use crate::mounts::{self, OciMount};
 
 /// The app of a task's pod. A pod holds one container, so its app has a
 /// fixed name that every host-ctl command can use.
@@ -26,6 +27,8 @@ pub struct Spec {
     pub hostname: Option<String>,
     #[serde(default)]
     pub linux: Option<Linux>,
+    #[serde(default)]
+    pub mounts: Vec<OciMount>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,6 +92,16 @@ pub struct Process {
     pub rlimits: Vec<OciRlimit>,
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    #[serde(default)]
+    pub capabilities: Option<OciCapabilities>,
+}
+
+/// The process's capability sets; kvmpod gives the app the bounding set
+/// (the agent keeps one set for bounding, permitted and effective).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OciCapabilities {
+    #[serde(default)]
+    pub bounding: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -106,6 +119,22 @@ pub struct Root {
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+}
+
+impl Process {
+    /// The process's `K=V` environment (a bare `K` is empty).
+    pub fn env_vars(&self) -> Vec<EnvVar> {
+        self.env
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                EnvVar {
+                    name: k.into(),
+                    value: v.into(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// Reads `<bundle>/config.json`.
@@ -167,20 +196,8 @@ impl Spec {
         if process.args.is_empty() {
             return Err(ShimError::Spec("config.json: process.args is empty".into()));
         }
-        let env = process
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => EnvVar {
-                    name: k.into(),
-                    value: v.into(),
-                },
-                None => EnvVar {
-                    name: kv.clone(),
-                    value: String::new(),
-                },
-            })
-            .collect();
+        let env = process.env_vars();
+        let mounts = mounts::convert(&self.mounts)?;
         let app = App {
             name: APP.into(),
             rootfs: root.to_path_buf(),
@@ -204,11 +221,21 @@ impl Spec {
                 .collect(),
             oom_score_adj: process.oom_score_adj,
             resources: self.resources(),
+            capabilities: process
+                .capabilities
+                .as_ref()
+                .map(|c| Capabilities {
+                    add: c.bounding.clone(),
+                    drop: vec!["ALL".into()],
+                })
+                .unwrap_or_default(),
+            mount_points: mounts.mount_points,
+            tmpfs: mounts.tmpfs,
             ..App::default()
         };
         Ok(PodManifest {
             hostname: self.hostname.clone().filter(|h| !h.is_empty()),
-            volumes: Vec::new(),
+            volumes: mounts.volumes,
             apps: vec![app],
         })
     }
@@ -234,6 +261,10 @@ mod tests {
         },
         "root": {"path": "rootfs", "readonly": true},
         "hostname": "web",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs"},
+                   {"destination": "/data", "type": "bind", "source": "/tmp",
+                    "options": ["rbind", "ro"]}],
         "linux": {"namespaces": [{"type": "pid"}],
                   "resources": {"memory": {"limit": 67108864},
                                 "cpu": {"shares": 1024, "quota": 50000},
@@ -275,6 +306,11 @@ mod tests {
         // runc's conversion: 1024 shares are weight 39.
         assert_eq!(app.resources.cpu_weight, Some(39));
         assert_eq!(app.resources.pids_limit, Some(64));
+        assert_eq!(app.capabilities.add, ["CAP_CHOWN"]);
+        assert_eq!(app.capabilities.drop, ["ALL"]);
+        assert_eq!(app.tmpfs[0].path, "/scratch");
+        assert_eq!(m.volumes[0].source.as_deref(), Some(Path::new("/tmp")));
+        assert_eq!(app.mount_points[0].path, "/data");
         let errors = kvmpod_api::validate::validate(&m);
         assert!(errors.is_empty(), "{errors:?}");
     }
