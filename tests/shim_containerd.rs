@@ -2,7 +2,10 @@
 //! the test with its own root, state and socket): an image imported with
 //! `ctr`, run as a kvmpod pod by `ctr run --runtime io.containerd.kvmpod.v2`.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use kvmpod_tests::containerd::{Containerd, RUNTIME};
 use kvmpod_tests::terminal::{on_a_terminal, Typed};
@@ -54,6 +57,7 @@ fn ctr_runs_an_image_as_a_kvmpod_pod() {
     assert_eq!(fx.pods_created(), 0, "ctr run --rm left a pod behind");
 
     spec_mounts_and_capabilities(&fx, &containerd, image);
+    oom_kill_is_reported(&containerd, image);
     on_terminals(&containerd, image);
     detached_task_killed_and_deleted(&fx, &mut containerd, image);
 
@@ -156,6 +160,63 @@ fn spec_mounts_and_capabilities(fx: &Fixture, containerd: &Containerd, image: &s
     );
     assert_eq!(run.code, Some(0), "{}", run.dump());
     assert!(!dir.join("new").exists());
+}
+
+/// An app the OOM killer of its cgroup (the spec's memory limit, in the
+/// guest) ends: containerd publishes `/tasks/oom` for its task, which
+/// `ctr events` shows, and the task exits with a failure.
+fn oom_kill_is_reported(containerd: &Containerd, image: &str) {
+    let mut follower = containerd
+        .command(&["events"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting ctr events");
+    let stdout = follower.stdout.take().expect("ctr events' stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let run = containerd.ctr(
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--memory-limit",
+            "16777216",
+            image,
+            "oom",
+            "sh",
+            "-c",
+            "s=$(head -c 64000000 /dev/zero | tr '\\0' x); echo survived ${#s}",
+        ],
+        POD_LIMIT,
+    );
+    assert_ne!(run.code, Some(0), "{}", run.dump());
+    assert!(!run.stdout.contains("survived"), "{}", run.dump());
+    // TaskOOM and TaskExit travel apart: the first may come second.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("/tasks/oom") && line.contains("\"oom\"") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        found,
+        "no /tasks/oom event for task oom; ctr events printed:\n{}\n{}",
+        seen.join("\n"),
+        containerd.log()
+    );
 }
 
 /// The STATUS column of `ctr task ls` for task `id`.

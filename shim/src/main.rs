@@ -10,6 +10,7 @@ mod events;
 mod guest;
 mod hostctl;
 mod mounts;
+mod oom;
 mod rootfs;
 mod spec;
 mod stdio;

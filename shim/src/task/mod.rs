@@ -44,7 +44,7 @@ use crate::events::Events;
 use crate::guest;
 use crate::hostctl::HostCtl;
 use crate::spec::APP;
-use crate::{rootfs, POD_FILE};
+use crate::{oom, rootfs, POD_FILE};
 use init::Container;
 use process::{now, wait_end, Ended, Proc};
 
@@ -205,7 +205,7 @@ impl Service {
         };
         c.pod = Some(started.pod);
         c.init.pid = started.pid;
-        c.endpoint = started.endpoint;
+        c.endpoint = started.endpoint.clone();
         c.input = started.input;
         let pid = started.pid;
         drop(containers);
@@ -218,6 +218,9 @@ impl Service {
             .publish(TASK_START_EVENT_TOPIC, Box::new(event))
             .await;
         tokio::spawn(started.watch.run());
+        if let Some(endpoint) = started.endpoint {
+            tokio::spawn(oom::follow(endpoint, self.events.clone(), id.to_string()));
+        }
         Ok(pid)
     }
 
