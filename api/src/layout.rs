@@ -13,6 +13,11 @@ pub const STAGE1_CONFIG: &str = "/etc/kvmpod/stage1.json";
 pub const POD_SHARE_TAG: &str = "kvmpod";
 /// Where the agent mounts the pod's share (read-only).
 pub const POD_SHARE_DIR: &str = "/run/kvmpod/pod";
+/// The 9p tag of a sandbox pod's apps share (`"sandbox": true`): what the
+/// host binds in for each app added while the pod runs, under `<app>/`.
+pub const APPS_SHARE_TAG: &str = "kvmpod-apps";
+/// Where the agent mounts the apps share.
+pub const APPS_SHARE_DIR: &str = "/run/kvmpod/apps";
 /// The agent's settings for the pod ([`crate::config::AgentConfig`]), in
 /// the pod's share.
 pub const AGENT_CONFIG_FILE: &str = "agent.json";
@@ -72,6 +77,24 @@ pub fn root_layer(n: usize) -> PathBuf {
     PathBuf::from(POD_SHARE_DIR)
         .join(ROOTS_DIR)
         .join(n.to_string())
+}
+
+/// An added app's directory in the apps share (relative): its root's
+/// layers are `<app>/layers/<n>`, top first from 0, and its own host
+/// volumes `<app>/volumes/<volume>`.
+pub fn added_app_dir(app: &str) -> PathBuf {
+    PathBuf::from(app)
+}
+
+/// Read-only layer `n` (0 is the top) of added app `app`'s root, relative
+/// to the apps share.
+pub fn added_app_layer(app: &str, n: usize) -> PathBuf {
+    added_app_dir(app).join("layers").join(n.to_string())
+}
+
+/// Host volume `volume` of added app `app`, relative to the apps share.
+pub fn added_app_volume(app: &str, volume: &str) -> PathBuf {
+    added_app_dir(app).join("volumes").join(volume)
 }
 
 /// Path of the initramfs entry for `guest_path` (no leading `/`).

@@ -5,6 +5,7 @@
 //! raw vsock streams beside it (app logs, exec and attach); and
 //! the mount API calls both sides make.
 
+pub mod addapp;
 pub mod config;
 pub mod console;
 pub mod iostream;

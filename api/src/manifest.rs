@@ -19,6 +19,11 @@ pub struct PodManifest {
     #[serde(default)]
     pub volumes: Vec<Volume>,
     pub apps: Vec<App>,
+    /// Apps can be added to and removed from the running pod (`host-ctl
+    /// app add|rm`), as rkt's app sandbox and a Kubernetes pod sandbox
+    /// allow: the VM gets a share for their roots and volumes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -433,6 +438,7 @@ mod tests {
             hostname: None,
             volumes: vec![v],
             apps: vec![app(mps)],
+            sandbox: false,
         };
         let p = pod(vol(None), vec![mp(true), mp(false)]);
         assert!(!p.exported_read_only(&p.volumes[0]));

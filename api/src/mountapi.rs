@@ -112,8 +112,54 @@ pub fn attach(tree: BorrowedFd<'_>, target: Target<'_>) -> Result<(), Errno> {
     .map(drop)
 }
 
+/// The mount points of a `/proc/self/mountinfo` text, in its order, with
+/// the kernel's octal escapes (`\040` for a space) decoded.
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mountinfo_points_are_decoded_in_order() {
+        let info = "\
+22 1 0:20 / / rw - rootfs rootfs rw
+23 22 0:21 / /proc rw,nosuid - proc proc rw
+40 22 0:33 / /mnt/data rw - 9p data rw,trans=virtio
+41 22 0:33 / /opt/stage2/web/rootfs/my\\040data rw - 9p data rw
+";
+        assert_eq!(
+            mount_points(info),
+            ["/", "/proc", "/mnt/data", "/opt/stage2/web/rootfs/my data"]
+        );
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("tail\\04"), "tail\\04");
+    }
+
     use super::*;
 
     #[test]

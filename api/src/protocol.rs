@@ -80,6 +80,8 @@ impl EventKind {
             EventKind::EVENT_KIND_POD_STOPPING => "pod-stopping",
             EventKind::EVENT_KIND_POD_EXITED => "pod-exited",
             EventKind::EVENT_KIND_APP_OUTPUT_DROPPED => "app-output-dropped",
+            EventKind::EVENT_KIND_APP_ADDED => "app-added",
+            EventKind::EVENT_KIND_APP_REMOVED => "app-removed",
             EventKind::EVENT_KIND_UNSPECIFIED => "unknown",
         }
     }

@@ -74,6 +74,18 @@ fn list(errors: &[FieldError]) -> String {
 /// `source` and `rootfs` paths are resolved against the file's directory and
 /// replaced by their canonical absolute paths.
 pub fn load(path: &Path) -> Result<PodManifest, ManifestError> {
+    load_with(path, &[])
+}
+
+/// Reads and validates the manifest of an app to add to a running pod
+/// whose volumes are `pod_volumes`: one app, whose mount points may name
+/// the pod's volumes as well as those the manifest brings. Returns the
+/// manifest with its own volumes only.
+pub fn load_added(path: &Path, pod_volumes: &[Volume]) -> Result<PodManifest, ManifestError> {
+    load_with(path, pod_volumes)
+}
+
+fn load_with(path: &Path, pod_volumes: &[Volume]) -> Result<PodManifest, ManifestError> {
     let text = fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -86,7 +98,20 @@ pub fn load(path: &Path) -> Result<PodManifest, ManifestError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut errors = validate(&pod);
+    let mut whole = pod.clone();
+    whole.volumes.extend(
+        pod_volumes
+            .iter()
+            .filter(|v| pod.volume(&v.name).is_none())
+            .cloned(),
+    );
+    let mut errors = validate(&whole);
+    if !pod_volumes.is_empty() && pod.apps.len() != 1 {
+        errors.push(FieldError::new(
+            "apps",
+            "an app added to a running pod comes as a manifest of exactly one app",
+        ));
+    }
     errors.extend(resolve_host_paths(&mut pod, base));
     if errors.is_empty() {
         Ok(pod)
@@ -1040,6 +1065,7 @@ mod tests {
                 }],
                 ..App::default()
             }],
+            sandbox: false,
         };
         fs::write(&path, serde_json::to_string(&pod).unwrap()).unwrap();
         let msg = load(&path).unwrap_err().to_string();

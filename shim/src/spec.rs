@@ -237,6 +237,7 @@ impl Spec {
             hostname: self.hostname.clone().filter(|h| !h.is_empty()),
             volumes: mounts.volumes,
             apps: vec![app],
+            sandbox: false,
         })
     }
 }

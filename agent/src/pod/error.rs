@@ -19,6 +19,22 @@ pub enum PodError {
     /// Its cgroup could not be opened for the process to join.
     #[error(transparent)]
     Cgroup(SysError),
+    /// Apps can only be added to or removed from a sandbox pod.
+    #[error("the pod is not a sandbox (\"sandbox\": true): apps cannot be added or removed")]
+    NotSandbox,
+    #[error(transparent)]
+    AddApp(#[from] kvmpod_api::addapp::AddAppError),
+    #[error("the pod is stopping")]
+    Stopping,
+    #[error("app {0:?} is still running; stop it first")]
+    StillRunning(String),
+    #[error("app {0:?}'s output is not all persisted by the host yet")]
+    OutputPending(String),
+    #[error("the pod has no app named {0:?}")]
+    NoApp(String),
+    /// An app the pod booted with stays.
+    #[error("app {0:?} is one the pod booted with; only added apps can be removed")]
+    BootApp(String),
     /// The host acknowledged output the app never wrote.
     #[error("acknowledgement of offset {ack} beyond the end of the app's output ({end})")]
     AckBeyondEnd { ack: u64, end: u64 },

@@ -407,6 +407,12 @@ impl LogBuffer {
         self.lock().totals
     }
 
+    /// Whether the output is over and the host has persisted all of it.
+    pub fn all_persisted(&self) -> bool {
+        let inner = self.lock();
+        inner.closed && inner.totals.acked == inner.totals.end
+    }
+
     /// The position just past the last byte read so far.
     pub fn end(&self) -> u64 {
         self.lock().totals.end

@@ -13,12 +13,14 @@
 mod error;
 mod events;
 mod logbuf;
+mod sandbox;
 mod shutdown;
 mod state;
 mod supervisor;
 
 pub use error::PodError;
 pub use logbuf::{Chunk, Item, LogBuffer, Piece, Stream};
+pub use sandbox::{add_app, remove_app};
 pub use shutdown::stop;
 pub use state::{AppRecord, Pod};
 pub use supervisor::start_apps;

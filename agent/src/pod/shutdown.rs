@@ -27,7 +27,7 @@ const OUTPUT_FLUSH: Duration = Duration::from_secs(5);
 
 /// Signals every app's process group (apps lead their own session).
 fn signal_apps(pod: &Pod, sig: Signal) {
-    for app in &pod.apps {
+    for app in &pod.apps() {
         if let Some(pid) = app.running_pid() {
             let _ = kill(Pid::from_raw(-pid), sig);
         }
@@ -37,7 +37,7 @@ fn signal_apps(pod: &Pod, sig: Signal) {
 /// Asks every app to stop with its own stop signal (SIGTERM unless its
 /// manifest or image names another; validated by both sides).
 fn ask_apps_to_stop(pod: &Pod) {
-    for app in &pod.apps {
+    for app in &pod.apps() {
         let wanted = app.manifest.stop_signal.as_deref();
         let sig = wanted
             .and_then(|s| kvmpod_api::signal::parse(s).ok())
@@ -60,7 +60,7 @@ fn ask_apps_to_stop(pod: &Pod) {
 /// file as it acknowledges, then the stream's End goes out.
 async fn flush_output(pod: &Pod) {
     let all = async {
-        for app in &pod.apps {
+        for app in &pod.apps() {
             app.logs.settled().await;
         }
     };

@@ -4,11 +4,11 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::manifest::{App, PodManifest};
+use kvmpod_api::manifest::{App, PodManifest, Volume};
 use kvmpod_api::protocol::{self as pb, EventKind};
 use tokio::sync::watch;
 
@@ -230,6 +230,33 @@ impl AppRecord {
         (s.state == AppState::Running && s.pid > 0).then_some(s.pid)
     }
 
+    /// The app's status in the wire form.
+    pub fn wire_status(&self) -> pb::AppStatus {
+        let s = self.status();
+        let mut out = pb::AppStatus::new();
+        out.name = self.name().to_string();
+        out.state = match s.state {
+            AppState::Pending => pb::AppState::APP_STATE_PENDING,
+            AppState::Running => pb::AppState::APP_STATE_RUNNING,
+            AppState::Exited => pb::AppState::APP_STATE_EXITED,
+            AppState::Failed => pb::AppState::APP_STATE_FAILED,
+            AppState::Restarting => pb::AppState::APP_STATE_RESTARTING,
+        }
+        .into();
+        out.restarts = s.restarts;
+        out.pid = s.pid;
+        out.exit_code = s.exit_code;
+        out.signal = s.signal;
+        out.error = s.error;
+        out.started_ns = s.started_ns;
+        out.exited_ns = s.exited_ns;
+        let t = self.logs.totals();
+        out.dropped_bytes = t.dropped;
+        out.output_end = t.end;
+        out.output_acked = t.acked;
+        out
+    }
+
     pub(super) fn is_done(&self) -> bool {
         *self.done.borrow()
     }
@@ -250,9 +277,15 @@ pub(super) enum Phase {
 }
 
 pub struct Pod {
+    /// The manifest the pod booted with.
     pub manifest: PodManifest,
     pub config: AgentConfig,
-    pub apps: Vec<Arc<AppRecord>>,
+    /// The apps, the booted ones first, then those added while it runs
+    /// (sandbox pods).
+    apps: RwLock<Vec<Arc<AppRecord>>>,
+    /// The volumes added apps brought, with the app that brought each;
+    /// mounted at `/mnt/<volume>` too.
+    added_volumes: Mutex<Vec<(String, Volume)>>,
     pub timeline: Timeline,
     pub reaper: Arc<Reaper>,
     phase: Mutex<(Phase, String)>,
@@ -278,7 +311,8 @@ impl Pod {
         Arc::new(Pod {
             manifest,
             config,
-            apps,
+            apps: RwLock::new(apps),
+            added_volumes: Mutex::new(Vec::new()),
             timeline,
             reaper,
             phase: Mutex::new((Phase::Starting, String::new())),
@@ -289,8 +323,80 @@ impl Pod {
         })
     }
 
-    pub fn app(&self, name: &str) -> Option<&Arc<AppRecord>> {
-        self.apps.iter().find(|a| a.name() == name)
+    /// The apps as they are now.
+    pub fn apps(&self) -> Vec<Arc<AppRecord>> {
+        self.apps.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn app(&self, name: &str) -> Option<Arc<AppRecord>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|a| a.name() == name)
+            .cloned()
+    }
+
+    /// Every volume's name: the booted pod's and the added apps'.
+    pub fn volume_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .manifest
+            .volumes
+            .iter()
+            .map(|v| v.name.clone())
+            .collect();
+        names.extend(
+            lock(&self.added_volumes)
+                .iter()
+                .map(|(_, v)| v.name.clone()),
+        );
+        names
+    }
+
+    /// The manifest an app's root is assembled from: the pod's volumes
+    /// (with those added apps brought) and the app itself.
+    pub fn manifest_for(&self, app: &App) -> PodManifest {
+        let mut m = PodManifest {
+            hostname: self.manifest.hostname.clone(),
+            volumes: self.manifest.volumes.clone(),
+            apps: vec![app.clone()],
+            sandbox: self.manifest.sandbox,
+        };
+        m.volumes
+            .extend(lock(&self.added_volumes).iter().map(|(_, v)| v.clone()));
+        m
+    }
+
+    /// Adds an app (and the volumes it brought) to the running pod.
+    pub(super) fn push_app(&self, app: Arc<AppRecord>, volumes: Vec<Volume>) {
+        let owner = app.name().to_string();
+        lock(&self.added_volumes).extend(volumes.into_iter().map(|v| (owner.clone(), v)));
+        self.apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(app);
+    }
+
+    /// Takes an app out of the pod; returns the volumes it brought.
+    pub(super) fn drop_app(&self, name: &str) -> Vec<Volume> {
+        let mut owned = Vec::new();
+        lock(&self.added_volumes).retain(|(owner, v)| {
+            let mine = owner == name;
+            if mine {
+                owned.push(v.clone());
+            }
+            !mine
+        });
+        self.apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|a| a.name() != name);
+        owned
+    }
+
+    /// A record for an app the pod does not have yet.
+    pub(super) fn new_record(&self, app: App) -> Arc<AppRecord> {
+        Arc::new(AppRecord::new(app, self.config.log_buffer_bytes))
     }
 
     pub(super) fn set_phase(&self, phase: Phase) {
@@ -305,7 +411,7 @@ impl Pod {
     /// failed with the same reason.
     pub fn fail(&self, error: String) {
         *lock(&self.phase) = (Phase::Failed, error.clone());
-        for app in &self.apps {
+        for app in &self.apps() {
             if app.status().state == AppState::Pending {
                 app.set_failed(
                     EXIT_SETUP_FAILED,
@@ -319,7 +425,7 @@ impl Pod {
 
     /// Called when an app is done; the pod is done when every app is.
     pub fn app_done(&self) {
-        if self.apps.iter().all(|a| a.is_done()) {
+        if self.apps().iter().all(|a| a.is_done()) {
             self.set_phase(Phase::Exited);
             if !self.exited_reported.swap(true, Ordering::SeqCst) {
                 self.events
@@ -332,9 +438,16 @@ impl Pod {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Waits until every app is done, those added meanwhile too.
     pub async fn wait_all(&self) {
-        for app in &self.apps {
-            app.wait().await;
+        loop {
+            let apps = self.apps();
+            for app in &apps {
+                app.wait().await;
+            }
+            if self.apps().iter().all(|a| a.is_done()) {
+                return;
+            }
         }
     }
 
@@ -372,35 +485,7 @@ impl Pod {
         }
         .into();
         st.error = error;
-        st.apps = self
-            .apps
-            .iter()
-            .map(|a| {
-                let s = a.status();
-                let mut out = pb::AppStatus::new();
-                out.name = a.name().to_string();
-                out.state = match s.state {
-                    AppState::Pending => pb::AppState::APP_STATE_PENDING,
-                    AppState::Running => pb::AppState::APP_STATE_RUNNING,
-                    AppState::Exited => pb::AppState::APP_STATE_EXITED,
-                    AppState::Failed => pb::AppState::APP_STATE_FAILED,
-                    AppState::Restarting => pb::AppState::APP_STATE_RESTARTING,
-                }
-                .into();
-                out.restarts = s.restarts;
-                out.pid = s.pid;
-                out.exit_code = s.exit_code;
-                out.signal = s.signal;
-                out.error = s.error;
-                out.started_ns = s.started_ns;
-                out.exited_ns = s.exited_ns;
-                let t = a.logs.totals();
-                out.dropped_bytes = t.dropped;
-                out.output_end = t.end;
-                out.output_acked = t.acked;
-                out
-            })
-            .collect();
+        st.apps = self.apps().iter().map(|a| a.wire_status()).collect();
         st.timeline = self
             .timeline
             .snapshot()

@@ -63,36 +63,42 @@ fn restarts_again(policy: RestartPolicy, max: Option<u32>, exit: Exit, restarts:
 /// Starts every app, in order. An app that cannot start is recorded as
 /// failed; the others still run.
 pub fn start_apps(pod: &Arc<Pod>) {
-    for app in &pod.apps {
-        let started = prepare(pod, app).and_then(|ready| {
-            let first = spawn(pod, app, &ready)?;
-            Ok((ready, first))
-        });
-        match started {
-            Ok((ready, first)) => {
-                tokio::spawn(run(Arc::clone(pod), Arc::clone(app), ready, first));
-            }
-            Err(e) => {
-                let (code, message) = (e.exit_code(), e.to_string());
-                log::error!("app {}: {message}", app.name());
-                pod.events.push(
-                    EventKind::EVENT_KIND_APP_FAILED,
-                    app.name(),
-                    code,
-                    0,
-                    message.clone(),
-                );
-                app.set_failed(code, message, boottime_ns());
-                pod.timeline.mark(Mark::app(AppMoment::Failed, app.name()));
-                pod.app_done();
-            }
+    for app in &pod.apps() {
+        start_app(pod, app);
+    }
+}
+
+/// Starts one app of the pod and supervises it from then on; an app that
+/// cannot start is recorded as failed.
+pub(super) fn start_app(pod: &Arc<Pod>, app: &Arc<AppRecord>) {
+    let started = prepare(pod, app).and_then(|ready| {
+        let first = spawn(pod, app, &ready)?;
+        Ok((ready, first))
+    });
+    match started {
+        Ok((ready, first)) => {
+            tokio::spawn(run(Arc::clone(pod), Arc::clone(app), ready, first));
+        }
+        Err(e) => {
+            let (code, message) = (e.exit_code(), e.to_string());
+            log::error!("app {}: {message}", app.name());
+            pod.events.push(
+                EventKind::EVENT_KIND_APP_FAILED,
+                app.name(),
+                code,
+                0,
+                message.clone(),
+            );
+            app.set_failed(code, message, boottime_ns());
+            pod.timeline.mark(Mark::app(AppMoment::Failed, app.name()));
+            pod.app_done();
         }
     }
 }
 
 /// Assembles the app's root and works out its command and identity.
 fn prepare(pod: &Pod, app: &AppRecord) -> Result<AppLaunch, PodError> {
-    storage::assemble(&pod.manifest, &app.manifest)?;
+    storage::assemble(&pod.manifest_for(&app.manifest), &app.manifest)?;
     Ok(AppLaunch::prepare(&app.manifest)?)
 }
 
@@ -426,7 +432,7 @@ mod tests {
                 let _ = std::fs::File::from(w).write_all(&data);
             }
         });
-        let app = Arc::clone(&pod.apps[0]);
+        let app = Arc::clone(&pod.apps()[0]);
         let rx = pipe::Receiver::from_owned_fd(r).unwrap();
         let pump = tokio::spawn(pump(
             Arc::clone(pod),
@@ -454,11 +460,11 @@ mod tests {
         let outputs = vec![(Which::Stdout, Output::Pty(Arc::new(master)))];
         tokio::time::timeout(
             Duration::from_secs(10),
-            pump(Arc::clone(&pod), Arc::clone(&pod.apps[0]), outputs),
+            pump(Arc::clone(&pod), Arc::clone(&pod.apps()[0]), outputs),
         )
         .await
         .expect("the pump ends at the terminal's end");
-        let items = pod.apps[0].logs.read(0, usize::MAX).items;
+        let items = pod.apps()[0].logs.read(0, usize::MAX).items;
         let text: Vec<u8> = items
             .iter()
             .filter_map(|i| match i {
@@ -473,7 +479,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_blocking_app_waits_for_acks_and_loses_nothing() {
         let pod = pod("blocking");
-        let logs = &pod.apps[0].logs;
+        let logs = &pod.apps()[0].logs;
         let (writer, pump, data) = writer_and_pump(&pod, 1 << 20);
         // The buffer fills, then nothing more is read: the writer waits in
         // the pipe.
@@ -502,7 +508,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_non_blocking_app_never_waits_and_drops_are_reported() {
         let pod = pod("non-blocking");
-        let logs = &pod.apps[0].logs;
+        let logs = &pod.apps()[0].logs;
         let (writer, pump, _) = writer_and_pump(&pod, 1 << 20);
         pump.await.unwrap();
         writer.join().unwrap();

@@ -22,16 +22,8 @@ const WRITE_BUFFER: usize = 64 * 1024;
 
 /// The app the host names.
 pub(super) fn open(pod: &Pod, name: &str) -> Result<Arc<AppRecord>, RpcError> {
-    pod.app(name).cloned().ok_or_else(|| RpcError::UnknownApp {
-        app: name.to_string(),
-        known: Some(
-            pod.apps
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-    })
+    pod.app(name)
+        .ok_or_else(|| RpcError::unknown_app(pod, name))
 }
 
 /// Serves an attached host: output from offset `from` on, while its input

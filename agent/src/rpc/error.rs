@@ -3,11 +3,12 @@
 
 use std::io;
 
+use kvmpod_api::addapp::AddAppError;
 use kvmpod_api::iostream::IoStreamError;
 use kvmpod_api::logstream::StreamError;
 use ttrpc::Code;
 
-use crate::pod::PodError;
+use crate::pod::{Pod, PodError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -25,6 +26,8 @@ pub enum RpcError {
     CommandTooLarge(usize, usize),
     #[error("invalid environment variable name")]
     BadVariableName,
+    #[error("the app to add is not one: {0}")]
+    BadAddApp(String),
     #[error("the working directory must be an absolute path, not {0:?}")]
     BadWorkingDirectory(String),
     #[error("app {0:?} is not running")]
@@ -68,6 +71,15 @@ fn known_apps(known: &Option<String>) -> String {
 }
 
 impl RpcError {
+    /// No app `app` in `pod`, naming the apps it has.
+    pub(super) fn unknown_app(pod: &Pod, app: &str) -> RpcError {
+        let known: Vec<String> = pod.apps().iter().map(|a| a.name().to_string()).collect();
+        RpcError::UnknownApp {
+            app: app.to_string(),
+            known: Some(known.join(", ")),
+        }
+    }
+
     /// The status code the host sees.
     fn code(&self) -> Code {
         match self {
@@ -76,6 +88,19 @@ impl RpcError {
                 Code::FAILED_PRECONDITION
             }
             RpcError::ClosedEarly | RpcError::Io(_) => Code::UNAVAILABLE,
+            RpcError::Pod(p) => match p {
+                PodError::NoApp(_) => Code::NOT_FOUND,
+                PodError::AddApp(AddAppError::AppExists(_) | AddAppError::VolumeExists(_)) => {
+                    Code::ALREADY_EXISTS
+                }
+                PodError::NotSandbox
+                | PodError::Stopping
+                | PodError::StillRunning(_)
+                | PodError::OutputPending(_)
+                | PodError::BootApp(_) => Code::FAILED_PRECONDITION,
+                PodError::Root(_) => Code::INTERNAL,
+                _ => Code::INVALID_ARGUMENT,
+            },
             _ => Code::INVALID_ARGUMENT,
         }
     }

@@ -59,13 +59,10 @@ pub(super) fn valid_signal(n: i32) -> Result<i32, RpcError> {
 
 /// Checks an exec request before anything runs.
 pub(super) fn check(pod: &Pod, req: &ExecRequest) -> Result<Arc<AppRecord>, RpcError> {
-    let app = pod
-        .app(&req.app)
-        .cloned()
-        .ok_or_else(|| RpcError::UnknownApp {
-            app: req.app.clone(),
-            known: None,
-        })?;
+    let app = pod.app(&req.app).ok_or_else(|| RpcError::UnknownApp {
+        app: req.app.clone(),
+        known: None,
+    })?;
     if req.argv.first().is_none_or(String::is_empty) {
         return Err(RpcError::NoCommand);
     }
@@ -471,7 +468,7 @@ mod tests {
         };
         let (ours, theirs) = UnixStream::pair().unwrap();
         let (r, w) = theirs.into_split();
-        run(&pod, &pod.apps[0], &req, r, w).await.unwrap();
+        run(&pod, &pod.apps()[0], &req, r, w).await.unwrap();
         let mut got = Vec::new();
         let (mut ours, _) = ours.into_split();
         ours.read_to_end(&mut got).await.unwrap();

@@ -249,7 +249,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn attach_follows_output_from_now_on_then_the_exit() {
         let pod = pod();
-        let logs = &pod.apps[0].logs;
+        let logs = &pod.apps()[0].logs;
         logs.append(Stream::Stdout, b"before\n", 1);
         let (mut host, ok) = Host::connect(&pod, b"ATTACH a\n").await;
         assert_eq!(ok, "OK\n");
@@ -268,7 +268,7 @@ mod tests {
         logs.append(Stream::Stdout, b"last\n", 5);
         assert_eq!(host.frame().await, (Output::Stdout(5), b"last\n".to_vec()));
         logs.close();
-        pod.apps[0].set_exited(Exit { code: 3, signal: 0 }, 6);
+        pod.apps()[0].set_exited(Exit { code: 3, signal: 0 }, 6);
         let (f, _) = host.frame().await;
         assert_eq!(f, Output::Exit(ExitStatus { code: 3, signal: 0 }));
         host.server.await.unwrap().unwrap();
@@ -285,8 +285,8 @@ mod tests {
         let e = host.server.await.unwrap().unwrap_err();
         assert!(e.to_string().contains("bad io stream frame"), "{e}");
         // An app that is already over: its exit at once.
-        pod.apps[1].logs.close();
-        pod.apps[1].set_exited(Exit { code: 0, signal: 9 }, 1);
+        pod.apps()[1].logs.close();
+        pod.apps()[1].set_exited(Exit { code: 0, signal: 9 }, 1);
         let (mut host, _) = Host::connect(&pod, b"ATTACH b\n").await;
         let (f, _) = host.frame().await;
         assert_eq!(f, Output::Exit(ExitStatus { code: 0, signal: 9 }));

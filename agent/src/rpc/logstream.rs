@@ -114,17 +114,10 @@ async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<Request, RpcErr
 
 /// The app asked for, and where its stream starts: `from`, or the oldest
 /// byte still kept when the host already acknowledged past `from`.
-fn open<'p>(pod: &'p Pod, req: &Request) -> Result<(&'p AppRecord, u64), RpcError> {
-    let app = pod.app(&req.app).ok_or_else(|| RpcError::UnknownApp {
-        app: req.app.clone(),
-        known: Some(
-            pod.apps
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-    })?;
+fn open(pod: &Pod, req: &Request) -> Result<(Arc<AppRecord>, u64), RpcError> {
+    let app = pod
+        .app(&req.app)
+        .ok_or_else(|| RpcError::unknown_app(pod, &req.app))?;
     let t = app.logs.totals();
     if req.from > t.end {
         return Err(RpcError::OffsetBeyondEnd {
@@ -411,7 +404,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn output_is_sent_in_large_frames_followed_acked_and_ended() {
         let pod = pod();
-        let logs = &pod.apps[0].logs;
+        let logs = &pod.apps()[0].logs;
         let big: Vec<u8> = (0..600_000u32).map(|i| i as u8).collect();
         logs.append(Stream::Stdout, b"hello ", 1);
         logs.append(Stream::Stdout, &big, 2);
@@ -441,7 +434,7 @@ mod tests {
         );
         // Acks free the buffer.
         host.ack(600_000).await;
-        while pod.apps[0].logs.totals().acked != 600_000 {
+        while pod.apps()[0].logs.totals().acked != 600_000 {
             tokio::task::yield_now().await;
         }
         // New output is followed; the End comes once the buffer is closed.
@@ -460,7 +453,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn every_connection_gets_the_whole_stream_from_its_offset() {
         let pod = pod();
-        let logs = &pod.apps[0].logs;
+        let logs = &pod.apps()[0].logs;
         logs.append(Stream::Stdout, b"0123456789", 1);
         let (mut first, _) = Host::connect(&pod, "LOGS a 0\n").await;
         assert_eq!(first.data_until(0, 10).await, b"0123456789");
@@ -500,7 +493,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn drops_are_sent_in_sequence() {
         let pod = pod();
-        let logs = &pod.apps[1].logs;
+        let logs = &pod.apps()[1].logs;
         logs.append(Stream::Stdout, &[b'x'; 60_000], 1);
         logs.append(Stream::Stdout, &[b'y'; 10_000], 2); // 5536 fit
         logs.ack(60_000).unwrap();

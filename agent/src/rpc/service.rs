@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::select_all;
+use kvmpod_api::addapp::AddApp;
 use kvmpod_api::protocol::{self as pb, agent_ttrpc};
 use ttrpc::r#async::{Server, ServerStreamSender, TtrpcContext};
 
 use super::exec::valid_signal;
 use super::RpcError;
-use crate::pod::{AppRecord, Chunk, Item, Pod, Stream};
+use crate::pod::{self, AppRecord, Chunk, Item, Pod, Stream};
 use crate::process::signal_group;
 
 struct AgentService {
@@ -21,17 +22,11 @@ impl AgentService {
     /// The apps a request names: one by name, or all for "".
     fn select(&self, app: &str) -> Result<Vec<Arc<AppRecord>>, RpcError> {
         if app.is_empty() {
-            return Ok(self.pod.apps.clone());
+            return Ok(self.pod.apps());
         }
         match self.pod.app(app) {
-            Some(a) => Ok(vec![Arc::clone(a)]),
-            None => {
-                let known: Vec<&str> = self.pod.apps.iter().map(|a| a.name()).collect();
-                Err(RpcError::UnknownApp {
-                    app: app.to_string(),
-                    known: Some(known.join(", ")),
-                })
-            }
+            Some(a) => Ok(vec![a]),
+            None => Err(RpcError::unknown_app(&self.pod, app)),
         }
     }
 }
@@ -106,6 +101,28 @@ impl agent_ttrpc::Agent for AgentService {
             .into());
         }
         Ok(pb::SignalResponse::new())
+    }
+
+    async fn add_app(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::AddAppRequest,
+    ) -> ttrpc::Result<pb::AppStatus> {
+        let spec: AddApp =
+            serde_json::from_str(&req.spec).map_err(|e| RpcError::BadAddApp(e.to_string()))?;
+        let record = pod::add_app(&self.pod, spec).map_err(RpcError::from)?;
+        Ok(record.wire_status())
+    }
+
+    async fn remove_app(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::RemoveAppRequest,
+    ) -> ttrpc::Result<pb::RemoveAppResponse> {
+        pod::remove_app(&self.pod, &req.app)
+            .await
+            .map_err(RpcError::from)?;
+        Ok(pb::RemoveAppResponse::new())
     }
 
     async fn stats(
@@ -291,8 +308,8 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn status_logs_and_wait_over_ttrpc() {
         let (_d, pod, client, _server) = setup().await;
-        pod.apps[0].logs.append(Stream::Stdout, b"hello\n", 1);
-        pod.apps[0].logs.append(Stream::Stderr, b"oops\n", 2);
+        pod.apps()[0].logs.append(Stream::Stdout, b"hello\n", 1);
+        pod.apps()[0].logs.append(Stream::Stderr, b"oops\n", 2);
 
         let st = client
             .status(ctx(), &pb::StatusRequest::new())
@@ -329,8 +346,8 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        pod.apps[1].logs.append(Stream::Stdout, b"late\n", 3);
-        for (i, app) in pod.apps.iter().enumerate() {
+        pod.apps()[1].logs.append(Stream::Stdout, b"late\n", 3);
+        for (i, app) in pod.apps().iter().enumerate() {
             app.set_exited(
                 Exit {
                     code: i as i32 * 7,
@@ -426,7 +443,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn logs_offsets_apply_to_one_app() {
         let (_d, pod, client, _server) = setup().await;
-        pod.apps[0].logs.append(Stream::Stdout, b"0123456789", 1);
+        pod.apps()[0].logs.append(Stream::Stdout, b"0123456789", 1);
         let mut req = pb::LogsRequest::new();
         req.app = "a".into();
         req.offset = 4;

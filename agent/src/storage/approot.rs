@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvmpod_api::layout;
@@ -32,7 +32,8 @@ use crate::error::Context;
 /// Where the agent writes the files every app gets in its `/etc`.
 const ETC_DIR: &str = "/run/kvmpod/etc";
 
-/// Set once every app's root is a mount point of its own.
+/// Set once the writable layers' tmpfs is mounted: from then on every app root is
+/// an overlay, a mount point of its own.
 static APP_ROOTS_MOUNTED: AtomicBool = AtomicBool::new(false);
 
 /// Mounts each app's root: its read-only layers from the pod's share
@@ -44,6 +45,19 @@ pub fn mount_app_roots(roots: &BTreeMap<String, Vec<usize>>) -> Result<(), Stora
     if roots.is_empty() {
         return Ok(());
     }
+    for (app, layers) in roots {
+        let lowers: Vec<PathBuf> = layers.iter().map(|n| layout::root_layer(*n)).collect();
+        mount_overlay(app, &lowers)?;
+    }
+    Ok(())
+}
+
+/// The tmpfs every app's writable layer lives on, mounted by the first
+/// root that needs it.
+fn upper_tmpfs() -> Result<(), StorageError> {
+    if APP_ROOTS_MOUNTED.load(Ordering::SeqCst) {
+        return Ok(());
+    }
     fs::create_dir_all(layout::UPPER_DIR).context(|| format!("creating {}", layout::UPPER_DIR))?;
     mount(
         Some("upper"),
@@ -53,19 +67,13 @@ pub fn mount_app_roots(roots: &BTreeMap<String, Vec<usize>>) -> Result<(), Stora
         Some("mode=0700"),
     )
     .context(|| format!("mounting a tmpfs at {}", layout::UPPER_DIR))?;
-    for (app, layers) in roots {
-        mount_overlay(app, layers)?;
-    }
     APP_ROOTS_MOUNTED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
 /// The overlayfs mount options of an app's root.
-fn overlay_options(layers: &[usize], upper: &Path, work: &Path) -> String {
-    let lower: Vec<String> = layers
-        .iter()
-        .map(|n| layout::root_layer(*n).display().to_string())
-        .collect();
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lower: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
     format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
@@ -74,8 +82,11 @@ fn overlay_options(layers: &[usize], upper: &Path, work: &Path) -> String {
     )
 }
 
-fn mount_overlay(app: &str, layers: &[usize]) -> Result<(), StorageError> {
-    let base = Path::new(layout::UPPER_DIR).join(app);
+/// Mounts app `app`'s root: `lowers` (top first) under a writable layer
+/// of its own on the guest's tmpfs.
+pub(super) fn mount_overlay(app: &str, lowers: &[PathBuf]) -> Result<(), StorageError> {
+    upper_tmpfs()?;
+    let base = upper_dir(app);
     let (upper, work) = (base.join("upper"), base.join("work"));
     for d in [&upper, &work] {
         fs::create_dir_all(d).context(|| format!("creating {}", d.display()))?;
@@ -84,7 +95,7 @@ fn mount_overlay(app: &str, layers: &[usize]) -> Result<(), StorageError> {
     // takes the image's mode, not the tmpfs's 0700.
     let root = layout::app_rootfs(app);
     fs::create_dir_all(&root).context(|| format!("creating {}", root.display()))?;
-    let data = overlay_options(layers, &upper, &work);
+    let data = overlay_options(lowers, &upper, &work);
     mount(
         Some("overlay"),
         &root,
@@ -94,6 +105,11 @@ fn mount_overlay(app: &str, layers: &[usize]) -> Result<(), StorageError> {
     )
     .context(|| format!("mounting app {app:?}'s root (overlay {data})"))?;
     Ok(())
+}
+
+/// Where app `app`'s writable layer lives.
+pub(super) fn upper_dir(app: &str) -> PathBuf {
+    Path::new(layout::UPPER_DIR).join(app)
 }
 
 /// Writes the pod's `/etc` files and sets the guest's hostname.
@@ -330,7 +346,11 @@ mod tests {
     #[test]
     fn overlay_stacks_the_layers_top_first() {
         assert_eq!(
-            overlay_options(&[2, 0], Path::new("/u/a/upper"), Path::new("/u/a/work")),
+            overlay_options(
+                &[layout::root_layer(2), layout::root_layer(0)],
+                Path::new("/u/a/upper"),
+                Path::new("/u/a/work")
+            ),
             "lowerdir=/run/kvmpod/pod/roots/2:/run/kvmpod/pod/roots/0,upperdir=/u/a/upper,workdir=/u/a/work"
         );
     }

@@ -68,7 +68,7 @@ pub fn mount_pod_share(msize: u32) -> Result<(), StorageError> {
 
 /// Mounts a 9p tag, waiting briefly for the device to be probed: ENOENT
 /// means no channel with that tag (yet).
-fn mount_9p(tag: &str, dir: &str, flags: MsFlags, opts: &str) -> Result<(), Errno> {
+pub(super) fn mount_9p(tag: &str, dir: &str, flags: MsFlags, opts: &str) -> Result<(), Errno> {
     let deadline = Instant::now() + TAG_WAIT;
     loop {
         match mount(Some(tag), dir, Some("9p"), flags, Some(opts)) {

@@ -12,6 +12,7 @@
 //!
 //! It uses only the shared system call error: nothing above it.
 
+mod added;
 mod approot;
 mod empty;
 mod error;
@@ -27,6 +28,7 @@ use kvmpod_api::manifest::{PodManifest, VolumeKind};
 
 use crate::error::Context;
 
+pub use added::{mount_added, mount_apps_share, unmount_added};
 pub use approot::{assemble, mount_app_roots, write_pod_files};
 pub use error::StorageError;
 pub use host::mount_pod_share;
@@ -35,10 +37,13 @@ pub(crate) use mounts::private_mount_namespace;
 pub use mounts::unmount_under;
 pub use resolve::{fd_path, open_in_root, open_root};
 
-/// Mounts every app's root, then every volume of the pod, each by the
-/// handler of its kind.
+/// Mounts every app's root, a sandbox pod's apps share, then every volume
+/// of the pod, each by the handler of its kind.
 pub fn mount_all(pod: &PodManifest, config: &AgentConfig) -> Result<(), StorageError> {
     mount_app_roots(&config.app_roots)?;
+    if pod.sandbox {
+        mount_apps_share(config.ninep_msize)?;
+    }
     for v in &pod.volumes {
         let dir = layout::volume_dir(&v.name);
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;

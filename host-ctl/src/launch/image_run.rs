@@ -66,6 +66,7 @@ impl ImageRun {
             hostname: self.hostname.clone(),
             volumes,
             apps: vec![app],
+            sandbox: false,
         })
     }
 }
