@@ -153,6 +153,9 @@ enum Command {
     /// The OCI images pods run from: import, ls, inspect, rm, prune.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Apps added to and removed from a running sandbox pod.
+    #[command(subcommand)]
+    App(commands::app::AppCommand),
     /// The stage1 guest images: the agent and kernel modules pods boot.
     #[command(subcommand)]
     Stage1(commands::stage1::Stage1Command),
@@ -460,6 +463,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
         Command::Image(c) => commands::image::run(&state, c),
+        Command::App(c) => commands::app::run(&state, c).await,
         Command::Stage1(c) => commands::stage1::run(&state, c),
         Command::VmmJail { args } => commands::vmm_jail::run(&args),
         Command::Keeper { start, dir } => commands::keeper::run(&dir, start).await,

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::protocol::{AppState, StatusRequest};
 
+use crate::agent::{self, AgentClient};
 use crate::logs::{Follower, Item, LogRecord, Stream};
 use crate::pod::record::State;
 use crate::pod::{store, StoredPod, VmLaunch};
@@ -230,6 +232,29 @@ impl Sink for Printer {
     }
 }
 
+/// Whether every app of `apps` is over as far as its output goes: it has
+/// exited (or never started, or was removed from the pod) and the host has
+/// persisted all it wrote.
+async fn outputs_over(client: &AgentClient, apps: &[String]) -> bool {
+    let Ok(st) = client
+        .status(
+            agent::deadline(Duration::from_secs(5)),
+            &StatusRequest::new(),
+        )
+        .await
+    else {
+        return false;
+    };
+    apps.iter().all(|name| {
+        st.apps.iter().find(|a| &a.name == name).is_none_or(|a| {
+            matches!(
+                a.state.enum_value_or_default(),
+                AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
+            ) && a.output_acked == a.output_end
+        })
+    })
+}
+
 /// The apps to show: `app`, or all of them.
 fn chosen_apps(pod: &StoredPod, app: Option<&str>) -> Result<Vec<String>> {
     let path = pod.dir.manifest();
@@ -321,9 +346,19 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
         return Ok(0);
     }
     printer.end_tail();
+    // One app's output ends with that app, as `docker logs -f` ends with
+    // its container: in a sandbox pod the pod lives on.
+    let client = match o.app {
+        Some(_) => pod.client().await.ok(),
+        None => None,
+    };
     loop {
-        // Seen exited before reading: whatever the monitor wrote is on disk.
-        let ended = store::reconcile(&pod.dir)?.state == State::Exited;
+        // Seen over before reading: whatever the monitor wrote is on disk.
+        let ended = store::reconcile(&pod.dir)?.state == State::Exited
+            || match &client {
+                Some(c) => outputs_over(c, &apps).await,
+                None => false,
+            };
         readers.poll(&mut printer)?;
         if ended {
             readers.liner.drain(&mut printer);

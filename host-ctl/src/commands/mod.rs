@@ -2,6 +2,7 @@
 //! in `main.rs`), call the layers below, and print. Errors become anyhow
 //! here and only here.
 
+pub mod app;
 pub mod args;
 pub mod attach;
 pub mod events;

@@ -29,7 +29,8 @@ pub struct PruneReport {
 }
 
 impl ImageStore {
-    /// Records that pod `pod_id` uses these images (manifest digests).
+    /// Records that pod `pod_id` uses these images (manifest digests), as
+    /// well as those it already holds.
     pub fn lease(&self, pod_id: &str, digests: &[String]) -> Result<(), ImageError> {
         check_pod_id(pod_id)?;
         let _lock = self.lock()?;
@@ -41,7 +42,17 @@ impl ImageStore {
                 });
             }
         }
-        let bytes = serde_json::to_vec(digests)
+        // Apps added to a running pod add their images to its lease.
+        let mut all: Vec<String> = fs::read(self.lease_path(pod_id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        for d in digests {
+            if !all.contains(d) {
+                all.push(d.clone());
+            }
+        }
+        let bytes = serde_json::to_vec(&all)
             .map_err(|e| ImageError::json("serialising lease", &self.lease_path(pod_id), e))?;
         write_atomic(&self.lease_path(pod_id), &bytes)
     }

@@ -260,14 +260,21 @@ fn stage1(
     Ok(image)
 }
 
-/// The pod's own share (its settings, manifest and app layers), then its
-/// host volumes.
+/// The pod's own share (its settings, manifest and app layers), a
+/// sandbox pod's apps share, then its host volumes.
 fn pod_shares(pod: &PodManifest, dir: &crate::pod::PodDir) -> Vec<Share> {
     let mut shares = vec![Share {
         tag: kvmpod_api::layout::POD_SHARE_TAG.to_string(),
         source: dir.guest_dir(),
         read_only: true,
     }];
+    if pod.sandbox {
+        shares.push(Share {
+            tag: kvmpod_api::layout::APPS_SHARE_TAG.to_string(),
+            source: dir.apps_share(),
+            read_only: false,
+        });
+    }
     shares.extend(host_shares(pod));
     shares
 }

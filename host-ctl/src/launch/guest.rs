@@ -10,7 +10,7 @@ use kvmpod_api::config::AgentConfig;
 use kvmpod_api::layout;
 
 use super::{LaunchError, PodPlan, RunOptions};
-use crate::pod::{PodDir, PodError};
+use crate::pod::{apps_share, PodDir, PodError};
 use crate::vmm::{self, Alias};
 
 /// The agent's settings for the pod.
@@ -68,5 +68,8 @@ pub(super) fn create(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> 
     )?;
     write_json(&dir.manifest(), &plan.pod)?;
     vmm::mount_aliases(&layer_aliases(plan))?;
+    if plan.pod.sandbox {
+        apps_share::create(dir)?;
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! aliases, and writes `launch.json`. It runs in the `run` process, so
 //! every error is reported where the user is.
 
+pub mod added;
 mod defaults;
 mod draft;
 mod guest;

@@ -164,6 +164,11 @@ impl PodDir {
     pub fn manifest(&self) -> PathBuf {
         self.guest_dir().join(kvmpod_api::layout::MANIFEST_FILE)
     }
+    /// A sandbox pod's apps share (9p tag `kvmpod-apps`): what host-ctl
+    /// binds in for each app added while the pod runs.
+    pub fn apps_share(&self) -> PathBuf {
+        self.path.join("apps")
+    }
     /// The guest's serial console.
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")

@@ -4,6 +4,7 @@
 //! a running pod. Built on `vmm` (processes), `agent` (the connection) and
 //! `logs` (output); the command layer and `launch` sit above it.
 
+pub mod apps_share;
 pub mod cids;
 pub mod dir;
 pub mod monitor;

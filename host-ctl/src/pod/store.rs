@@ -15,7 +15,7 @@ use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use super::dir::{pods_dir, PodDir};
 use super::monitor::spawn::{spawn_keeper, KeeperStart};
 use super::record::{self, PodRecord, State};
-use super::{cids, names, PodError};
+use super::{apps_share, cids, names, PodError};
 use crate::agent::{self, AgentClient};
 use crate::image::ImageStore;
 use crate::vmm;
@@ -211,6 +211,7 @@ pub fn release(dir: &PodDir) {
     }
     vmm::unmount_aliases(&dir.aliases_dir());
     vmm::unmount_in(&dir.guest_roots());
+    apps_share::release(dir);
     if let Some(images) = ImageStore::existing(&dir.state_dir()) {
         images.release(&dir.id);
     }

@@ -147,14 +147,17 @@ impl Jail {
             source,
         })?;
         unshare(CloneFlags::CLONE_NEWNS).map_err(fail("creating a mount namespace".into()))?;
+        // Slaves, not private: nothing mounted here reaches the host, but
+        // what the host mounts later in a shared directory it binds in (a
+        // sandbox pod's apps share) reaches the jail.
         mount(
             None::<&str>,
             "/",
             None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
             None::<&str>,
         )
-        .map_err(fail("making mounts private".into()))?;
+        .map_err(fail("making mounts slaves".into()))?;
         mount(
             Some("tmpfs"),
             &self.root,

@@ -9,6 +9,7 @@
 //! to end, records how it ended and ends the VM. SIGINT or SIGTERM stops
 //! the pod gracefully; a second one kills the VM.
 
+mod added;
 mod end;
 pub mod keeper;
 pub mod spawn;

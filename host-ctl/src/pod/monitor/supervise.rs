@@ -8,6 +8,7 @@
 //! monitor stops it: when the VM dies, or output stands still after the
 //! apps exited. Every collector syncs its file as it ends.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use kvmpod_api::protocol::{PodStatus, ShutdownRequest, WaitRequest};
 use tokio::sync::watch;
 
+use super::added::{AddedApps, Change};
 use super::end::record_end;
 use super::{Monitor, Outcome, Result};
 use crate::agent::{self, AgentClient};
@@ -39,8 +41,12 @@ impl Monitor {
         printer: Option<Printer>,
         mut interrupts: watch::Receiver<u32>,
     ) -> Result<Outcome> {
-        let collectors = self.start_collectors(printer);
-        let outcome = match self.wait_for_end(&mut interrupts).await {
+        let (mut collectors, collected) = self.start_collectors(printer);
+        let mut added = AddedApps::follow(&self.client, self.pod.sandbox, collected).await;
+        let outcome = match self
+            .wait_for_end(&mut interrupts, &mut collectors, &mut added)
+            .await
+        {
             Ending::Finished(status) => {
                 collectors.finish().await;
                 let record = record_end(&self.dir, Some(&status), "every app exited".into())?;
@@ -58,24 +64,45 @@ impl Monitor {
         Ok(outcome)
     }
 
-    /// One collector per app, each on its own log stream connection.
-    fn start_collectors(&self, printer: Option<Printer>) -> Collectors {
+    /// One collector per app, each on its own log stream connection;
+    /// and the apps collected.
+    fn start_collectors(&self, printer: Option<Printer>) -> (Collectors, HashSet<String>) {
         let printer = printer.map(|p| Arc::new(Mutex::new(p)));
         let mut collectors = Collectors::new(Tee::new(printer, self.guest_boot));
-        let rotation = self.log_rotation;
         for a in &self.pod.apps {
-            let files = self.dir.app_logs(&a.name, rotation.max_files);
-            collectors.spawn(&a.name, files, rotation, self.endpoint.clone());
+            self.collect(&mut collectors, &a.name);
         }
-        collectors
+        let names = self.pod.apps.iter().map(|a| a.name.clone()).collect();
+        (collectors, names)
+    }
+
+    fn collect(&self, collectors: &mut Collectors, app: &str) {
+        let rotation = self.log_rotation;
+        let files = self.dir.app_logs(app, rotation.max_files);
+        collectors.spawn(app, files, rotation, self.endpoint.clone());
     }
 
     /// Waits for every app to end, an interrupt, or the VM's death. A
     /// broken connection to a VM that still runs is made again.
-    async fn wait_for_end(&mut self, interrupts: &mut watch::Receiver<u32>) -> Ending {
+    async fn wait_for_end(
+        &mut self,
+        interrupts: &mut watch::Receiver<u32>,
+        collectors: &mut Collectors,
+        added: &mut AddedApps,
+    ) -> Ending {
         let wait_req = WaitRequest::new();
         loop {
             tokio::select! {
+                change = added.next() => match change {
+                    Change::Collect(app) => self.collect(collectors, &app),
+                    Change::Nothing => {}
+                    Change::Ended => {
+                        // The VM is going (the wait says so), or the
+                        // connection broke: follow again if it answers.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        added.resubscribe(&self.client).await;
+                    }
+                },
                 st = self.client.wait(agent::no_deadline(), &wait_req) => match st {
                     Ok(st) => return Ending::Finished(st),
                     Err(e) => {
@@ -83,7 +110,12 @@ impl Monitor {
                             return Ending::VmDied(end);
                         }
                         match self.reconnect().await {
-                            Some(c) => self.client = c,
+                            Some(c) => {
+                                self.client = c;
+                                if self.pod.sandbox && !added.is_following() {
+                                    added.resubscribe(&self.client).await;
+                                }
+                            }
                             None => return Ending::VmDied(format!("its agent stopped answering ({e})")),
                         }
                     }
