@@ -7,7 +7,9 @@
 #           libc6-dev's static libc, to build lkvm), docker-registry and
 #           skopeo (the registry `image pull` is tested against, and what
 #           pushes test images into it), containerd (with ctr: what the
-#           containerd shim is tested under; the tests start their own)
+#           containerd shim is tested under; the tests start their own),
+#           protobuf-compiler (protoc, which the k8s-cri crate's build needs:
+#           the CRI client of the Kubernetes path's test)
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
 #   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
 #           cargo-fuzz, pinned (the fuzz targets of `make test`)
@@ -36,6 +38,7 @@ dpkg-query -W -f='${Status}' build-essential 2>/dev/null | grep -q 'ok installed
 [ -x /usr/bin/docker-registry ] || missing="$missing docker-registry"
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || missing="$missing containerd"
+command -v protoc >/dev/null 2>&1 || missing="$missing protobuf-compiler"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -55,6 +55,10 @@ pub struct LiveApp {
     /// it).
     #[serde(default)]
     pub pid: Option<i64>,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default, rename = "exitCode")]
+    pub exit_code: Option<i32>,
 }
 
 /// What the shim reads of `host-ctl stats --format json`: one app's
@@ -95,6 +99,21 @@ impl PodView {
             .and_then(|a| a.pid)
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p > 0)
+    }
+
+    /// The exit status of `app` of a running pod once it is over (exited,
+    /// failed to start, or gone from the pod): what the agent says of it.
+    pub fn app_over(&self, app: &str) -> Option<u32> {
+        let live = self.live.as_ref()?;
+        match live.apps.iter().find(|a| a.name == app) {
+            None => Some(255),
+            Some(a) if a.state == "exited" || a.state == "failed" => Some(
+                a.exit_code
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(255),
+            ),
+            Some(_) => None,
+        }
     }
 
     /// The exit status of `app` once the pod is over: its code (128 + N
@@ -199,13 +218,26 @@ impl HostCtl {
             .map(drop)
     }
 
+    /// Adds the app of `manifest` to sandbox pod `pod` and starts it.
+    pub async fn app_add(&self, pod: &str, manifest: &Path) -> Result<(), ShimError> {
+        let m = manifest.to_string_lossy();
+        self.output(&["app", "add", pod, &m]).await.map(drop)
+    }
+
+    /// Removes `app` from `pod`, killing it first if it runs.
+    pub async fn app_remove(&self, pod: &str, app: &str) -> Result<(), ShimError> {
+        self.output(&["app", "rm", "--force", pod, app])
+            .await
+            .map(drop)
+    }
+
     /// Removes the pod, stopping it first if it runs.
     pub async fn remove(&self, pod: &str) -> Result<(), ShimError> {
         self.output(&["rm", "-f", pod]).await.map(drop)
     }
 
     /// `host-ctl logs -f` of one stream of `app` into `to`: it ends once
-    /// the pod is over and every byte is out. logs writes the app's stdout
+    /// the app is over and every byte is out. logs writes the app's stdout
     /// on its stdout and the app's stderr on its stderr.
     pub fn follow(
         &self,
@@ -243,5 +275,18 @@ mod tests {
         assert_eq!(v.vm.as_ref().map(|p| p.pid), Some(42));
         assert_eq!(v.exit_status("app"), 3);
         assert_eq!(v.exit_status("other"), 255);
+    }
+
+    #[test]
+    fn an_app_of_a_running_pod_is_over_once_the_agent_says_so() {
+        let v: PodView = serde_json::from_str(
+            r#"{"state": "running",
+                "live": {"apps": [{"name": "pause", "pid": 7, "state": "running"},
+                                  {"name": "web", "state": "exited", "exitCode": 4}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(v.app_over("pause"), None);
+        assert_eq!(v.app_over("web"), Some(4));
+        assert_eq!(v.app_over("removed"), Some(255));
     }
 }

@@ -24,7 +24,8 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts};
 
-/// The bundle file that names the task's pod, for `delete`.
+/// The bundle file that names what `delete` removes: the task's pod, or
+/// `<pod> <app>` for a container of a pod sandbox.
 pub const POD_FILE: &str = "kvmpod-pod-id";
 
 struct KvmpodShim {
@@ -43,9 +44,16 @@ impl Shim for KvmpodShim {
         }
     }
 
+    /// The containers of one Kubernetes pod share their sandbox's shim (as
+    /// runc's shim groups them), and so its VM: a second `start` finds the
+    /// sandbox shim's socket in use and hands containerd its address.
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         let id = opts.id.clone();
-        let address = containerd_shim::spawn(opts, &id, Vec::new()).await?;
+        // containerd starts the shim in the bundle.
+        let group = spec::read(std::path::Path::new("."))
+            .map(|s| s.group(&id))
+            .unwrap_or_else(|_| id.clone());
+        let address = containerd_shim::spawn(opts, &group, Vec::new()).await?;
         // containerd reads it back when it restarts.
         containerd_shim::util::write_str_to_file("address", &address).await?;
         Ok(address)

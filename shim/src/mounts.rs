@@ -70,17 +70,15 @@ impl OciMount {
 }
 
 /// Turns the spec's mounts into the pod's: see the module documentation.
-pub fn convert(mounts: &[OciMount]) -> Result<Mounts, ShimError> {
+pub fn convert(mounts: &[OciMount], prefix: &str) -> Result<Mounts, ShimError> {
     let mut out = Mounts::default();
     for m in mounts {
         let kind = m.kind.as_deref().unwrap_or_default();
-        if GUEST_OWN_TYPES.contains(&kind)
-            || (kind == "tmpfs" && GUEST_OWN_PATHS.contains(&m.destination.as_str()))
-        {
+        if GUEST_OWN_TYPES.contains(&kind) || GUEST_OWN_PATHS.contains(&m.destination.as_str()) {
             continue;
         }
         if m.is_bind() {
-            bind(m, &mut out)?;
+            bind(m, prefix, &mut out)?;
         } else if kind == "tmpfs" {
             out.tmpfs.push(tmpfs(m)?);
         } else {
@@ -93,21 +91,18 @@ pub fn convert(mounts: &[OciMount]) -> Result<Mounts, ShimError> {
 }
 
 /// A bind mount of a host directory: a host volume of its own.
-fn bind(m: &OciMount, out: &mut Mounts) -> Result<(), ShimError> {
+fn bind(m: &OciMount, prefix: &str, out: &mut Mounts) -> Result<(), ShimError> {
     let source = m
         .source
         .clone()
         .ok_or_else(|| m.unsupported("a bind mount needs a source"))?;
     if !source.is_dir() {
-        if GUEST_OWN_PATHS.contains(&m.destination.as_str()) {
-            return Ok(());
-        }
         return Err(m.unsupported(&format!(
             "{} is not a directory; kvmpod shares host directories into the VM, not single files",
             source.display()
         )));
     }
-    let name = format!("mount-{}", out.volumes.len());
+    let name = format!("{prefix}-{}", out.volumes.len());
     out.volumes.push(Volume {
         name: name.clone(),
         kind: VolumeKind::Host,
@@ -167,7 +162,7 @@ mod tests {
             {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}
         ]"#,
         );
-        assert_eq!(convert(&m).unwrap(), Mounts::default());
+        assert_eq!(convert(&m, "mount").unwrap(), Mounts::default());
     }
 
     #[test]
@@ -193,7 +188,7 @@ mod tests {
                 options: vec!["bind".into()],
             },
         ];
-        let got = convert(&m).unwrap();
+        let got = convert(&m, "mount").unwrap();
         assert_eq!(got.volumes.len(), 2);
         assert_eq!(got.volumes[0].name, "mount-0");
         assert_eq!(got.volumes[0].source.as_deref(), Some(dir.as_path()));
@@ -231,7 +226,7 @@ mod tests {
             source: Some("/etc/os-release".into()),
             options: vec!["rbind".into()],
         };
-        let e = convert(&[file]).unwrap_err().to_string();
+        let e = convert(&[file], "mount").unwrap_err().to_string();
         assert!(
             e.contains("/etc/app.conf") && e.contains("not a directory"),
             "{e}"
@@ -243,14 +238,14 @@ mod tests {
             source: Some("/etc/hosts".into()),
             options: vec!["rbind".into()],
         };
-        assert_eq!(convert(&[hosts]).unwrap(), Mounts::default());
+        assert_eq!(convert(&[hosts], "mount").unwrap(), Mounts::default());
         let block = OciMount {
             destination: "/disk".into(),
             kind: Some("ext4".into()),
             source: Some("/dev/vdb".into()),
             options: vec![],
         };
-        let e = convert(&[block]).unwrap_err().to_string();
+        let e = convert(&[block], "mount").unwrap_err().to_string();
         assert!(e.contains("/disk") && e.contains("ext4"), "{e}");
         let bad_size = OciMount {
             destination: "/t".into(),
@@ -258,6 +253,6 @@ mod tests {
             source: None,
             options: vec!["size=lots".into()],
         };
-        assert!(convert(&[bad_size]).is_err());
+        assert!(convert(&[bad_size], "mount").is_err());
     }
 }

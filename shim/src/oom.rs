@@ -12,13 +12,12 @@ use kvmpod_api::protocol::{EventKind, EventsRequest};
 use log::warn;
 
 use crate::events::Events;
-use crate::spec::APP;
 
 /// Follows the pod's events until the pod ends, publishing a TaskOOM for
-/// container `container` at each OOM kill of its app. Without the event
+/// container `container` at each OOM kill of its app `app`. Without the event
 /// stream the task still runs; only the OOM events are lost, and that is
 /// logged.
-pub async fn follow(endpoint: Endpoint, events: Events, container: String) {
+pub async fn follow(endpoint: Endpoint, events: Events, container: String, app: String) {
     let client = match agent::connect_once(&endpoint, DEFAULT_VSOCK_PORT).await {
         Ok(c) => c,
         Err(e) => {
@@ -37,7 +36,7 @@ pub async fn follow(endpoint: Endpoint, events: Events, container: String) {
     };
     // The stream ends (or breaks) when the VM powers off.
     while let Ok(Some(e)) = rx.recv().await {
-        if e.kind.enum_value_or_default() == EventKind::EVENT_KIND_APP_OOM_KILLED && e.app == APP {
+        if e.kind.enum_value_or_default() == EventKind::EVENT_KIND_APP_OOM_KILLED && e.app == app {
             let event = TaskOOM {
                 container_id: container.clone(),
                 ..Default::default()

@@ -12,9 +12,58 @@ use serde::Deserialize;
 use crate::error::ShimError;
 use crate::mounts::{self, OciMount};
 
-/// The app of a task's pod. A pod holds one container, so its app has a
-/// fixed name that every host-ctl command can use.
+/// The app of a task's own pod (a plain container's, or a Kubernetes pod
+/// sandbox's pause container): a fixed name every host-ctl command can use.
 pub const APP: &str = "app";
+
+/// The annotations containerd's CRI plugin puts on a Kubernetes pod's
+/// containers: which kind each is, and the pod sandbox it belongs to.
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What a task is to kvmpod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A container of its own: a pod of one app.
+    Pod,
+    /// A Kubernetes pod sandbox: a sandbox pod whose app is the pause
+    /// container, to which the pod's containers are added.
+    Sandbox,
+    /// A container of the pod sandbox with this ID: an app added to the
+    /// sandbox's pod (one VM per Kubernetes pod, as rkt ran it).
+    InSandbox(String),
+}
+
+impl Role {
+    /// The app a task of this role is in its pod: a container in a
+    /// sandbox is named after its ID (hex, so a valid app name).
+    pub fn app_name(&self, id: &str) -> String {
+        match self {
+            Role::Pod | Role::Sandbox => APP.to_string(),
+            Role::InSandbox(_) => app_name_of(id),
+        }
+    }
+}
+
+/// An app name from a container ID: lowercase letters and digits, runs of
+/// anything else as one `-`, at most 63 characters.
+fn app_name_of(id: &str) -> String {
+    let mut name = String::new();
+    for c in id.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    name.truncate(kvmpod_api::validate::MAX_NAME_LEN);
+    let name = name.trim_end_matches('-').to_string();
+    if name.is_empty() {
+        "container".into()
+    } else {
+        name
+    }
+}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,6 +78,8 @@ pub struct Spec {
     pub linux: Option<Linux>,
     #[serde(default)]
     pub mounts: Vec<OciMount>,
+    #[serde(default)]
+    pub annotations: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -148,6 +199,26 @@ pub fn read(bundle: &Path) -> Result<Spec, ShimError> {
 }
 
 impl Spec {
+    /// What task `id` is, from the CRI annotations (none: a pod of its
+    /// own).
+    pub fn role(&self, id: &str) -> Role {
+        let kind = self.annotations.get(CONTAINER_TYPE).map(String::as_str);
+        match (kind, self.annotations.get(SANDBOX_ID)) {
+            (Some("sandbox"), _) => Role::Sandbox,
+            (Some("container"), Some(sandbox)) if sandbox != id => Role::InSandbox(sandbox.clone()),
+            _ => Role::Pod,
+        }
+    }
+
+    /// The shim a task belongs to: its pod sandbox's, so one shim (and one
+    /// VM) serves a whole Kubernetes pod; else its own.
+    pub fn group(&self, id: &str) -> String {
+        match self.role(id) {
+            Role::InSandbox(sandbox) => sandbox,
+            Role::Pod | Role::Sandbox => id.to_string(),
+        }
+    }
+
     /// The root the task's process sees: the bundle's `rootfs/` once the
     /// snapshot is mounted there, or the spec's own absolute root path.
     pub fn root_path(&self, bundle: &Path) -> PathBuf {
@@ -185,10 +256,12 @@ impl Spec {
         }
     }
 
-    /// The manifest of the task's pod: one app whose root is `root`, with
-    /// the process's arguments, environment, working directory, user,
-    /// terminal and privileges; `stdin` when containerd gives it one.
-    pub fn manifest(&self, root: &Path, stdin: bool) -> Result<PodManifest, ShimError> {
+    /// The manifest of task `id`'s pod, or of the app it adds to its
+    /// sandbox's: one app whose root is `root`, with the process's
+    /// arguments, environment, working directory, user, terminal and
+    /// privileges; `stdin` when containerd gives it one.
+    pub fn manifest(&self, id: &str, root: &Path, stdin: bool) -> Result<PodManifest, ShimError> {
+        let role = self.role(id);
         let process = self
             .process
             .as_ref()
@@ -197,9 +270,15 @@ impl Spec {
             return Err(ShimError::Spec("config.json: process.args is empty".into()));
         }
         let env = process.env_vars();
-        let mounts = mounts::convert(&self.mounts)?;
+        let name = role.app_name(id);
+        // Volume names are the pod's: an added app's carry its own prefix.
+        let prefix = match role {
+            Role::InSandbox(_) => format!("m-{}", &name[..name.len().min(12)]),
+            Role::Pod | Role::Sandbox => "mount".into(),
+        };
+        let mounts = mounts::convert(&self.mounts, prefix.trim_end_matches('-'))?;
         let app = App {
-            name: APP.into(),
+            name,
             rootfs: root.to_path_buf(),
             exec: process.args.clone(),
             env,
@@ -237,7 +316,7 @@ impl Spec {
             hostname: self.hostname.clone().filter(|h| !h.is_empty()),
             volumes: mounts.volumes,
             apps: vec![app],
-            sandbox: false,
+            sandbox: role == Role::Sandbox,
         })
     }
 }
@@ -277,7 +356,7 @@ mod tests {
         let spec: Spec = serde_json::from_str(CTR_SPEC).unwrap();
         let bundle = Path::new("/run/b");
         assert_eq!(spec.root_path(bundle), Path::new("/run/b/rootfs"));
-        let m = spec.manifest(&spec.root_path(bundle), true).unwrap();
+        let m = spec.manifest("t1", &spec.root_path(bundle), true).unwrap();
         assert_eq!(m.hostname.as_deref(), Some("web"));
         let app = &m.apps[0];
         assert_eq!(app.name, APP);
@@ -322,19 +401,50 @@ mod tests {
             serde_json::from_str(r#"{"process": {"args": ["true"]}, "root": {"path": "/srv/r"}}"#)
                 .unwrap();
         assert_eq!(spec.root_path(Path::new("/b")), Path::new("/srv/r"));
-        let m = spec.manifest(Path::new("/srv/r"), false).unwrap();
+        let m = spec.manifest("t1", Path::new("/srv/r"), false).unwrap();
         assert_eq!(m.apps[0].working_directory, None);
         assert!(!m.apps[0].stdin);
         assert_eq!(m.apps[0].resources, Resources::default());
     }
 
     #[test]
+    fn cri_annotations_make_a_sandbox_and_its_containers() {
+        let spec = |kind: &str, sandbox: &str| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "process": {"args": ["x"]},
+                "annotations": {CONTAINER_TYPE: kind, SANDBOX_ID: sandbox}
+            }))
+            .unwrap()
+        };
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let sandbox = spec("sandbox", "sb1");
+        assert_eq!(sandbox.role("sb1"), Role::Sandbox);
+        assert_eq!(sandbox.group("sb1"), "sb1");
+        assert!(
+            sandbox
+                .manifest("sb1", Path::new("/r"), false)
+                .unwrap()
+                .sandbox
+        );
+        let member = spec("container", "sb1");
+        assert_eq!(member.role(id), Role::InSandbox("sb1".into()));
+        assert_eq!(member.group(id), "sb1");
+        let m = member.manifest(id, Path::new("/r"), false).unwrap();
+        assert!(!m.sandbox);
+        // A 64-character ID becomes a valid app name.
+        assert_eq!(m.apps[0].name, &id[..63]);
+        assert!(kvmpod_api::validate::check_acname(&m.apps[0].name).is_ok());
+        assert_eq!(Spec::default().role("x"), Role::Pod);
+        assert_eq!(app_name_of("My_Container.1"), "my-container-1");
+    }
+
+    #[test]
     fn a_spec_without_a_command_is_refused() {
         let spec: Spec = serde_json::from_str(r#"{"process": {"args": []}}"#).unwrap();
-        let e = spec.manifest(Path::new("/r"), false).unwrap_err();
+        let e = spec.manifest("t1", Path::new("/r"), false).unwrap_err();
         assert!(e.to_string().contains("process.args is empty"), "{e}");
         let e = Spec::default()
-            .manifest(Path::new("/r"), false)
+            .manifest("t1", Path::new("/r"), false)
             .unwrap_err();
         assert!(e.to_string().contains("no process"), "{e}");
     }

@@ -33,6 +33,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         agent: &ctx.agent,
         shim: &shim,
         state_dir: ctx.state.clone(),
+        cri: None,
     });
     timed(containerd.command(&["images", "import", path_str(&archive)?]))?;
 

@@ -1,8 +1,9 @@
 //! A containerd of the test's own (Debian's containerd 1.6): its root,
 //! state, sockets and config under the fixture's directory, the kvmpod
 //! shim on its PATH, stopped when dropped (what its shims leave is the
-//! fixture's to find). The CRI plugin is off: these tests drive containerd
-//! with `ctr`.
+//! fixture's to find). The CRI plugin is off unless asked for ([`Cri`]):
+//! then it serves the kubelet's API on the same socket, with a `kvmpod`
+//! runtime handler and a sandbox (pause) image the test imports.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,19 @@ use crate::{run_with_limit, send_signal, Fixture, Outcome};
 pub const RUNTIME: &str = "io.containerd.kvmpod.v2";
 /// The containerd namespace the tests use.
 pub const NAMESPACE: &str = "kvmpod-test";
+/// The namespace containerd's CRI plugin keeps Kubernetes' images and
+/// containers in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+/// The CRI runtime handler (a RuntimeClass's `handler`) that runs pods
+/// under kvmpod.
+pub const CRI_HANDLER: &str = "kvmpod";
+
+/// The CRI plugin's settings.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    /// The image every pod sandbox runs (its pause container).
+    pub sandbox_image: String,
+}
 
 pub struct Containerd {
     child: Child,
@@ -47,6 +61,46 @@ pub struct Setup<'a> {
     pub shim: &'a Path,
     /// kvmpod's state directory, for the shim's pods.
     pub state_dir: PathBuf,
+    /// The CRI plugin, on with these settings; off when None.
+    pub cri: Option<Cri>,
+}
+
+/// containerd's configuration for `s`.
+fn config(s: &Setup<'_>, socket: &Path) -> String {
+    let dir = &s.dir;
+    let mut text = format!(
+        "version = 2\n\
+         root = \"{root}\"\n\
+         state = \"{state}\"\n\
+         [grpc]\n  address = \"{sock}\"\n\
+         [ttrpc]\n  address = \"{sock}.ttrpc\"\n",
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        sock = socket.display(),
+    );
+    match &s.cri {
+        None => text.insert_str(0, "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n"),
+        // Pods use the node's network (no CNI here); kvmpod runs what the
+        // `kvmpod` handler names; nothing is pulled.
+        Some(cri) => text.push_str(&format!(
+            "[plugins.\"io.containerd.grpc.v1.cri\"]\n\
+             \x20 sandbox_image = \"{image}\"\n\
+             \x20 stream_server_address = \"127.0.0.1\"\n\
+             \x20 stream_server_port = \"0\"\n\
+             \x20 disable_apparmor = true\n\
+             \x20 [plugins.\"io.containerd.grpc.v1.cri\".cni]\n\
+             \x20   bin_dir = \"{cni}/bin\"\n\
+             \x20   conf_dir = \"{cni}/conf\"\n\
+             \x20 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n\
+             \x20   runtime_type = \"io.containerd.runc.v2\"\n\
+             \x20 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{handler}]\n\
+             \x20   runtime_type = \"{RUNTIME}\"\n",
+            image = cri.sandbox_image,
+            cni = dir.join("cni").display(),
+            handler = CRI_HANDLER,
+        )),
+    }
+    text
 }
 
 impl Containerd {
@@ -59,6 +113,19 @@ impl Containerd {
             agent: &fx.programs.agent,
             shim: &fx.programs.shim,
             state_dir: fx.state_dir(),
+            cri: None,
+        })
+    }
+
+    /// Starts containerd for `fx` with its CRI plugin on.
+    pub fn start_cri(fx: &Fixture, cri: Cri) -> Containerd {
+        Containerd::start_with(Setup {
+            dir: fx.path().join("containerd"),
+            host_ctl: &fx.programs.host_ctl,
+            agent: &fx.programs.agent,
+            shim: &fx.programs.shim,
+            state_dir: fx.state_dir(),
+            cri: Some(cri),
         })
     }
 
@@ -74,25 +141,11 @@ impl Containerd {
             "{} is not built; run `make build`",
             shim.display()
         );
-        let dir = s.dir;
+        let dir = s.dir.clone();
         fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
-        fs::write(
-            &config,
-            format!(
-                "version = 2\n\
-                 root = \"{root}\"\n\
-                 state = \"{state}\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{sock}\"\n\
-                 [ttrpc]\n  address = \"{sock}.ttrpc\"\n",
-                root = dir.join("root").display(),
-                state = dir.join("state").display(),
-                sock = socket.display(),
-            ),
-        )
-        .unwrap();
+        fs::write(&config, self::config(&s, &socket)).unwrap();
         let shim_dir = shim.parent().unwrap();
         let path = format!(
             "{}:{}",
@@ -154,6 +207,18 @@ impl Containerd {
 
     pub fn ctr(&self, args: &[&str], limit: Duration) -> Outcome {
         run_with_limit(self.command(args), limit)
+    }
+
+    /// `ctr` in namespace `namespace`.
+    pub fn ctr_in(&self, namespace: &str, args: &[&str], limit: Duration) -> Outcome {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .arg("--namespace")
+            .arg(namespace)
+            .args(args)
+            .stdin(Stdio::null());
+        run_with_limit(cmd, limit)
     }
 
     /// containerd's own log, for assertion messages.

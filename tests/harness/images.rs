@@ -815,6 +815,23 @@ pub fn docker_dir_from_roots(dir: &Path, roots: &[&Path], config: serde_json::Va
 /// Its config runs `/bin/sh -c` with a default command printing `cmd
 /// $GREETING $(pwd) $(id -u)`, `GREETING=hello`, WorkingDir `/data` and
 /// User 65534.
+/// A Kubernetes pod's sandbox image (its pause container), from the busybox
+/// root: it waits until it is asked to stop.
+pub fn write_pause_image(busybox_root: &Path, archive: &Path, tag: &str) {
+    let base = Layer::from_dir(busybox_root).expect("a busybox layer");
+    let image = ImageSpec::new(vec![base])
+        .config(Config {
+            entrypoint: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "trap 'exit 0' TERM INT; while :; do sleep 1; done".into(),
+            ],
+            ..Config::default()
+        })
+        .build();
+    write_tar(archive, &docker_files(&[(&image, &[tag])], false));
+}
+
 pub fn write_test_image(busybox_root: &Path, archive: &Path, tag: &str) {
     let base = Layer::from_dir(busybox_root).expect("a busybox layer");
     let adds = Layer::new(vec![

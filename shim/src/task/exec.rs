@@ -14,7 +14,7 @@ use super::process::{report_end, Ended, Exited, Proc};
 use crate::error::ShimError;
 use crate::events::Events;
 use crate::guest;
-use crate::spec::{Process, APP};
+use crate::spec::Process;
 use crate::stdio::Fifos;
 
 pub struct Exec {
@@ -47,6 +47,8 @@ pub fn parse(req: &ExecProcessRequest) -> Result<Exec, ShimError> {
 
 /// What starting an exec needs, taken under the task lock.
 pub struct ExecPlan {
+    /// The app it runs in.
+    pub app: String,
     pub process: Process,
     pub fifos: Fifos,
     pub ended: Arc<watch::Sender<Option<Ended>>>,
@@ -54,9 +56,10 @@ pub struct ExecPlan {
 
 impl Exec {
     /// Marks it started; what to start it with.
-    pub fn plan(&mut self) -> ExecPlan {
+    pub fn plan(&mut self, app: &str) -> ExecPlan {
         self.proc.started = true;
         ExecPlan {
+            app: app.to_string(),
             process: self.process.clone(),
             fifos: self.proc.fifos.clone(),
             ended: self.proc.end_sender(),
@@ -83,7 +86,7 @@ pub async fn start(
     let fifos = plan.fifos;
     let interactive = !fifos.stdin.is_empty();
     let outputs = guest::outputs(&fifos.stdout, &fifos.stderr)?;
-    let (tx, rx) = guest::exec(endpoint, APP, &plan.process, interactive).await?;
+    let (tx, rx) = guest::exec(endpoint, &plan.app, &plan.process, interactive).await?;
     if interactive {
         guest::feed(tx.clone(), &fifos.stdin, !fifos.terminal)?;
     }

@@ -18,8 +18,8 @@ use host_ctl::agent::Endpoint;
 use crate::error::ShimError;
 use crate::events::Events;
 use crate::guest;
-use crate::hostctl::{HostCtl, Stream};
-use crate::spec::{self, APP};
+use crate::hostctl::{HostCtl, PodView, Stream};
+use crate::spec::{self, Role};
 use crate::stdio::{self, Fifos};
 use crate::{rootfs, POD_FILE};
 
@@ -36,6 +36,10 @@ const MANIFEST: &str = "kvmpod-pod.json";
 
 pub struct Container {
     pub bundle: PathBuf,
+    /// A pod of its own, a pod sandbox, or a container of a sandbox.
+    pub role: Role,
+    /// Its app in its pod.
+    pub app: String,
     /// The snapshot mounted on `<bundle>/rootfs` (to unmount at delete).
     pub mounted: bool,
     pub pod: Option<String>,
@@ -53,8 +57,9 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
     let spec = spec::read(&bundle)?;
     let root = spec.root_path(&bundle);
     let mounted = rootfs::mount(&req.rootfs, &bundle.join("rootfs")).await?;
+    let role = spec.role(&req.id);
     let written = async {
-        let manifest = spec.manifest(&root, !req.stdin.is_empty())?;
+        let manifest = spec.manifest(&req.id, &root, !req.stdin.is_empty())?;
         let text =
             serde_json::to_vec_pretty(&manifest).map_err(|e| ShimError::Spec(e.to_string()))?;
         let path = bundle.join(MANIFEST);
@@ -73,6 +78,8 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
     }
     Ok(Container {
         bundle,
+        app: role.app_name(&req.id),
+        role,
         mounted,
         pod: None,
         endpoint: None,
@@ -90,6 +97,7 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
 /// What a started init brings back to its container.
 pub struct Started {
     pub pod: String,
+    pub app: String,
     pub pid: u32,
     pub endpoint: Option<Endpoint>,
     pub input: Option<guest::Sender>,
@@ -101,36 +109,54 @@ pub struct Started {
 /// that the boot itself runs without it.
 pub struct StartPlan {
     pub bundle: PathBuf,
+    pub app: String,
+    /// For a container of a pod sandbox: the sandbox's pod, which it joins.
+    pub sandbox_pod: Option<String>,
     pub fifos: Fifos,
     pub ended: Arc<watch::Sender<Option<Ended>>>,
 }
 
-/// Boots the container's pod and starts copying its output into the
-/// FIFOs. A failure after the pod booted removes it again.
+/// Boots the container's pod (or adds its app to its sandbox's pod) and
+/// starts copying its output into the FIFOs. A failure after that removes
+/// the pod (or the app) again. The bundle keeps what `delete` must remove
+/// should the shim die: the pod, or the app in the sandbox's pod.
 pub async fn start(
     host_ctl: &HostCtl,
     events: &Events,
     id: &str,
     plan: StartPlan,
 ) -> Result<Started, ShimError> {
-    let pod = host_ctl.run_detached(&plan.bundle.join(MANIFEST)).await?;
+    let manifest = plan.bundle.join(MANIFEST);
+    let (pod, kept) = match &plan.sandbox_pod {
+        Some(pod) => {
+            host_ctl.app_add(pod, &manifest).await?;
+            (pod.clone(), format!("{pod} {}", plan.app))
+        }
+        None => {
+            let pod = host_ctl.run_detached(&manifest).await?;
+            (pod.clone(), pod)
+        }
+    };
     let pod_file = plan.bundle.join(POD_FILE);
-    if let Err(e) = tokio::fs::write(&pod_file, &pod).await {
+    if let Err(e) = tokio::fs::write(&pod_file, &kept).await {
         warn!("writing {}: {e}", pod_file.display());
     }
     let mut followers = Vec::new();
-    match connect(host_ctl, &pod, &plan.fifos, &mut followers).await {
+    match connect(host_ctl, &pod, &plan.app, &plan.fifos, &mut followers).await {
         Ok((pid, endpoint, input)) => Ok(Started {
             watch: WatchEnd {
                 host_ctl: host_ctl.clone(),
                 events: events.clone(),
                 id: id.to_string(),
                 pod: pod.clone(),
+                app: plan.app.clone(),
+                whole_pod: plan.sandbox_pod.is_none(),
                 pid,
                 followers,
                 ended: plan.ended,
             },
             pod,
+            app: plan.app,
             pid,
             endpoint,
             input,
@@ -139,8 +165,15 @@ pub async fn start(
             for f in &mut followers {
                 let _ = f.kill().await;
             }
-            if let Err(rm) = host_ctl.remove(&pod).await {
-                warn!("removing pod {pod} after a failed start: {rm}");
+            let removed = match plan.sandbox_pod {
+                Some(_) => host_ctl.app_remove(&pod, &plan.app).await,
+                None => host_ctl.remove(&pod).await,
+            };
+            if let Err(rm) = removed {
+                warn!(
+                    "removing pod {pod} (app {}) after a failed start: {rm}",
+                    plan.app
+                );
             }
             Err(e)
         }
@@ -152,6 +185,7 @@ pub async fn start(
 async fn connect(
     host_ctl: &HostCtl,
     pod: &str,
+    app: &str,
     fifos: &Fifos,
     followers: &mut Vec<tokio::process::Child>,
 ) -> Result<(u32, Option<Endpoint>, Option<guest::Sender>), ShimError> {
@@ -162,14 +196,14 @@ async fn connect(
         (Stream::Stderr, &fifos.stderr),
     ] {
         if let Some(to) = stdio::output(fifo)? {
-            followers.push(host_ctl.follow(pod, APP, stream, to)?);
+            followers.push(host_ctl.follow(pod, app, stream, to)?);
         }
     }
     if followers.is_empty() {
         // Without FIFOs, a follower into nothing still ends with the pod:
         // what tells the watcher, without polling, that it is over.
         let null = std::process::Stdio::null();
-        followers.push(host_ctl.follow(pod, APP, Stream::Stdout, null)?);
+        followers.push(host_ctl.follow(pod, app, Stream::Stdout, null)?);
     }
     let mut input = None;
     if !fifos.stdin.is_empty() || fifos.terminal {
@@ -177,7 +211,7 @@ async fn connect(
             .endpoint
             .as_ref()
             .ok_or_else(|| ShimError::Guest(format!("pod {pod} has no vsock endpoint")))?;
-        let tx = guest::attach(endpoint, APP).await?;
+        let tx = guest::attach(endpoint, app).await?;
         if !fifos.stdin.is_empty() {
             // A pipe's end ends the app's stdin; a terminal's gets
             // CloseIO (its end is not the user typing ^D).
@@ -193,6 +227,9 @@ pub struct WatchEnd {
     events: Events,
     id: String,
     pod: String,
+    app: String,
+    /// The task is the whole pod (not an app of a sandbox's).
+    whole_pod: bool,
     pid: u32,
     followers: Vec<tokio::process::Child>,
     ended: Arc<watch::Sender<Option<Ended>>>,
@@ -233,24 +270,40 @@ impl WatchEnd {
         report_end(&self.events, &self.ended, exited).await;
     }
 
-    /// Resolves once the pod is seen over, looking every `every`.
+    /// The task's exit status once it is over: when the pod is, or (an
+    /// app of a sandbox's pod) when its app is.
+    fn over(&self, v: &PodView) -> Option<u32> {
+        if v.exited() {
+            return Some(v.exit_status(&self.app));
+        }
+        if self.whole_pod {
+            return None;
+        }
+        v.app_over(&self.app)
+    }
+
+    /// Resolves once the task is seen over, looking every `every`.
     async fn until_over(&self, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            if matches!(self.host_ctl.status(&self.pod).await, Ok(v) if v.exited()) {
+            if matches!(self.host_ctl.status(&self.pod).await, Ok(v) if self.over(&v).is_some()) {
                 return;
             }
         }
     }
 
-    /// Polls the pod until it is over; its app's status. A few failed
-    /// looks in a row (the pod removed under it) give 255.
+    /// Polls the pod until the task is over; its app's status. A few
+    /// failed looks in a row (the pod removed under it) give 255.
     async fn exit_status(&self) -> u32 {
         let mut failures = 0;
         loop {
             match self.host_ctl.status(&self.pod).await {
-                Ok(v) if v.exited() => return v.exit_status(APP),
-                Ok(_) => failures = 0,
+                Ok(v) => {
+                    if let Some(status) = self.over(&v) {
+                        return status;
+                    }
+                    failures = 0;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures >= 5 {

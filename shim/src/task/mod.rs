@@ -43,7 +43,7 @@ use crate::error::ShimError;
 use crate::events::Events;
 use crate::guest;
 use crate::hostctl::HostCtl;
-use crate::spec::APP;
+use crate::spec::Role;
 use crate::{oom, rootfs, POD_FILE};
 use init::Container;
 use process::{now, wait_end, Ended, Proc};
@@ -52,7 +52,8 @@ pub struct Service {
     host_ctl: HostCtl,
     events: Events,
     exit: Arc<ExitSignal>,
-    /// One task per shim (the map keeps the API's shape).
+    /// The shim's tasks: one, or a Kubernetes pod sandbox and its
+    /// containers (grouped into the sandbox's shim).
     containers: Mutex<std::collections::HashMap<String, Container>>,
 }
 
@@ -65,6 +66,21 @@ fn no_task(id: &str) -> containerd_shim::protos::ttrpc::Error {
 }
 
 impl Service {
+    /// Takes the task out: its pod, or its app from its sandbox's pod. A
+    /// sandbox's pod that is already gone leaves nothing to take.
+    async fn remove(&self, pod: &str, app: &str, role: &Role) -> Result<(), ShimError> {
+        match role {
+            Role::Pod | Role::Sandbox => self.host_ctl.remove(pod).await,
+            Role::InSandbox(_) => match self.host_ctl.app_remove(pod, app).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.host_ctl.status(pod).await {
+                    Ok(v) if !v.exited() => Err(e),
+                    _ => Ok(()),
+                },
+            },
+        }
+    }
+
     pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
         Service {
             host_ctl: HostCtl::locate(),
@@ -110,12 +126,12 @@ impl Service {
         })
     }
 
-    /// The pod of task `id`, which must be running.
-    async fn running_pod(&self, id: &str) -> TtrpcResult<String> {
+    /// The pod and app of task `id`, which must be running.
+    async fn running_pod(&self, id: &str) -> TtrpcResult<(String, String)> {
         let containers = self.containers.lock().await;
         let c = containers.get(id).ok_or_else(|| no_task(id))?;
         match (&c.pod, c.init.ended()) {
-            (Some(pod), None) => Ok(pod.clone()),
+            (Some(pod), None) => Ok((pod.clone(), c.app.clone())),
             _ => Err(rpc_error(ShimError::Precondition(format!(
                 "task {id} is not running"
             )))),
@@ -135,6 +151,7 @@ impl Service {
                     ))))
                 }
             };
+            let app = c.app.clone();
             let e = c
                 .execs
                 .get_mut(exec_id)
@@ -144,7 +161,7 @@ impl Service {
                     "exec {exec_id} already started"
                 ))));
             }
-            (endpoint, e.plan())
+            (endpoint, e.plan(&app))
         };
         let started = exec::start(&endpoint, &self.events, (id, exec_id), plan).await;
         let mut containers = self.containers.lock().await;
@@ -186,9 +203,19 @@ impl Service {
                     "task {id} already started"
                 ))));
             }
+            let (app, role) = (c.app.clone(), c.role.clone());
+            let sandbox_pod = match &role {
+                Role::InSandbox(sandbox) => Some(sandbox_pod(&containers, sandbox)?),
+                Role::Pod | Role::Sandbox => None,
+            };
+            let Some(c) = containers.get_mut(id) else {
+                return Err(no_task(id));
+            };
             c.init.started = true;
             init::StartPlan {
                 bundle: c.bundle.clone(),
+                app,
+                sandbox_pod,
                 fifos: c.init.fifos.clone(),
                 ended: c.init.end_sender(),
             }
@@ -219,7 +246,13 @@ impl Service {
             .await;
         tokio::spawn(started.watch.run());
         if let Some(endpoint) = started.endpoint {
-            tokio::spawn(oom::follow(endpoint, self.events.clone(), id.to_string()));
+            let app = started.app;
+            tokio::spawn(oom::follow(
+                endpoint,
+                self.events.clone(),
+                id.to_string(),
+                app,
+            ));
         }
         Ok(pid)
     }
@@ -228,13 +261,19 @@ impl Service {
     /// forgotten only once both are done, so a failed Delete can be
     /// retried.
     async fn delete_init(&self, id: &str) -> TtrpcResult<DeleteResponse> {
-        let (pod, mounted, bundle) = {
+        let (pod, mounted, bundle, app, role) = {
             let containers = self.containers.lock().await;
             let c = containers.get(id).ok_or_else(|| no_task(id))?;
-            (c.pod.clone(), c.mounted, c.bundle.clone())
+            (
+                c.pod.clone(),
+                c.mounted,
+                c.bundle.clone(),
+                c.app.clone(),
+                c.role.clone(),
+            )
         };
         if let Some(pod) = &pod {
-            self.host_ctl.remove(pod).await.map_err(rpc_error)?;
+            self.remove(pod, &app, &role).await.map_err(rpc_error)?;
         }
         if mounted {
             rootfs::unmount(&bundle.join("rootfs")).map_err(rpc_error)?;
@@ -374,10 +413,12 @@ impl Task for Service {
                 req.id
             )))
         })?;
+        let app = c.app.clone();
         drop(containers);
-        if let Err(e) = self.host_ctl.kill(&pod, APP, req.signal).await {
+        if let Err(e) = self.host_ctl.kill(&pod, &app, req.signal).await {
             // The app may have exited between the look above and the kill.
-            if matches!(self.host_ctl.status(&pod).await, Ok(v) if v.exited()) {
+            if matches!(self.host_ctl.status(&pod).await, Ok(v) if v.exited() || v.app_over(&app).is_some())
+            {
                 return Err(no_task(&format!("{}: its process has exited", req.id)));
             }
             return Err(rpc_error(e));
@@ -426,10 +467,10 @@ impl Task for Service {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        let pod = self.running_pod(&req.id).await?;
+        let (pod, app) = self.running_pod(&req.id).await?;
         let view = self.host_ctl.status(&pod).await.map_err(rpc_error)?;
         let processes = view
-            .guest_pid(APP)
+            .guest_pid(&app)
             .map(|pid| ProcessInfo {
                 pid,
                 ..Default::default()
@@ -443,8 +484,8 @@ impl Task for Service {
     }
 
     async fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
-        let pod = self.running_pod(&req.id).await?;
-        let s = self.host_ctl.stats(&pod, APP).await.map_err(rpc_error)?;
+        let (pod, app) = self.running_pod(&req.id).await?;
+        let s = self.host_ctl.stats(&pod, &app).await.map_err(rpc_error)?;
         let stats = containerd_shim::util::convert_to_any(Box::new(metrics::of(&s)))
             .map_err(|e| rpc_error(ShimError::Precondition(format!("encoding metrics: {e}"))))?;
         Ok(StatsResponse {
@@ -473,7 +514,7 @@ impl Task for Service {
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
-        // One task per shim: once it is deleted, the shim's work is done.
+        // Once every task is deleted, the shim's work is done.
         if self.containers.lock().await.is_empty() {
             self.exit.signal();
         }
@@ -481,12 +522,36 @@ impl Task for Service {
     }
 }
 
+/// The pod of sandbox task `sandbox`, which a container joins.
+fn sandbox_pod(
+    containers: &std::collections::HashMap<String, Container>,
+    sandbox: &str,
+) -> TtrpcResult<String> {
+    containers
+        .get(sandbox)
+        .and_then(|s| s.pod.clone().filter(|_| s.init.ended().is_none()))
+        .ok_or_else(|| {
+            rpc_error(ShimError::Precondition(format!(
+                "pod sandbox {sandbox} is not running in this shim"
+            )))
+        })
+}
+
 /// The `delete` command's clean-up, run by containerd after a shim died:
 /// the pod the bundle names is removed, the root unmounted.
 pub async fn clean_up(bundle: &Path) -> Result<(), ShimError> {
     let host_ctl = HostCtl::locate();
-    if let Ok(pod) = tokio::fs::read_to_string(bundle.join(POD_FILE)).await {
-        host_ctl.remove(pod.trim()).await?;
+    if let Ok(kept) = tokio::fs::read_to_string(bundle.join(POD_FILE)).await {
+        // "<pod>", or "<pod> <app>" for a container of a pod sandbox.
+        match kept.split_whitespace().collect::<Vec<_>>()[..] {
+            [pod, app] => {
+                if let Err(e) = host_ctl.app_remove(pod, app).await {
+                    log::warn!("removing app {app} of pod {pod}: {e}");
+                }
+            }
+            [pod] => host_ctl.remove(pod).await?,
+            _ => {}
+        }
     }
     rootfs::unmount(&bundle.join("rootfs"))
 }

@@ -1,0 +1,264 @@
+//! The Kubernetes path: containerd's CRI plugin (Debian's containerd 1.6,
+//! started by the test) with a `kvmpod` runtime handler, driven the way the
+//! kubelet drives it, by a CRI client: a pod sandbox, then two containers
+//! in it sharing an emptyDir-style host directory, their status and logs
+//! at the CRI log path, an ExecSync, then the sandbox stopped and removed.
+//! The whole Kubernetes pod is one kvmpod pod: one VM.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
+};
+use kvmpod_tests::containerd::{Containerd, Cri, CRI_HANDLER, CRI_NAMESPACE};
+use kvmpod_tests::{Fixture, CMD};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const IMAGE: &str = "docker.io/kvmpod/test:1";
+const PAUSE: &str = "docker.io/kvmpod/pause:1";
+
+type Client = RuntimeServiceClient<Channel>;
+
+/// A CRI client on containerd's socket, as the kubelet connects.
+async fn connect(socket: &Path) -> Client {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .expect("an endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .expect("connecting to containerd's CRI service");
+    RuntimeServiceClient::new(channel)
+}
+
+fn sandbox_config(logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "web".into(),
+            uid: "kvmpod-test-uid".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "web-pod".into(),
+        log_directory: logs.display().to_string(),
+        // The node's network: no CNI plugin is configured here.
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(name: &str, script: &str, shared: &Path) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        mounts: vec![Mount {
+            container_path: "/shared".into(),
+            host_path: shared.display().to_string(),
+            ..Default::default()
+        }],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// Waits until the CRI log file `path` has a line ending in `text`; its
+/// lines' messages.
+fn wait_for_cri_log(path: &Path, text: &str, containerd: &Containerd) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let lines: Vec<String> = fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            // "<time> <stream> <F|P> <message>"
+            .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+            .collect();
+        if lines.iter().any(|l| l == text) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < until,
+            "{} never showed {text:?}: {lines:?}\n{}",
+            path.display(),
+            containerd.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn import(containerd: &Containerd, archive: &Path) {
+    let import = containerd.ctr_in(
+        CRI_NAMESPACE,
+        &["images", "import", archive.to_str().unwrap()],
+        CMD,
+    );
+    assert_eq!(
+        import.code,
+        Some(0),
+        "{}\n{}",
+        import.dump(),
+        containerd.log()
+    );
+}
+
+/// Creates and starts container `name` running `script` in `sandbox`.
+async fn run_container(
+    cri: &mut Client,
+    containerd: &Containerd,
+    (sandbox, config): (&str, &PodSandboxConfig),
+    (name, script): (&str, &str),
+    shared: &Path,
+) -> String {
+    let id = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: sandbox.to_string(),
+            config: Some(container(name, script, shared)),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", containerd.log()))
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", containerd.log()));
+    id
+}
+
+async fn assert_running(cri: &mut Client, id: &str) {
+    let st = cri
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("a status");
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+}
+
+/// ExecSync in the reader: the shared file, the pod's hostname, a status.
+async fn exec_sync(cri: &mut Client, containerd: &Containerd, id: &str) {
+    let script = "cat /shared/note; hostname; exit 3";
+    let exec = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            timeout: 60,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ExecSync: {e}\n{}", containerd.log()))
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        "from the writer\nweb-pod\n"
+    );
+    assert_eq!(exec.exit_code, 3);
+}
+
+/// The pod, as the kubelet runs it: sandbox, two containers sharing a
+/// directory, their status, logs and an exec; then stop and remove.
+async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Path) {
+    let mut cri = connect(&containerd.socket).await;
+    let config = sandbox_config(logs);
+    let sandbox = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: CRI_HANDLER.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(fx.pods_created(), 1, "the sandbox is a pod");
+
+    let writer = "echo from the writer > /shared/note; echo writer wrote; exec sleep 600";
+    let reader =
+        "while [ ! -e /shared/note ]; do sleep 0.1; done; cat /shared/note; exec sleep 600";
+    let mut ids = Vec::new();
+    for container in [("writer", writer), ("reader", reader)] {
+        let pod = (sandbox.as_str(), &config);
+        ids.push(run_container(&mut cri, containerd, pod, container, shared).await);
+    }
+    // Both containers are apps of the sandbox's pod: still one VM.
+    assert_eq!(fx.pods_created(), 1, "a container got a VM of its own");
+    for id in &ids {
+        assert_running(&mut cri, id).await;
+    }
+    wait_for_cri_log(&logs.join("writer.log"), "writer wrote", containerd);
+    let read = wait_for_cri_log(&logs.join("reader.log"), "from the writer", containerd);
+    assert_eq!(read, ["from the writer"]);
+    exec_sync(&mut cri, containerd, &ids[1]).await;
+
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+}
+
+#[test]
+fn a_kubernetes_pod_runs_in_one_vm() {
+    let fx = Fixture::new();
+    let mut containerd = Containerd::start_cri(
+        &fx,
+        Cri {
+            sandbox_image: PAUSE.into(),
+        },
+    );
+    let (image, pause) = (fx.path().join("test.tar"), fx.path().join("pause.tar"));
+    kvmpod_tests::images::write_test_image(&fx.root(), &image, "kvmpod/test:1");
+    kvmpod_tests::images::write_pause_image(&fx.root(), &pause, "kvmpod/pause:1");
+    import(&containerd, &image);
+    import(&containerd, &pause);
+    let logs = fx.host_dir("pod-logs", &[]);
+    let shared = fx.host_dir("empty-dir", &[]);
+    // The image's user (65534) writes there.
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(kubelet(&fx, &containerd, &logs, &shared));
+    assert_eq!(fx.pods_created(), 0, "the sandbox's pod is left behind");
+    containerd.stop();
+    drop(containerd);
+    fx.finish();
+}
