@@ -68,7 +68,14 @@ fn sandbox_config(logs: &Path) -> PodSandboxConfig {
     }
 }
 
+/// Container `name` running `script`, with `shared` at `/shared` and, as
+/// the kubelet gives every container, a file of its own at
+/// `/dev/termination-log`: `<shared>/../<name>-termination-log`.
 fn container(name: &str, script: &str, shared: &Path) -> ContainerConfig {
+    let termination = shared.with_file_name(format!("{name}-termination-log"));
+    fs::write(&termination, "").expect("creating the termination log");
+    // As the kubelet makes it: any container user may write it.
+    fs::set_permissions(&termination, fs::Permissions::from_mode(0o666)).unwrap();
     ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: name.into(),
@@ -79,11 +86,18 @@ fn container(name: &str, script: &str, shared: &Path) -> ContainerConfig {
             ..Default::default()
         }),
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        mounts: vec![Mount {
-            container_path: "/shared".into(),
-            host_path: shared.display().to_string(),
-            ..Default::default()
-        }],
+        mounts: vec![
+            Mount {
+                container_path: "/shared".into(),
+                host_path: shared.display().to_string(),
+                ..Default::default()
+            },
+            Mount {
+                container_path: "/dev/termination-log".into(),
+                host_path: termination.display().to_string(),
+                ..Default::default()
+            },
+        ],
         log_path: format!("{name}.log"),
         ..Default::default()
     }
@@ -203,7 +217,8 @@ async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Pa
         .pod_sandbox_id;
     assert_eq!(fx.pods_created(), 1, "the sandbox is a pod");
 
-    let writer = "echo from the writer > /shared/note; echo writer wrote; exec sleep 600";
+    let writer = "echo from the writer > /shared/note; echo done > /dev/termination-log; \
+                  echo writer wrote; exec sleep 600";
     let reader =
         "while [ ! -e /shared/note ]; do sleep 0.1; done; cat /shared/note; exec sleep 600";
     let mut ids = Vec::new();
@@ -219,6 +234,14 @@ async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Pa
     wait_for_cri_log(&logs.join("writer.log"), "writer wrote", containerd);
     let read = wait_for_cri_log(&logs.join("reader.log"), "from the writer", containerd);
     assert_eq!(read, ["from the writer"]);
+    // A single file bound in reaches the host file.
+    let termination = shared.with_file_name("writer-termination-log");
+    assert_eq!(
+        fs::read_to_string(&termination).unwrap(),
+        "done\n",
+        "{}",
+        fs::read_to_string(logs.join("writer.log")).unwrap_or_default()
+    );
     exec_sync(&mut cri, containerd, &ids[1]).await;
 
     cri.stop_pod_sandbox(StopPodSandboxRequest {

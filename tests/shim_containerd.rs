@@ -127,7 +127,15 @@ fn detached_task_killed_and_deleted(fx: &Fixture, containerd: &mut Containerd, i
 fn spec_mounts_and_capabilities(fx: &Fixture, containerd: &Containerd, image: &str) {
     let dir = fx.host_dir("bound", &[("note", "from the host\n")]);
     let bind = format!("type=bind,src={},dst=/data,options=rbind:ro", dir.display());
+    let conf = fx
+        .host_dir("conf", &[("app.conf", "one file\n")])
+        .join("app.conf");
+    let file = format!(
+        "type=bind,src={},dst=/etc/app.conf,options=rbind:ro",
+        conf.display()
+    );
     let script = "cat /data/note; touch /data/new 2>/dev/null || echo read-only; \
+                  cat /etc/app.conf; \
                   awk '$2 == \"/scratch\" { print $3 }' /proc/mounts; \
                   grep CapBnd /proc/self/status";
     let run = containerd.ctr(
@@ -138,6 +146,8 @@ fn spec_mounts_and_capabilities(fx: &Fixture, containerd: &Containerd, image: &s
             RUNTIME,
             "--mount",
             &bind,
+            "--mount",
+            &file,
             "--mount",
             "type=tmpfs,src=tmpfs,dst=/scratch,options=size=1m",
             "--cap-drop",
@@ -153,7 +163,7 @@ fn spec_mounts_and_capabilities(fx: &Fixture, containerd: &Containerd, image: &s
     // ctr's default capabilities, as kvmpod's, less CAP_CHOWN (bit 0).
     assert_eq!(
         run.stdout,
-        "from the host\nread-only\ntmpfs\nCapBnd:\t00000000a80425fa\n",
+        "from the host\nread-only\none file\ntmpfs\nCapBnd:\t00000000a80425fa\n",
         "{}\n{}",
         run.dump(),
         containerd.log()

@@ -104,6 +104,7 @@ mod tests {
                             volume: m.to_string(),
                             path: format!("/{m}"),
                             read_only: false,
+                            sub_path: None,
                         })
                         .collect(),
                     ..App::default()

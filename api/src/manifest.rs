@@ -303,6 +303,10 @@ pub struct MountPoint {
     /// Ignored when the volume sets `readOnly` itself.
     #[serde(default)]
     pub read_only: bool,
+    /// Mount only this file or directory of the volume (a relative path
+    /// inside it, as Kubernetes' `subPath`), not the whole volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
 }
 
 impl PodManifest {
@@ -412,6 +416,7 @@ mod tests {
             volume: "data".into(),
             path: "/data".into(),
             read_only,
+            sub_path: None,
         }
     }
 

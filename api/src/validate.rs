@@ -322,7 +322,30 @@ fn check_app(errs: &mut Vec<FieldError>, pod: &PodManifest, at: &str, app: &App)
             covers_root: "\"/\" would cover the app's whole root; mount the volume at a directory",
         };
         check_mount_path(errs, &f, &mp.path, mount, &mut taken);
+        if let Some(sub) = &mp.sub_path {
+            if let Err(why) = check_sub_path(sub) {
+                errs.push(FieldError::new(format!("{f}.subPath"), why));
+            }
+        }
     }
+}
+
+/// A sub-path stays inside its volume: relative, no `..`, not empty.
+fn check_sub_path(sub: &str) -> Result<(), String> {
+    let path = Path::new(sub);
+    if sub.is_empty() || sub.contains('\0') {
+        return Err("must name a file or directory of the volume".into());
+    }
+    if path.is_absolute() {
+        return Err(format!("{sub:?} must be relative to the volume"));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{sub:?} must not leave the volume (no \"..\")"));
+    }
+    Ok(())
 }
 
 /// The pod's volume names, for a mount point that names none of them.
@@ -706,6 +729,17 @@ mod tests {
     }
 
     /// The single error `edit` causes in an otherwise good manifest.
+    #[test]
+    fn a_sub_path_stays_inside_its_volume() {
+        assert!(check_sub_path("file").is_ok());
+        assert!(check_sub_path("dir/./file").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../../b"] {
+            assert!(check_sub_path(bad).is_err(), "{bad:?}");
+        }
+        let e = one_error(|p| p.apps[0].mount_points[0].sub_path = Some("../up".into()));
+        assert!(e.to_string().contains("subPath"), "{e}");
+    }
+
     fn one_error(edit: impl FnOnce(&mut PodManifest)) -> FieldError {
         let mut pod = good();
         edit(&mut pod);
@@ -1062,6 +1096,7 @@ mod tests {
                     volume: "x".into(),
                     path: "rel".into(),
                     read_only: false,
+                    sub_path: None,
                 }],
                 ..App::default()
             }],

@@ -21,6 +21,9 @@ pub const APP: &str = "app";
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
+/// The bundle's directory of single files shared with the guest.
+pub const FILES_DIR: &str = "kvmpod-files";
+
 /// What a task is to kvmpod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -210,6 +213,11 @@ impl Spec {
         }
     }
 
+    /// The single-file binds to make in `bundle` before the pod starts.
+    pub fn file_binds(&self, bundle: &Path) -> Vec<mounts::FileBind> {
+        mounts::file_binds(&self.mounts, &bundle.join(FILES_DIR))
+    }
+
     /// The shim a task belongs to: its pod sandbox's, so one shim (and one
     /// VM) serves a whole Kubernetes pod; else its own.
     pub fn group(&self, id: &str) -> String {
@@ -260,8 +268,9 @@ impl Spec {
     /// sandbox's: one app whose root is `root`, with the process's
     /// arguments, environment, working directory, user, terminal and
     /// privileges; `stdin` when containerd gives it one.
-    pub fn manifest(&self, id: &str, root: &Path, stdin: bool) -> Result<PodManifest, ShimError> {
+    pub fn manifest(&self, id: &str, bundle: &Path, stdin: bool) -> Result<PodManifest, ShimError> {
         let role = self.role(id);
+        let root = self.root_path(bundle);
         let process = self
             .process
             .as_ref()
@@ -276,10 +285,14 @@ impl Spec {
             Role::InSandbox(_) => format!("m-{}", &name[..name.len().min(12)]),
             Role::Pod | Role::Sandbox => "mount".into(),
         };
-        let mounts = mounts::convert(&self.mounts, prefix.trim_end_matches('-'))?;
+        let mounts = mounts::convert(
+            &self.mounts,
+            prefix.trim_end_matches('-'),
+            &bundle.join(FILES_DIR),
+        )?;
         let app = App {
             name,
-            rootfs: root.to_path_buf(),
+            rootfs: root,
             exec: process.args.clone(),
             env,
             user: Some(process.user.uid.to_string()),
@@ -356,7 +369,7 @@ mod tests {
         let spec: Spec = serde_json::from_str(CTR_SPEC).unwrap();
         let bundle = Path::new("/run/b");
         assert_eq!(spec.root_path(bundle), Path::new("/run/b/rootfs"));
-        let m = spec.manifest("t1", &spec.root_path(bundle), true).unwrap();
+        let m = spec.manifest("t1", bundle, true).unwrap();
         assert_eq!(m.hostname.as_deref(), Some("web"));
         let app = &m.apps[0];
         assert_eq!(app.name, APP);
@@ -401,7 +414,7 @@ mod tests {
             serde_json::from_str(r#"{"process": {"args": ["true"]}, "root": {"path": "/srv/r"}}"#)
                 .unwrap();
         assert_eq!(spec.root_path(Path::new("/b")), Path::new("/srv/r"));
-        let m = spec.manifest("t1", Path::new("/srv/r"), false).unwrap();
+        let m = spec.manifest("t1", Path::new("/b"), false).unwrap();
         assert_eq!(m.apps[0].working_directory, None);
         assert!(!m.apps[0].stdin);
         assert_eq!(m.apps[0].resources, Resources::default());

@@ -331,10 +331,24 @@ fn volume_mounts(root: &OwnedFd, manifest: &PodManifest, app: &App) -> Result<()
         let volume = manifest
             .volume(&mp.volume)
             .ok_or_else(|| StorageError::NoVolume(mp.volume.clone()))?;
-        let source = layout::volume_dir(&volume.name);
-        bind_into_root(root, &source, &path, is_mount_read_only(volume, mp)).map_err(
-            StorageError::in_step(format!("mounting volume {:?} at {path}", volume.name)),
-        )?;
+        let step = || format!("mounting volume {:?} at {path}", volume.name);
+        let dir = layout::volume_dir(&volume.name);
+        // A sub-path is resolved inside the volume: a symlink in it cannot
+        // lead out (the volume's files are the host's, or another app's).
+        let inner = match &mp.sub_path {
+            Some(sub) => Some(
+                open_root(&dir)
+                    .and_then(|v| open_in_root(&v, sub, OFlag::O_PATH))
+                    .map_err(StorageError::in_step(format!(
+                        "{}: subPath {sub:?}",
+                        step()
+                    )))?,
+            ),
+            None => None,
+        };
+        let source = inner.as_ref().map_or(dir, fd_path);
+        bind_into_root(root, &source, &path, is_mount_read_only(volume, mp))
+            .map_err(StorageError::in_step(step()))?;
     }
     Ok(())
 }

@@ -139,6 +139,7 @@ fn volume(i: usize, spec: &str) -> Result<(Volume, MountPoint), LaunchError> {
         volume: name,
         path: path.to_string(),
         read_only,
+        sub_path: None,
     };
     Ok((volume, mp))
 }

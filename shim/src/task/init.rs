@@ -21,7 +21,7 @@ use crate::guest;
 use crate::hostctl::{HostCtl, PodView, Stream};
 use crate::spec::{self, Role};
 use crate::stdio::{self, Fifos};
-use crate::{rootfs, POD_FILE};
+use crate::{mounts, rootfs, POD_FILE};
 
 /// How often a pod is looked at for its end.
 const POLL: Duration = Duration::from_millis(250);
@@ -51,15 +51,16 @@ pub struct Container {
     pub execs: HashMap<String, Exec>,
 }
 
-/// Mounts the root, writes the pod's manifest from the OCI spec.
+/// Mounts the root and the single files the spec binds, writes the pod's
+/// manifest from the OCI spec.
 pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
     let bundle = PathBuf::from(&req.bundle);
     let spec = spec::read(&bundle)?;
-    let root = spec.root_path(&bundle);
     let mounted = rootfs::mount(&req.rootfs, &bundle.join("rootfs")).await?;
     let role = spec.role(&req.id);
     let written = async {
-        let manifest = spec.manifest(&req.id, &root, !req.stdin.is_empty())?;
+        let manifest = spec.manifest(&req.id, &bundle, !req.stdin.is_empty())?;
+        mounts::bind_files(&spec.file_binds(&bundle))?;
         let text =
             serde_json::to_vec_pretty(&manifest).map_err(|e| ShimError::Spec(e.to_string()))?;
         let path = bundle.join(MANIFEST);
@@ -71,6 +72,7 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
             })
     };
     if let Err(e) = written.await {
+        mounts::unbind_files(&bundle.join(spec::FILES_DIR));
         if mounted {
             let _ = rootfs::unmount(&bundle.join("rootfs"));
         }

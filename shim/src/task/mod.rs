@@ -275,6 +275,7 @@ impl Service {
         if let Some(pod) = &pod {
             self.remove(pod, &app, &role).await.map_err(rpc_error)?;
         }
+        crate::mounts::unbind_files(&bundle.join(crate::spec::FILES_DIR));
         if mounted {
             rootfs::unmount(&bundle.join("rootfs")).map_err(rpc_error)?;
         }
@@ -553,5 +554,6 @@ pub async fn clean_up(bundle: &Path) -> Result<(), ShimError> {
             _ => {}
         }
     }
+    crate::mounts::unbind_files(&bundle.join(crate::spec::FILES_DIR));
     rootfs::unmount(&bundle.join("rootfs"))
 }
