@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use kvmpod_tests::{programs, repo, run_with_limit};
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "lkvm-pod",
     "lkvm-image",
     "lkvm-detached",
+    "lkvm-sandbox",
     "lkvm-ends-on-failures",
     "lkvm-symlink-jail",
     "qemu-kvm-af-vsock",

@@ -19,10 +19,11 @@ use serde_json::{json, Value};
 
 type Scenario = (&'static str, fn());
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     ("lkvm-pod", lkvm_pod),
     ("lkvm-image", lkvm_image),
     ("lkvm-detached", lkvm_detached),
+    ("lkvm-sandbox", lkvm_sandbox),
     ("lkvm-ends-on-failures", lkvm_ends_on_failures),
     ("lkvm-symlink-jail", lkvm_symlink_jail),
     ("qemu-kvm-af-vsock", qemu_kvm_af_vsock),
@@ -351,6 +352,40 @@ fn lkvm_detached() {
     );
     follow.finish(CMD);
     assert_eq!(fx.host_ctl(&["rm", &id], CMD).code, Some(0));
+    fx.finish();
+}
+
+/// A sandbox pod under lkvm takes an app while it runs: lkvm's 9p server
+/// runs in its jail, and the app's root and volume, bound into the apps
+/// share after lkvm started, reach it (the jail's mounts are slaves of the
+/// host's). The app writes through its volume; `app rm` takes it out.
+fn lkvm_sandbox() {
+    let fx = Fixture::new();
+    let out = fx.host_dir("out", &[]);
+    let m = fx
+        .pod()
+        .pod_field("sandbox", json!(true))
+        .app("pause", "exec sleep 600")
+        .write("sandbox.json");
+    let id = fx.detach(&m, &["--hypervisor", "lkvm", "--boot-timeout", "240"]);
+    let added = fx.write_manifest(
+        "added.json",
+        &json!({
+            "volumes": [{"name": "out", "kind": "host", "source": out}],
+            "apps": [{"name": "added", "rootfs": fx.root(),
+                      "exec": ["/bin/sh", "-c", "echo added under lkvm; echo written > /out/file"],
+                      "mountPoints": [{"volume": "out", "path": "/out"}]}]
+        }),
+    );
+    let add = fx.host_ctl(&["app", "add", &id, added.to_str().unwrap()], CMD);
+    assert_eq!(add.code, Some(0), "{}", add.dump());
+    let logs = fx.host_ctl(&["logs", "-f", &id, "added"], CMD);
+    assert_eq!(logs.stdout, "added under lkvm\n", "{}", logs.dump());
+    assert_eq!(fs::read_to_string(out.join("file")).unwrap(), "written\n");
+    let rm = fx.host_ctl(&["app", "rm", &id, "added"], CMD);
+    assert_eq!(rm.code, Some(0), "{}", rm.dump());
+    let stop = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
     fx.finish();
 }
 
