@@ -14,10 +14,10 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use kvmpod_tests::containerd::{Containerd, Cri, CRI_HANDLER, CRI_NAMESPACE};
 use kvmpod_tests::{Fixture, CMD};
@@ -99,6 +99,13 @@ fn container(name: &str, script: &str, shared: &Path) -> ContainerConfig {
             },
         ],
         log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                supplemental_groups: vec![1234],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -184,7 +191,7 @@ async fn assert_running(cri: &mut Client, id: &str) {
 
 /// ExecSync in the reader: the shared file, the pod's hostname, a status.
 async fn exec_sync(cri: &mut Client, containerd: &Containerd, id: &str) {
-    let script = "cat /shared/note; hostname; exit 3";
+    let script = "cat /shared/note; hostname; id -G | grep -qw 1234 && echo in 1234; exit 3";
     let exec = cri
         .exec_sync(ExecSyncRequest {
             container_id: id.to_string(),
@@ -196,7 +203,7 @@ async fn exec_sync(cri: &mut Client, containerd: &Containerd, id: &str) {
         .into_inner();
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout),
-        "from the writer\nweb-pod\n"
+        "from the writer\nweb-pod\nin 1234\n"
     );
     assert_eq!(exec.exit_code, 3);
 }

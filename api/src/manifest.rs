@@ -105,6 +105,10 @@ pub struct App {
     /// the user's primary group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// More groups the app's processes are in, by number (the OCI spec's
+    /// `additionalGids`, Kubernetes' `supplementalGroups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplementary_gids: Vec<u32>,
     /// Absolute path inside the app's root; default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_directory: Option<String>,

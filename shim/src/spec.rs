@@ -165,6 +165,8 @@ pub struct User {
     pub uid: u32,
     #[serde(default)]
     pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -297,6 +299,7 @@ impl Spec {
             env,
             user: Some(process.user.uid.to_string()),
             group: Some(process.user.gid.to_string()),
+            supplementary_gids: process.user.additional_gids.clone(),
             working_directory: Some(process.cwd.clone()).filter(|c| !c.is_empty()),
             stdin,
             terminal: process.terminal,
@@ -386,6 +389,7 @@ mod tests {
         );
         assert_eq!(app.user.as_deref(), Some("1000"));
         assert_eq!(app.group.as_deref(), Some("100"));
+        assert_eq!(app.supplementary_gids, [10]);
         assert_eq!(app.working_directory.as_deref(), Some("/srv"));
         assert!(app.stdin && app.terminal && app.no_new_privileges);
         assert!(app.read_only_root_filesystem);

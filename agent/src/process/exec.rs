@@ -74,7 +74,7 @@ pub fn launch(
 ) -> Result<Launched, SpawnError> {
     let app = running.app;
     let root = open_root(&layout::app_rootfs(&app.name)).map_err(SpawnError::Root)?;
-    let identity = users::resolve(&root, app.user.as_deref(), app.group.as_deref())?;
+    let identity = users::resolve_app(&root, app)?;
     let launch = Launch::new(app, &root, identity, argv, env)?;
     let procs = running.cgroup.and_then(|cg| cg.procs_fd().ok());
     // Joined by the child: held open until it has been spawned.

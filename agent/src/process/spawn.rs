@@ -304,7 +304,7 @@ impl AppLaunch {
     pub fn prepare(app: &App) -> Result<Self, SpawnError> {
         let root_path = layout::app_rootfs(&app.name);
         let root = open_root(&root_path).map_err(SpawnError::Root)?;
-        let identity = users::resolve(&root, app.user.as_deref(), app.group.as_deref())?;
+        let identity = users::resolve_app(&root, app)?;
         let launch = Launch::new(app, &root, identity, &app.exec, &[])?;
         let root = CString::new(root_path.as_os_str().as_bytes())
             .map_err(|_| SpawnError::Nul("the app's root".into()))?;

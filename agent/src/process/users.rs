@@ -5,6 +5,8 @@
 use std::io::Read;
 use std::os::fd::OwnedFd;
 
+use kvmpod_api::manifest::App;
+
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
@@ -168,8 +170,20 @@ fn read_image_file(root: &OwnedFd, path: &'static str) -> Result<String, SpawnEr
     }
 }
 
+/// The identity `app`'s processes run with: its user and group resolved
+/// inside its root, and its supplementary groups.
+pub(super) fn resolve_app(root: &OwnedFd, app: &App) -> Result<Identity, SpawnError> {
+    let mut id = resolve(root, app.user.as_deref(), app.group.as_deref())?;
+    for g in &app.supplementary_gids {
+        if !id.groups.contains(g) {
+            id.groups.push(*g);
+        }
+    }
+    Ok(id)
+}
+
 /// Resolves an app's identity inside its root.
-pub(super) fn resolve(
+fn resolve(
     root: &OwnedFd,
     user: Option<&str>,
     group: Option<&str>,
