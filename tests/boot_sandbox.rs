@@ -122,6 +122,11 @@ fn removal_rules(fx: &Fixture, id: &str, web: &std::path::Path) {
     );
     let rm = fx.host_ctl(&["app", "rm", id, "web"], CMD);
     assert_eq!(rm.code, Some(0), "{}", rm.dump());
+    // Its volume's files are the host's: unmounted, never deleted.
+    assert_eq!(
+        fs::read_to_string(fx.path().join("data/in")).unwrap(),
+        "data for web\n"
+    );
     let st = fx.host_ctl(&["status", id, "--format", "json"], CMD);
     assert!(!st.stdout.contains("\"web\""), "{}", st.dump());
     // Its output goes with it, as with `docker rm`.
@@ -149,6 +154,16 @@ fn forced_removal(fx: &Fixture, id: &str) {
     assert!(busy.stderr.contains("still running"), "{}", busy.dump());
     let forced = fx.host_ctl(&["app", "rm", "--force", id, "web"], CMD);
     assert_eq!(forced.code, Some(0), "{}", forced.dump());
+    let st = fx.host_ctl(&["status", id, "--format", "json"], CMD);
+    assert!(!st.stdout.contains("\"web\""), "{}", st.dump());
+    let pod_dir = fx.state_dir().join("pods").join(id);
+    for d in ["apps/web", "apps.d/web"] {
+        assert!(
+            !pod_dir.join(d).exists(),
+            "{d} is left in {}",
+            pod_dir.display()
+        );
+    }
     wait_for_state(fx, id, "pause", "running");
 }
 

@@ -16,8 +16,9 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use kvmpod_tests::containerd::{Containerd, Cri, CRI_HANDLER, CRI_NAMESPACE};
 use kvmpod_tests::{Fixture, CMD};
@@ -208,6 +209,44 @@ async fn exec_sync(cri: &mut Client, containerd: &Containerd, id: &str) {
     assert_eq!(exec.exit_code, 3);
 }
 
+/// The kubelet stops and removes one container while the pod runs: its
+/// app leaves the pod (its mounts and record with it); the pod stays.
+async fn remove_one_container(fx: &Fixture, cri: &mut Client, containerd: &Containerd, id: &str) {
+    cri.stop_container(StopContainerRequest {
+        container_id: id.to_string(),
+        timeout: 0,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopContainer: {e}\n{}", containerd.log()));
+    cri.remove_container(RemoveContainerRequest {
+        container_id: id.to_string(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", containerd.log()));
+    let pods = kvmpod_tests::fixture_pods(fx);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let st = fx.host_ctl(&["status", &pods[0], "--format", "json"], CMD);
+    assert_eq!(st.code, Some(0), "{}", st.dump());
+    let app = &id[..63];
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).expect("status JSON");
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    for list in [&v["apps"], &v["live"]["apps"]] {
+        assert!(
+            !names(list).iter().any(|n| n == app),
+            "{app} is still in the pod\n{}\n{}",
+            st.dump(),
+            containerd.log()
+        );
+    }
+    assert_eq!(v["state"], "running", "{}", st.dump());
+}
+
 /// The pod, as the kubelet runs it: sandbox, two containers sharing a
 /// directory, their status, logs and an exec; then stop and remove.
 async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Path) {
@@ -250,6 +289,7 @@ async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Pa
         fs::read_to_string(logs.join("writer.log")).unwrap_or_default()
     );
     exec_sync(&mut cri, containerd, &ids[1]).await;
+    remove_one_container(fx, &mut cri, containerd, &ids[0]).await;
 
     cri.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: sandbox.clone(),

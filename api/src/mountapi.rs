@@ -142,6 +142,39 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Removes `dir` and the directories under it, with `rmdir` only: never a
+/// file, never through a mount (its root is busy or not empty), never
+/// along a symlink.
+pub fn remove_empty_dirs(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted: Vec<std::path::PathBuf> = mount_points(&info)
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .collect();
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    remove_tree(&dir, &mounted);
+}
+
+fn remove_tree(dir: &Path, mounted: &[std::path::PathBuf]) {
+    if mounted.iter().any(|m| m == dir) {
+        return;
+    }
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path(), mounted);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

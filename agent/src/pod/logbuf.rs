@@ -407,6 +407,11 @@ impl LogBuffer {
         self.lock().totals
     }
 
+    /// Whether the output is over: no more will come.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Whether the output is over and the host has persisted all of it.
     pub fn all_persisted(&self) -> bool {
         let inner = self.lock();

@@ -12,13 +12,15 @@ use kvmpod_api::addapp::AddApp;
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::protocol::EventKind;
 
-use super::state::{AppRecord, Pod};
+use super::state::{lock, AppRecord, Pod};
 use super::supervisor::start_app;
 use super::PodError;
 use crate::storage;
 
 /// How long removal waits for the host to persist an app's last output.
 const OUTPUT_WAIT: Duration = Duration::from_secs(10);
+/// How long a forced removal waits for the killed app to be over.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Adds the app `req` describes and starts it. Returns its record: a
 /// start failure is recorded there (and in the events), as at boot.
@@ -26,6 +28,7 @@ pub fn add_app(pod: &Arc<Pod>, req: AddApp) -> Result<Arc<AppRecord>, PodError> 
     if !pod.manifest.sandbox {
         return Err(PodError::NotSandbox);
     }
+    let _member = lock(&pod.membership);
     if pod.is_stopping() {
         return Err(PodError::Stopping);
     }
@@ -49,9 +52,11 @@ pub fn add_app(pod: &Arc<Pod>, req: AddApp) -> Result<Arc<AppRecord>, PodError> 
     Ok(record)
 }
 
-/// Removes added app `name`, which has exited, once the host has all its
-/// output; unmounts its root and volumes.
-pub async fn remove_app(pod: &Pod, name: &str) -> Result<(), PodError> {
+/// Removes added app `name` once it is over and the host has all its
+/// output; with `force`, kills it first (no restart follows). What is left
+/// in its cgroup (a daemon it started) is killed, so its output can end;
+/// then its root and volumes are unmounted and its cgroup removed.
+pub async fn remove_app(pod: &Pod, name: &str, force: bool) -> Result<(), PodError> {
     if !pod.manifest.sandbox {
         return Err(PodError::NotSandbox);
     }
@@ -61,13 +66,24 @@ pub async fn remove_app(pod: &Pod, name: &str) -> Result<(), PodError> {
     let app = pod
         .app(name)
         .ok_or_else(|| PodError::NoApp(name.to_string()))?;
+    if force {
+        app.set_removing();
+        kill_cgroup(&app);
+        let _ = tokio::time::timeout(EXIT_WAIT, app.wait()).await;
+    }
     if !app.is_done() {
         return Err(PodError::StillRunning(name.to_string()));
     }
+    app.set_removing();
+    kill_cgroup(&app);
     persisted(&app)
         .await
         .then_some(())
         .ok_or_else(|| PodError::OutputPending(name.to_string()))?;
+    let _member = lock(&pod.membership);
+    if pod.app(name).is_none_or(|a| !Arc::ptr_eq(&a, &app)) {
+        return Err(PodError::NoApp(name.to_string()));
+    }
     let volumes = pod.drop_app(name);
     let taken = PodManifest {
         hostname: None,
@@ -76,9 +92,23 @@ pub async fn remove_app(pod: &Pod, name: &str) -> Result<(), PodError> {
         sandbox: true,
     };
     storage::unmount_added(&taken);
+    if let Some(cg) = app.cgroup.get() {
+        if let Err(e) = cg.remove() {
+            log::warn!("removing app {name}: {e}");
+        }
+    }
     pod.events
         .push(EventKind::EVENT_KIND_APP_REMOVED, name, 0, 0, String::new());
     Ok(())
+}
+
+/// Kills whatever runs in the app's cgroup.
+fn kill_cgroup(app: &AppRecord) {
+    if let Some(cg) = app.cgroup.get() {
+        if let Err(e) = cg.kill_all() {
+            log::warn!("app {}: {e}", app.name());
+        }
+    }
 }
 
 fn names(v: &[String]) -> Vec<&str> {
@@ -140,15 +170,15 @@ mod tests {
     #[tokio::test]
     async fn only_added_apps_that_exited_are_removed() {
         let p = pod(true);
-        let e = remove_app(&p, "pause").await.unwrap_err();
+        let e = remove_app(&p, "pause", false).await.unwrap_err();
         assert!(matches!(e, PodError::BootApp(_)), "{e}");
-        let e = remove_app(&p, "web").await.unwrap_err();
+        let e = remove_app(&p, "web", false).await.unwrap_err();
         assert!(matches!(e, PodError::NoApp(_)), "{e}");
         let web = p.new_record(added("web").pod.apps.remove(0));
         p.push_app(Arc::clone(&web), Vec::new());
-        let e = remove_app(&p, "web").await.unwrap_err();
+        let e = remove_app(&p, "web", false).await.unwrap_err();
         assert!(matches!(e, PodError::StillRunning(_)), "{e}");
-        let e = remove_app(&pod(false), "web").await.unwrap_err();
+        let e = remove_app(&pod(false), "web", false).await.unwrap_err();
         assert!(matches!(e, PodError::NotSandbox), "{e}");
     }
 }

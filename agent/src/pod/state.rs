@@ -56,9 +56,12 @@ pub struct AppRecord {
     /// The current run's terminal (apps with `"terminal": true`), for
     /// window size changes.
     terminal: Mutex<Option<Terminal>>,
+    /// Set when the app is being taken out of its pod: it is not started
+    /// again, whatever its restart policy.
+    removing: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -89,7 +92,17 @@ impl AppRecord {
             ns: Mutex::new(None),
             stdin: Mutex::new(None),
             terminal: Mutex::new(None),
+            removing: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the app as leaving its pod: no more restarts.
+    pub(super) fn set_removing(&self) {
+        self.removing.store(true, Ordering::SeqCst);
+    }
+
+    pub(super) fn is_removing(&self) -> bool {
+        self.removing.load(Ordering::SeqCst)
     }
 
     /// The stdin and terminal of a new run of the app.
@@ -254,6 +267,7 @@ impl AppRecord {
         out.dropped_bytes = t.dropped;
         out.output_end = t.end;
         out.output_acked = t.acked;
+        out.output_closed = self.logs.is_closed();
         out
     }
 
@@ -286,6 +300,9 @@ pub struct Pod {
     /// The volumes added apps brought, with the app that brought each;
     /// mounted at `/mnt/<volume>` too.
     added_volumes: Mutex<Vec<(String, Volume)>>,
+    /// Held while an app is added or taken out, so two requests never
+    /// pass the same name check, or unmount what the other mounts.
+    pub(super) membership: Mutex<()>,
     pub timeline: Timeline,
     pub reaper: Arc<Reaper>,
     phase: Mutex<(Phase, String)>,
@@ -313,6 +330,7 @@ impl Pod {
             config,
             apps: RwLock::new(apps),
             added_volumes: Mutex::new(Vec::new()),
+            membership: Mutex::new(()),
             timeline,
             reaper,
             phase: Mutex::new((Phase::Starting, String::new())),

@@ -185,6 +185,7 @@ async fn restart(
 ) -> Option<Started> {
     loop {
         let again = !pod.is_stopping()
+            && !app.is_removing()
             && restarts_again(
                 app.manifest.restart_policy,
                 app.manifest.max_restarts,

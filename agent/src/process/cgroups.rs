@@ -113,6 +113,32 @@ impl AppCgroup {
         }
     }
 
+    /// SIGKILLs every process left in the cgroup (`cgroup.kill`), as an
+    /// app leaves its pod: a daemon it started goes too.
+    pub fn kill_all(&self) -> Result<(), SysError> {
+        self.write("cgroup.kill", "1")
+    }
+
+    /// Removes the cgroup once its processes are gone (waiting briefly for
+    /// the kernel to reap them), so a later app of the same name starts
+    /// with no limits of this one's.
+    pub fn remove(&self) -> Result<(), SysError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match fs::remove_dir(&self.dir) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => {
+                    return other.context(|| format!("removing cgroup {}", self.dir.display()))
+                }
+            }
+        }
+    }
+
     /// How many of the app's processes the OOM killer has killed.
     pub fn oom_kills(&self) -> u64 {
         keyed(

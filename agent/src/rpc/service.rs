@@ -54,8 +54,13 @@ impl agent_ttrpc::Agent for AgentService {
         _ctx: &TtrpcContext,
         req: pb::WaitRequest,
     ) -> ttrpc::Result<pb::PodStatus> {
-        for app in self.select(&req.app)? {
-            app.wait().await;
+        if req.app.is_empty() {
+            // Apps added meanwhile are waited for too.
+            self.pod.wait_all().await;
+        } else {
+            for app in self.select(&req.app)? {
+                app.wait().await;
+            }
         }
         Ok(self.pod.status())
     }
@@ -119,7 +124,7 @@ impl agent_ttrpc::Agent for AgentService {
         _ctx: &TtrpcContext,
         req: pb::RemoveAppRequest,
     ) -> ttrpc::Result<pb::RemoveAppResponse> {
-        pod::remove_app(&self.pod, &req.app)
+        pod::remove_app(&self.pod, &req.app, req.force)
             .await
             .map_err(RpcError::from)?;
         Ok(pb::RemoveAppResponse::new())

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use kvmpod_api::layout;
 use kvmpod_api::manifest::{PodManifest, VolumeKind};
+use kvmpod_api::mountapi::remove_empty_dirs;
 use nix::mount::{mount, MsFlags};
 
 use super::approot::{mount_overlay, upper_dir};
@@ -99,14 +100,20 @@ pub fn unmount_added(added: &PodManifest) {
             .map(|v| layout::volume_dir(&v.name).display().to_string()),
     );
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-    for e in unmount_under(&refs) {
+    let failures = unmount_under(&refs);
+    for e in &failures {
         log::warn!("removing app {}: {e}", app.name);
     }
-    for dir in [upper_dir(&app.name), app_dir] {
-        if let Err(e) = fs::remove_dir_all(&dir) {
-            log::warn!("removing app {}: {}: {e}", app.name, dir.display());
+    // The writable layer is the guest's own tmpfs: freed only once nothing
+    // is mounted from it. The rest is removed with rmdir only, so nothing
+    // still mounted (a host volume) is ever deleted through.
+    if failures.is_empty() {
+        let upper = upper_dir(&app.name);
+        if let Err(e) = fs::remove_dir_all(&upper) {
+            log::warn!("removing app {}: {}: {e}", app.name, upper.display());
         }
     }
+    remove_empty_dirs(&app_dir);
     for v in &added.volumes {
         let _ = fs::remove_dir(layout::volume_dir(&v.name));
     }

@@ -3,12 +3,10 @@
 //! `rkt app rm` did in rkt's app sandbox.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
-use kvmpod_api::protocol::{AppState, SignalRequest, WaitRequest};
+use anyhow::{bail, Result};
+use kvmpod_api::protocol::AppState;
 
-use crate::agent;
 use crate::launch::added;
 use crate::pod::StoredPod;
 
@@ -46,30 +44,8 @@ pub async fn run(state_dir: &Path, cmd: AppCommand) -> Result<i32> {
         }
         AppCommand::Rm { pod, app, force } => {
             let pod = StoredPod::open(state_dir, &pod)?;
-            if force {
-                kill_and_wait(&pod, &app).await?;
-            }
-            added::remove_app(&pod, &app).await?;
+            added::remove_app(&pod, &app, force).await?;
             Ok(0)
         }
     }
-}
-
-/// SIGKILLs the app's processes and waits for its exit.
-async fn kill_and_wait(pod: &StoredPod, app: &str) -> Result<()> {
-    let client = pod.client().await?;
-    let mut req = SignalRequest::new();
-    req.app = app.to_string();
-    req.signal = libc::SIGKILL;
-    // Refused when it is not running: then there is nothing to kill.
-    let _ = client
-        .signal(agent::deadline(Duration::from_secs(10)), &req)
-        .await;
-    let mut wait = WaitRequest::new();
-    wait.app = app.to_string();
-    client
-        .wait(agent::deadline(Duration::from_secs(30)), &wait)
-        .await
-        .map_err(|e| anyhow!("waiting for app {app:?} to exit: {e}"))?;
-    Ok(())
 }

@@ -233,8 +233,9 @@ impl Sink for Printer {
 }
 
 /// Whether every app of `apps` is over as far as its output goes: it has
-/// exited (or never started, or was removed from the pod) and the host has
-/// persisted all it wrote.
+/// exited (or never started, or was removed from the pod), its output is
+/// closed (no pipe of it is open any more) and the host has persisted all
+/// it wrote.
 async fn outputs_over(client: &AgentClient, apps: &[String]) -> bool {
     let Ok(st) = client
         .status(
@@ -250,7 +251,8 @@ async fn outputs_over(client: &AgentClient, apps: &[String]) -> bool {
             matches!(
                 a.state.enum_value_or_default(),
                 AppState::APP_STATE_EXITED | AppState::APP_STATE_FAILED
-            ) && a.output_acked == a.output_end
+            ) && a.output_closed
+                && a.output_acked == a.output_end
         })
     })
 }

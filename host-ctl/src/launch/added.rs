@@ -17,11 +17,11 @@ use std::time::Duration;
 use kvmpod_api::addapp::AddApp;
 use kvmpod_api::layout;
 use kvmpod_api::manifest::{PodManifest, VolumeKind};
-use kvmpod_api::protocol::{AddAppRequest, AppStatus, RemoveAppRequest};
+use kvmpod_api::protocol::{AddAppRequest, AppStatus, RemoveAppRequest, StatusRequest};
 
 use super::roots::{self, Store};
 use super::LaunchError;
-use crate::agent;
+use crate::agent::{self, AgentClient};
 use crate::image::ImageStore;
 use crate::pod::apps_share::{self, AppBind};
 use crate::pod::monitor::read_manifest;
@@ -48,6 +48,7 @@ pub async fn add_app(
     path: &Path,
 ) -> Result<AppStatus, LaunchError> {
     let client = pod.client().await?;
+    let _apps = record::lock_apps(&pod.dir)?;
     let current = read_manifest(&pod.dir)?;
     if !current.sandbox {
         return Err(LaunchError::Host(format!(
@@ -79,13 +80,30 @@ pub async fn add_app(
         .await
     {
         Ok(st) => st,
-        Err(e) => {
-            apps_share::unbind_app(&pod.dir, &app);
-            return Err(agent_error(&format!("adding app {app:?}"))(e));
-        }
+        Err(e) => match added_anyway(&client, &app).await {
+            // The answer was lost, not the app: it is the pod's.
+            Some(st) => st,
+            None => {
+                apps_share::unbind_app(&pod.dir, &app);
+                return Err(agent_error(&format!("adding app {app:?}"))(e));
+            }
+        },
     };
     remember(pod, &spec.pod, &text)?;
     Ok(status)
+}
+
+/// After an AddApp that failed: app `app`'s status if the agent has it
+/// after all (the reply, not the request, was lost).
+async fn added_anyway(client: &AgentClient, app: &str) -> Option<AppStatus> {
+    let st = client
+        .status(
+            agent::deadline(Duration::from_secs(10)),
+            &StatusRequest::new(),
+        )
+        .await
+        .ok()?;
+    st.apps.into_iter().find(|a| a.name == app)
 }
 
 /// The app's layers (top first) and its host volumes, as binds into its
@@ -133,9 +151,11 @@ fn remember(pod: &StoredPod, added: &PodManifest, request: &str) -> Result<(), L
     Ok(())
 }
 
-/// Removes added app `app` from running pod `pod`: it must have exited.
-pub async fn remove_app(pod: &StoredPod, app: &str) -> Result<(), LaunchError> {
+/// Removes added app `app` from running pod `pod`: it must have exited,
+/// unless `force` (then the agent kills it first).
+pub async fn remove_app(pod: &StoredPod, app: &str, force: bool) -> Result<(), LaunchError> {
     let client = pod.client().await?;
+    let _apps = record::lock_apps(&pod.dir)?;
     let kept = request_path(pod, app);
     let spec: AddApp = match fs::read(&kept) {
         Ok(b) => serde_json::from_slice(&b).map_err(|source| PodError::BadFile {
@@ -151,10 +171,17 @@ pub async fn remove_app(pod: &StoredPod, app: &str) -> Result<(), LaunchError> {
     };
     let mut req = RemoveAppRequest::new();
     req.app = app.to_string();
-    client
-        .remove_app(agent::deadline(Duration::from_secs(30)), &req)
+    req.force = force;
+    match client
+        .remove_app(agent::deadline(Duration::from_secs(60)), &req)
         .await
-        .map_err(agent_error(&format!("removing app {app:?}")))?;
+    {
+        Ok(_) => {}
+        // Gone from the agent already (a removal whose host side did not
+        // finish): finish it.
+        Err(ttrpc::Error::RpcStatus(s)) if s.code() == ttrpc::Code::NOT_FOUND => {}
+        Err(e) => return Err(agent_error(&format!("removing app {app:?}"))(e)),
+    }
     apps_share::unbind_app(&pod.dir, app);
     change_manifest(pod, |m| {
         m.apps.retain(|a| a.name != app);

@@ -169,6 +169,11 @@ impl PodDir {
     pub fn apps_share(&self) -> PathBuf {
         self.path.join("apps")
     }
+    /// What the apps share is a read-only view of: where host-ctl makes
+    /// the mount points (the guest cannot write there).
+    pub fn apps_share_source(&self) -> PathBuf {
+        self.path.join("apps.d")
+    }
     /// The guest's serial console.
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")

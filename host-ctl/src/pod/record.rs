@@ -346,6 +346,14 @@ pub fn update(dir: &PodDir, change: impl FnOnce(&mut PodRecord)) -> Result<PodRe
     Ok(r)
 }
 
+/// Takes the lock that serialises adding and removing apps of a running
+/// sandbox pod (held across the agent's request, unlike the record's).
+pub fn lock_apps(dir: &PodDir) -> Result<Flock<File>> {
+    let path = dir.path.join("apps.lock");
+    Flock::lock(lock_file(&path)?, FlockArg::LockExclusive)
+        .map_err(|(_, e)| io("locking", &path)(e.into()))
+}
+
 /// Takes the monitor lock, waiting up to 2 s (a probe may hold it for an
 /// instant); None when another monitor has it.
 pub fn take_monitor_lock(dir: &PodDir) -> Result<Option<Flock<File>>> {

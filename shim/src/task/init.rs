@@ -36,6 +36,8 @@ const MANIFEST: &str = "kvmpod-pod.json";
 
 pub struct Container {
     pub bundle: PathBuf,
+    /// The follower of its OOM kills, stopped when it is deleted.
+    pub oom: Option<tokio::task::AbortHandle>,
     /// A pod of its own, a pod sandbox, or a container of a sandbox.
     pub role: Role,
     /// Its app in its pod.
@@ -80,6 +82,7 @@ pub async fn create(req: &CreateTaskRequest) -> Result<Container, ShimError> {
     }
     Ok(Container {
         bundle,
+        oom: None,
         app: role.app_name(&req.id),
         role,
         mounted,
@@ -114,6 +117,9 @@ pub struct StartPlan {
     pub app: String,
     /// For a container of a pod sandbox: the sandbox's pod, which it joins.
     pub sandbox_pod: Option<String>,
+    /// The task ends with its pod (a plain container), not with its app
+    /// (a sandbox's pause container, a container of a sandbox).
+    pub whole_pod: bool,
     pub fifos: Fifos,
     pub ended: Arc<watch::Sender<Option<Ended>>>,
 }
@@ -131,7 +137,12 @@ pub async fn start(
     let manifest = plan.bundle.join(MANIFEST);
     let (pod, kept) = match &plan.sandbox_pod {
         Some(pod) => {
-            host_ctl.app_add(pod, &manifest).await?;
+            if let Err(e) = host_ctl.app_add(pod, &manifest).await {
+                // It may be in the pod anyway (added, but it could not
+                // start): nothing of it stays behind.
+                let _ = host_ctl.app_remove(pod, &plan.app).await;
+                return Err(e);
+            }
             (pod.clone(), format!("{pod} {}", plan.app))
         }
         None => {
@@ -152,7 +163,7 @@ pub async fn start(
                 id: id.to_string(),
                 pod: pod.clone(),
                 app: plan.app.clone(),
-                whole_pod: plan.sandbox_pod.is_none(),
+                whole_pod: plan.whole_pod,
                 pid,
                 followers,
                 ended: plan.ended,
@@ -230,7 +241,7 @@ pub struct WatchEnd {
     id: String,
     pod: String,
     app: String,
-    /// The task is the whole pod (not an app of a sandbox's).
+    /// The task ends with its pod, not with its app.
     whole_pod: bool,
     pid: u32,
     followers: Vec<tokio::process::Child>,
@@ -272,8 +283,9 @@ impl WatchEnd {
         report_end(&self.events, &self.ended, exited).await;
     }
 
-    /// The task's exit status once it is over: when the pod is, or (an
-    /// app of a sandbox's pod) when its app is.
+    /// The task's exit status once it is over: when the pod is, or (a
+    /// sandbox's pause container, a container of a sandbox) when its app
+    /// is.
     fn over(&self, v: &PodView) -> Option<u32> {
         if v.exited() {
             return Some(v.exit_status(&self.app));

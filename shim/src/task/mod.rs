@@ -216,6 +216,7 @@ impl Service {
                 bundle: c.bundle.clone(),
                 app,
                 sandbox_pod,
+                whole_pod: role == Role::Pod,
                 fifos: c.init.fifos.clone(),
                 ended: c.init.end_sender(),
             }
@@ -247,12 +248,11 @@ impl Service {
         tokio::spawn(started.watch.run());
         if let Some(endpoint) = started.endpoint {
             let app = started.app;
-            tokio::spawn(oom::follow(
-                endpoint,
-                self.events.clone(),
-                id.to_string(),
-                app,
-            ));
+            let events = self.events.clone();
+            let follower = tokio::spawn(oom::follow(endpoint, events, id.to_string(), app));
+            if let Some(c) = self.containers.lock().await.get_mut(id) {
+                c.oom = Some(follower.abort_handle());
+            }
         }
         Ok(pid)
     }
@@ -285,6 +285,9 @@ impl Service {
             .await
             .remove(id)
             .ok_or_else(|| no_task(id))?;
+        if let Some(oom) = &c.oom {
+            oom.abort();
+        }
         let ended = c.init.ended().unwrap_or(Ended {
             status: 137,
             at: now(),

@@ -1,8 +1,8 @@
 //! Apps added to a running sandbox pod (`host-ctl app add`): the monitor
-//! follows the pod's events from the moment it starts and, for each app
-//! added after that, starts a collector, so an added app's output is
-//! persisted as a booted app's is. Apps added before the monitor started
-//! are in the pod's manifest, which `start_collectors` reads.
+//! starts a collector for each, so an added app's output is persisted as a
+//! booted app's is. It reads the pod's events so far (the apps added and
+//! not removed since boot: those added while no monitor ran, or between
+//! its reading the manifest and now), then follows the events after them.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,21 +30,31 @@ pub enum Change {
 }
 
 impl AddedApps {
-    /// Follows the events after those the pod has now; `collected` are
-    /// the apps that already have a collector. A pod that cannot take
-    /// new apps has nothing to follow.
-    pub async fn follow(client: &AgentClient, sandbox: bool, collected: HashSet<String>) -> Self {
+    /// Reads the pod's events so far and follows those after them;
+    /// `collected` are the apps that already have a collector. Returns the
+    /// added apps that still need one. A pod that cannot take new apps has
+    /// nothing to follow.
+    pub async fn follow(
+        client: &AgentClient,
+        sandbox: bool,
+        collected: HashSet<String>,
+    ) -> (Self, Vec<String>) {
         let mut this = AddedApps {
             events: None,
             after: 0,
             collected,
         };
         if !sandbox {
-            return this;
+            return (this, Vec::new());
         }
-        this.after = last_seq(client).await;
+        let (after, present) = history(client).await;
+        this.after = after;
+        let missing = present
+            .into_iter()
+            .filter(|app| this.collected.insert(app.clone()))
+            .collect();
         this.resubscribe(client).await;
-        this
+        (this, missing)
     }
 
     /// Subscribes again after a reconnection, from the last event seen.
@@ -92,18 +102,27 @@ impl AddedApps {
     }
 }
 
-/// The sequence number of the pod's last event so far (0 for none).
-async fn last_seq(client: &AgentClient) -> u64 {
+/// The pod's events so far: the last one's sequence number (0 for none)
+/// and the apps added and not removed since, in the order added.
+async fn history(client: &AgentClient) -> (u64, Vec<String>) {
     let req = EventsRequest::new();
     let Ok(mut rx) = client
         .events(agent::deadline(Duration::from_secs(5)), &req)
         .await
     else {
-        return 0;
+        return (0, Vec::new());
     };
     let mut last = 0;
+    let mut present: Vec<String> = Vec::new();
     while let Ok(Some(e)) = rx.recv().await {
         last = last.max(e.seq);
+        match e.kind.enum_value_or_default() {
+            EventKind::EVENT_KIND_APP_ADDED if !present.contains(&e.app) => {
+                present.push(e.app.clone());
+            }
+            EventKind::EVENT_KIND_APP_REMOVED => present.retain(|a| a != &e.app),
+            _ => {}
+        }
     }
-    last
+    (last, present)
 }

@@ -34,6 +34,14 @@ enum Ending {
     VmDied(String),
 }
 
+/// The agent's answer once every app is over.
+fn wait_all(
+    client: &AgentClient,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ttrpc::Result<PodStatus>> + Send>> {
+    let client = client.clone();
+    Box::pin(async move { client.wait(agent::no_deadline(), &WaitRequest::new()).await })
+}
+
 impl Monitor {
     /// Runs the pod to its end: see the module documentation.
     pub async fn supervise(
@@ -42,7 +50,11 @@ impl Monitor {
         mut interrupts: watch::Receiver<u32>,
     ) -> Result<Outcome> {
         let (mut collectors, collected) = self.start_collectors(printer);
-        let mut added = AddedApps::follow(&self.client, self.pod.sandbox, collected).await;
+        let (mut added, missing) =
+            AddedApps::follow(&self.client, self.pod.sandbox, collected).await;
+        for app in &missing {
+            self.collect(&mut collectors, app);
+        }
         let outcome = match self
             .wait_for_end(&mut interrupts, &mut collectors, &mut added)
             .await
@@ -90,7 +102,9 @@ impl Monitor {
         collectors: &mut Collectors,
         added: &mut AddedApps,
     ) -> Ending {
-        let wait_req = WaitRequest::new();
+        // One wait at a time: each would be a waiter in the agent until
+        // the apps are over.
+        let mut wait = wait_all(&self.client);
         loop {
             tokio::select! {
                 change = added.next() => match change {
@@ -103,7 +117,7 @@ impl Monitor {
                         added.resubscribe(&self.client).await;
                     }
                 },
-                st = self.client.wait(agent::no_deadline(), &wait_req) => match st {
+                st = &mut wait => match st {
                     Ok(st) => return Ending::Finished(st),
                     Err(e) => {
                         if let Some(end) = self.vm.vm.wait_for(Duration::from_millis(200)).await {
@@ -112,6 +126,7 @@ impl Monitor {
                         match self.reconnect().await {
                             Some(c) => {
                                 self.client = c;
+                                wait = wait_all(&self.client);
                                 if self.pod.sandbox && !added.is_following() {
                                     added.resubscribe(&self.client).await;
                                 }
