@@ -48,7 +48,7 @@ fn harness() -> &'static Harness {
                 Reaper::new(),
             );
             // Exited apps: every follow ends, nothing waits forever.
-            for app in &pod.apps {
+            for app in &pod.apps() {
                 app.logs.append(Stream::Stdout, b"some output\n", 1);
                 app.set_exited(Exit { code: 0, signal: 0 }, 2);
                 app.logs.close();
