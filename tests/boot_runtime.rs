@@ -240,24 +240,11 @@ fn wait_output(child: std::process::Child, limit: Duration) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Polls `host-ctl logs <id> <app>` until its stdout contains `needle`.
-fn wait_for_log(fx: &Fixture, id: &str, app: &str, needle: &str) -> String {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = fx.host_ctl(&["logs", id, app], CMD);
-        if logs.stdout.contains(needle) {
-            return logs.stdout;
-        }
-        assert!(Instant::now() < until, "no {needle:?}\n{}", logs.dump());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A signal reaches the app (its trap runs); bad input is refused clearly.
 fn kill_reaches_the_app(fx: &Fixture, id: &str) {
     let k = fx.host_ctl(&["kill", id, "shell", "--signal", "USR1"], CMD);
     assert_eq!(k.code, Some(0), "{}", k.dump());
-    wait_for_log(fx, id, "shell", "got USR1");
+    fx.wait_for_log(id, "shell", "got USR1");
     let bad = fx.host_ctl(&["kill", id, "shell", "--signal", "99"], CMD);
     assert_ne!(bad.code, Some(0));
     assert!(bad.stderr.contains("not a signal number"), "{}", bad.dump());
@@ -286,7 +273,7 @@ fn app_stats(fx: &Fixture, id: &str, app: &str) -> Value {
 /// stats: the worker's memory (current, peak, limit), CPU and pids; the
 /// hog is OOM-killed at its limit, counted, and reported as an event.
 fn stats_and_oom(fx: &Fixture, id: &str) {
-    wait_for_log(fx, id, "worker", "holding 8000000");
+    fx.wait_for_log(id, "worker", "holding 8000000");
     let w = app_stats(fx, id, "worker");
     let n = |k: &str| w[k].as_u64().unwrap_or_else(|| panic!("no {k}: {w}"));
     assert!(n("memoryCurrent") > 4 << 20, "{w}");
@@ -463,7 +450,7 @@ fn a_killed_monitor_is_recovered_or_its_pod_marked_exited() {
         .mount("gate", "/gate")
         .write("pod.json");
     let id = fx.detach(&manifest, &[]);
-    wait_for_log(&fx, &id, "writer", "before");
+    fx.wait_for_log(&id, "writer", "before");
 
     let first = fx.record(&id)["monitor"]["pid"].as_i64().unwrap();
     kill9_and_wait(first);
@@ -485,7 +472,7 @@ fn a_killed_monitor_is_recovered_or_its_pod_marked_exited() {
     let second = fx.record(&id)["monitor"]["pid"].as_i64().unwrap();
     assert_ne!(first, second, "no new monitor adopted the pod");
     fs::write(gate.join("two"), "").unwrap();
-    let logs = wait_for_log(&fx, &id, "writer", "after");
+    let logs = fx.wait_for_log(&id, "writer", "after");
     assert_eq!(logs, "before\nduring\nafter\n");
 
     // Now every host process of the pod at once: its keeper (stopped first,

@@ -11,19 +11,6 @@ use std::time::{Duration, Instant};
 use kvmpod_tests::{Fixture, CMD};
 use serde_json::{json, Value};
 
-/// Waits until `host-ctl logs <id> <app>` shows `needle`.
-fn wait_for_log(fx: &Fixture, id: &str, app: &str, needle: &str) -> String {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let logs = fx.host_ctl(&["logs", id, app], CMD);
-        if logs.stdout.contains(needle) {
-            return logs.stdout;
-        }
-        assert!(Instant::now() < until, "no {needle:?}\n{}", logs.dump());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The live state of app `app` in `host-ctl status`, once it is `want`.
 fn wait_for_state(fx: &Fixture, id: &str, app: &str, want: &str) -> Value {
     let until = Instant::now() + Duration::from_secs(60);
@@ -77,7 +64,7 @@ fn apps_are_added_to_and_removed_from_a_running_sandbox() {
     let add = fx.host_ctl(&["app", "add", &id, web.to_str().unwrap()], CMD);
     assert_eq!(add.code, Some(0), "{}", add.dump());
     assert_eq!(add.stdout.trim(), "web");
-    let logs = wait_for_log(&fx, &id, "web", "data is read-only");
+    let logs = fx.wait_for_log(&id, "web", "data is read-only");
     assert_eq!(
         logs, "hello from web\ndata for web\ndata is read-only\n",
         "{logs}"
@@ -148,7 +135,7 @@ fn forced_removal(fx: &Fixture, id: &str) {
     );
     let add = fx.host_ctl(&["app", "add", id, sleeper.to_str().unwrap()], CMD);
     assert_eq!(add.code, Some(0), "{}", add.dump());
-    wait_for_log(fx, id, "web", "second web");
+    fx.wait_for_log(id, "web", "second web");
     let busy = fx.host_ctl(&["app", "rm", id, "web"], CMD);
     assert_ne!(busy.code, Some(0), "{}", busy.dump());
     assert!(busy.stderr.contains("still running"), "{}", busy.dump());

@@ -195,11 +195,16 @@ impl Containerd {
 
     /// `ctr --address <socket> --namespace kvmpod-test <args>`.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_in(NAMESPACE, args)
+    }
+
+    /// `ctr --address <socket> --namespace <namespace> <args>`.
+    fn command_in(&self, namespace: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.socket)
             .arg("--namespace")
-            .arg(NAMESPACE)
+            .arg(namespace)
             .args(args)
             .stdin(Stdio::null());
         cmd
@@ -211,14 +216,7 @@ impl Containerd {
 
     /// `ctr` in namespace `namespace`.
     pub fn ctr_in(&self, namespace: &str, args: &[&str], limit: Duration) -> Outcome {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .arg("--namespace")
-            .arg(namespace)
-            .args(args)
-            .stdin(Stdio::null());
-        run_with_limit(cmd, limit)
+        run_with_limit(self.command_in(namespace, args), limit)
     }
 
     /// containerd's own log, for assertion messages.

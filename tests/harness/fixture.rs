@@ -106,6 +106,20 @@ impl Fixture {
         modules
     }
 
+    /// Waits (up to 60 s) until `host-ctl logs <id> <app>` shows `needle`;
+    /// the output then.
+    pub fn wait_for_log(&self, id: &str, app: &str, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let logs = self.host_ctl(&["logs", id, app], crate::CMD);
+            if logs.stdout.contains(needle) {
+                return logs.stdout;
+            }
+            assert!(Instant::now() < until, "no {needle:?}\n{}", logs.dump());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// A pod with no app yet; see [`PodSpec`].
     pub fn pod(&self) -> PodSpec<'_> {
         PodSpec::new(self)
