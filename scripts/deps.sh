@@ -9,7 +9,10 @@
 #           pushes test images into it), containerd (with ctr: what the
 #           containerd shim is tested under; the tests start their own),
 #           protobuf-compiler (protoc, which the k8s-cri crate's build needs:
-#           the CRI client of the Kubernetes path's test)
+#           the CRI client of the Kubernetes path's test), passt (user-mode
+#           networking for QEMU pods), containernetworking-plugins (the CNI
+#           bridge the tap-mode test wires pods with), iperf3 (the network
+#           benchmark)
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
 #   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
 #           cargo-fuzz, pinned (the fuzz targets of `make test`)
@@ -39,6 +42,9 @@ dpkg-query -W -f='${Status}' build-essential 2>/dev/null | grep -q 'ok installed
 command -v skopeo >/dev/null 2>&1 || missing="$missing skopeo"
 command -v containerd >/dev/null 2>&1 && command -v ctr >/dev/null 2>&1 || missing="$missing containerd"
 command -v protoc >/dev/null 2>&1 || missing="$missing protobuf-compiler"
+command -v passt >/dev/null 2>&1 || missing="$missing passt"
+[ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
+command -v iperf3 >/dev/null 2>&1 || missing="$missing iperf3"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

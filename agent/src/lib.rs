@@ -14,6 +14,7 @@
 //!   stream, port forwarding);
 //! - [`pod`]: the pod's live state, its apps' supervision and shutdown;
 //! - [`process`]: turning an app into a confined process, and reaping it;
+//! - [`network`]: the guest's interfaces, configured over rtnetlink;
 //! - [`storage`]: volumes, app roots and safe path resolution in them;
 //! - and at the bottom, what every subsystem uses: the [`console`], the
 //!   boot [`timeline`] and the shared system call [`error`].
@@ -24,6 +25,7 @@
 pub mod boot;
 pub mod console;
 pub mod error;
+pub mod network;
 pub mod pod;
 pub mod process;
 pub mod rpc;

@@ -110,6 +110,7 @@ mod tests {
                     ..App::default()
                 }],
                 sandbox: false,
+                network: Default::default(),
             },
             layers: 1,
         }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::DEFAULT_VSOCK_PORT;
+use crate::network::GuestNetwork;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -44,6 +45,9 @@ pub struct AgentConfig {
     /// The guest's hostname (the manifest's, or one host-ctl derived).
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// The guest's interface to configure; `None`: loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<GuestNetwork>,
 }
 
 /// How the guest ends its VM (the kernel command line's
@@ -121,6 +125,7 @@ impl Default for AgentConfig {
             log_buffer_bytes: default_log_buffer(),
             debug: false,
             hostname: default_hostname(),
+            network: None,
         }
     }
 }

@@ -36,6 +36,12 @@ pub const UPPER_DIR: &str = "/run/kvmpod/upper";
 /// be read.
 pub const TRANSPORT_ENV: &str = "kvmpod_transport";
 pub const VM_END_ENV: &str = "kvmpod_end";
+/// Set (`kvmpod_net=1`) when the VM has a network interface: its driver is
+/// loaded with the transport's modules, from the initramfs.
+pub const NET_ENV: &str = "kvmpod_net";
+/// The key of the stage1 image's module list for a pod with a network
+/// interface (beside one per virtio transport): loaded only by such pods.
+pub const NET_MODULES_KEY: &str = "net";
 /// Where kernel modules are copied, under `<kernel version>/`.
 pub const MODULES_DIR: &str = "/lib/modules";
 /// Each volume's guest directory: `/mnt/<volume>`.

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod logstream;
 pub mod manifest;
 pub mod mountapi;
+pub mod network;
 pub mod protocol;
 pub mod signal;
 pub mod tag;

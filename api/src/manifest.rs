@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::network::Network;
+
 /// A pod: apps that share volumes, run in one VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -24,6 +26,9 @@ pub struct PodManifest {
     /// allow: the VM gets a share for their roots and volumes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sandbox: bool,
+    /// The pod's network, shared by its apps (default: user-mode).
+    #[serde(default, skip_serializing_if = "Network::is_default")]
+    pub network: Network,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -448,6 +453,7 @@ mod tests {
             volumes: vec![v],
             apps: vec![app(mps)],
             sandbox: false,
+            network: Default::default(),
         };
         let p = pod(vol(None), vec![mp(true), mp(false)]);
         assert!(!p.exported_read_only(&p.volumes[0]));

@@ -12,6 +12,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use crate::manifest::{App, PodManifest, Volume, VolumeKind};
+use crate::network::{Network, NetworkMode};
 use crate::tag::nine_p_tag;
 
 /// The longest app or volume name accepted.
@@ -140,6 +141,7 @@ pub fn validate(pod: &PodManifest) -> Vec<FieldError> {
     let mut errs = Vec::new();
     check_pod(&mut errs, pod);
     check_volumes(&mut errs, pod);
+    check_network(&mut errs, &pod.network);
     let mut app_names: HashMap<&str, usize> = HashMap::new();
     for (i, app) in pod.apps.iter().enumerate() {
         let at = format!("apps[{i}]");
@@ -171,6 +173,77 @@ fn check_pod(errs: &mut Vec<FieldError>, pod: &PodManifest) {
             errs.push(FieldError::new(
                 "hostname",
                 format!("{h:?} is not a hostname: use lowercase letters, digits and '-', at most {MAX_NAME_LEN}"),
+            ));
+        }
+    }
+}
+
+/// The network's fields fit its mode, and no host port is published twice.
+fn check_network(errs: &mut Vec<FieldError>, net: &Network) {
+    let mode = net.mode;
+    if net.host_loopback && mode != NetworkMode::User {
+        errs.push(FieldError::new(
+            "network.hostLoopback",
+            "only user-mode networking has a gateway to the host's loopback",
+        ));
+    }
+    match (mode, &net.tap, &net.netns) {
+        (NetworkMode::Tap, None, None) => errs.push(FieldError::new(
+            "network",
+            "tap mode needs a tap device (\"tap\") or a network namespace (\"netns\")",
+        )),
+        (NetworkMode::Tap, Some(_), Some(_)) => errs.push(FieldError::new(
+            "network",
+            "give a tap device or a network namespace, not both",
+        )),
+        (NetworkMode::Tap, _, _) => {}
+        (_, Some(_), _) | (_, _, Some(_)) => errs.push(FieldError::new(
+            "network",
+            format!(
+                "\"tap\" and \"netns\" belong to tap mode, not {}",
+                mode.name()
+            ),
+        )),
+        _ => {}
+    }
+    if let Some(dev) = &net.tap {
+        if dev.is_empty()
+            || dev.len() > 15
+            || dev.contains(['/', ' ', ':'])
+            || dev == "."
+            || dev == ".."
+        {
+            errs.push(FieldError::new(
+                "network.tap",
+                format!("{dev:?} is not a network interface name (at most 15 characters, no '/', ':' or space)"),
+            ));
+        }
+    }
+    if let Some(ns) = &net.netns {
+        if !ns.is_absolute() {
+            errs.push(FieldError::new(
+                "network.netns",
+                format!("{} is not an absolute path", ns.display()),
+            ));
+        }
+    }
+    if !net.ports.is_empty() && mode != NetworkMode::User {
+        let why = match mode {
+            NetworkMode::Tap => "a tap pod's ports are published by its network (CNI's portmap plugin), not by kvmpod",
+            _ => "a pod without a network has no ports to publish; use host-ctl port-forward",
+        };
+        errs.push(FieldError::new("network.ports", why));
+    }
+    let mut seen: HashMap<(u16, crate::network::Protocol), usize> = HashMap::new();
+    for (i, p) in net.ports.iter().enumerate() {
+        if let Some(first) = seen.insert((p.host_port, p.protocol), i) {
+            errs.push(FieldError::new(
+                format!("network.ports[{i}]"),
+                format!(
+                    "host port {}/{} is also published by network.ports[{first}]",
+                    p.host_port,
+                    p.protocol.name()
+                ),
             ));
         }
     }
@@ -1101,6 +1174,7 @@ mod tests {
                 ..App::default()
             }],
             sandbox: false,
+            network: Default::default(),
         };
         fs::write(&path, serde_json::to_string(&pod).unwrap()).unwrap();
         let msg = load(&path).unwrap_err().to_string();

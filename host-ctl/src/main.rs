@@ -9,6 +9,7 @@ use host_ctl::ui::signals;
 use host_ctl::vmm::accel::AccelRequest;
 use host_ctl::vmm::vsock::VsockMode;
 use host_ctl::vmm::HypervisorKind;
+use kvmpod_api::network::{Network, PortMapping};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -251,6 +252,20 @@ struct VmArgs {
     /// How the host reaches the guest's vsock.
     #[arg(long, value_enum, default_value_t = VsockMode::Auto)]
     vsock: VsockMode,
+    /// The pod's network: none (loopback only), user[,host-loopback]
+    /// (user-mode: passt for QEMU, lkvm's own), tap=DEVICE, or
+    /// tap,netns=PATH (the namespace's interface, as CNI made it)
+    /// [default: the manifest's, else user].
+    #[arg(long = "net", value_name = "MODE")]
+    net: Option<Network>,
+    /// Publish a guest port on the host: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]
+    /// (bound to 127.0.0.1 unless HOSTIP is given).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:GUESTPORT[/PROTO]"
+    )]
+    publish: Vec<PortMapping>,
     /// The guest kernel [default: the newest /boot/vmlinuz-*].
     #[arg(long)]
     kernel: Option<PathBuf>,
@@ -373,6 +388,8 @@ impl VmArgs {
             stage1: self.stage1,
             detach: false,
             log_rotation: Rotation::default(),
+            network: self.net,
+            publish: self.publish,
         })
     }
 }

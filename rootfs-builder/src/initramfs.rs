@@ -10,7 +10,7 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
 use kvmpod_api::config::Stage1Config;
-use kvmpod_api::layout;
+use kvmpod_api::layout::{self, NET_MODULES_KEY};
 
 use crate::archive::{Archive, ArchiveError, Data, Entry, Node};
 use crate::modules::{ModuleError, ModuleIndex};
@@ -52,16 +52,20 @@ const POD_MODULES: [&str; 4] = [
     "overlay",
 ];
 
-/// The modules of a kvmpod stage1 image, for each transport.
+/// The modules of a kvmpod stage1 image, for each transport, and the
+/// network interface's driver (under [`NET_MODULES_KEY`]), which only pods
+/// with a network load.
 pub fn pod_modules() -> BTreeMap<String, Vec<String>> {
-    TRANSPORTS
+    let mut all: BTreeMap<String, Vec<String>> = TRANSPORTS
         .iter()
         .map(|t| {
             let mut m = vec![t.to_string()];
             m.extend(POD_MODULES.iter().map(|p| p.to_string()));
             (t.to_string(), m)
         })
-        .collect()
+        .collect();
+    all.insert(NET_MODULES_KEY.to_string(), vec!["virtio_net".to_string()]);
+    all
 }
 
 /// Everything a stage1 image is made of.

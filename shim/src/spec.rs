@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use kvmpod_api::manifest::{App, Capabilities, EnvVar, PodManifest, Resources, Rlimit};
+use kvmpod_api::network::{Network, NetworkMode};
 use serde::Deserialize;
 
 use crate::error::ShimError;
@@ -333,6 +334,12 @@ impl Spec {
             volumes: mounts.volumes,
             apps: vec![app],
             sandbox: role == Role::Sandbox,
+            // The pod keeps to loopback until the CRI network namespace is
+            // wired to the VM (the node network is the kubelet's).
+            network: Network {
+                mode: NetworkMode::None,
+                ..Network::default()
+            },
         })
     }
 }

@@ -23,6 +23,11 @@ pub(super) fn transport() -> Result<String, BootError> {
     std::env::var(layout::TRANSPORT_ENV).map_err(|_| BootError::NoParam(layout::TRANSPORT_ENV))
 }
 
+/// Whether the VM has a network interface whose driver must be loaded.
+pub(super) fn has_network() -> bool {
+    std::env::var(layout::NET_ENV).is_ok_and(|v| v == "1")
+}
+
 /// How the host wants the VM ended (a power-off unless it says reboot).
 pub(super) fn vm_end() -> VmEnd {
     VmEnd::from_param(&std::env::var(layout::VM_END_ENV).unwrap_or_default())

@@ -14,7 +14,6 @@ mod config;
 mod early;
 mod error;
 mod kmod;
-mod net;
 mod power;
 mod rootswitch;
 mod sequence;

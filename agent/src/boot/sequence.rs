@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kvmpod_api::config::AgentConfig;
-use kvmpod_api::layout::{FORWARD_VSOCK_PORT, IO_VSOCK_PORT, LOG_VSOCK_PORT};
+use kvmpod_api::layout::{self, FORWARD_VSOCK_PORT, IO_VSOCK_PORT, LOG_VSOCK_PORT};
 use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::timeline::Stage;
 use ttrpc::r#async::Server;
 
-use super::{config, early, kmod, net, power, rootswitch};
+use super::{config, early, kmod, power, rootswitch};
 use crate::pod::{self, Pod};
 use crate::process::{self, Reaper};
 use crate::timeline::Timeline;
-use crate::{console, rpc, storage};
+use crate::{console, network, rpc, storage};
 
 /// Reports a failure on the console and powers off.
 fn fatal(stage: &str, error: &dyn std::fmt::Display) -> ! {
@@ -36,6 +36,7 @@ pub async fn run(init_ns: u64) {
     guest_system();
     timeline.mark(Stage::BaseMounted);
     let (config, manifest) = from_pod_share(&timeline);
+    pod_network(&config);
 
     let reaper = Reaper::new();
     if let Err(e) = reaper.start() {
@@ -54,14 +55,19 @@ pub async fn run(init_ns: u64) {
 }
 
 /// What comes from the stage1 image, before the root moves off it: the
-/// kernel modules for the VM's transport.
+/// kernel modules for the VM's transport, and its network driver's when
+/// it has a network interface.
 fn from_stage1(timeline: &Timeline) {
     power::set_vm_end(config::vm_end());
     console::init_logger(false);
     let modules = config::read_stage1()
         .and_then(|s1| {
             let transport = config::transport()?;
-            Ok(config::modules_for(&s1, &transport)?.to_vec())
+            let mut modules = config::modules_for(&s1, &transport)?.to_vec();
+            if config::has_network() {
+                modules.extend_from_slice(config::modules_for(&s1, layout::NET_MODULES_KEY)?);
+            }
+            Ok(modules)
         })
         .unwrap_or_else(|e| fatal("reading the stage1 image's settings", &e));
     if let Err(e) = kmod::load_all(&modules) {
@@ -81,6 +87,18 @@ fn from_stage1(timeline: &Timeline) {
     }
 }
 
+/// The pod's network interface, when the host gave it one (its driver was
+/// loaded with the other modules): its MTU, address and route.
+fn pod_network(config: &AgentConfig) {
+    let Some(net) = &config.network else {
+        return;
+    };
+    match network::configure(net) {
+        Ok(name) => log::debug!("{name}: {}/{} up", net.address, net.prefix_len),
+        Err(e) => fatal("configuring the pod's network", &e),
+    }
+}
+
 /// The guest's own file systems, cgroups and loopback.
 fn guest_system() {
     if let Err(e) = early::mount_base() {
@@ -93,7 +111,7 @@ fn guest_system() {
     if let Err(e) = process::setup_cgroups() {
         log::warn!("{e}");
     }
-    if let Err(e) = net::loopback_up() {
+    if let Err(e) = network::loopback_up() {
         log::warn!("{e}");
     }
 }
@@ -110,7 +128,7 @@ fn from_pod_share(timeline: &Timeline) -> (AgentConfig, PodManifest) {
     let manifest =
         config::read_manifest().unwrap_or_else(|e| fatal("reading the pod manifest", &e));
     timeline.mark(Stage::ConfigRead);
-    if let Err(e) = storage::write_pod_files(&config.hostname) {
+    if let Err(e) = storage::write_pod_files(&config.hostname, config.network.as_ref()) {
         log::warn!("{e}");
     }
     (config, manifest)

@@ -52,6 +52,15 @@ impl EventLog {
         e.exit_code = exit_code;
         e.signal = signal;
         e.message = message;
+        if matches!(
+            kind,
+            pb::EventKind::EVENT_KIND_POD_STOPPING | pb::EventKind::EVENT_KIND_POD_EXITED
+        ) {
+            e.interfaces = crate::network::counters()
+                .iter()
+                .map(interface_stats)
+                .collect();
+        }
         events.push_back(e);
         if events.len() > CAPACITY {
             events.pop_front();
@@ -73,6 +82,19 @@ impl EventLog {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+}
+
+/// An interface's counters as the agent API carries them.
+pub fn interface_stats(c: &crate::network::Counters) -> pb::InterfaceStats {
+    let mut s = pb::InterfaceStats::new();
+    s.interface = c.interface.clone();
+    s.rx_bytes = c.rx_bytes;
+    s.rx_packets = c.rx_packets;
+    s.rx_dropped = c.rx_dropped;
+    s.tx_bytes = c.tx_bytes;
+    s.tx_packets = c.tx_packets;
+    s.tx_dropped = c.tx_dropped;
+    s
 }
 
 #[cfg(test)]

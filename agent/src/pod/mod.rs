@@ -19,6 +19,7 @@ mod state;
 mod supervisor;
 
 pub use error::PodError;
+pub use events::interface_stats;
 pub use logbuf::{Chunk, Item, LogBuffer, Piece, Stream};
 pub use sandbox::{add_app, remove_app};
 pub use shutdown::stop;

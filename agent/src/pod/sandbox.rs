@@ -90,6 +90,7 @@ pub async fn remove_app(pod: &Pod, name: &str, force: bool) -> Result<(), PodErr
         volumes,
         apps: vec![app.manifest.clone()],
         sandbox: true,
+        network: Default::default(),
     };
     storage::unmount_added(&taken);
     if let Some(cg) = app.cgroup.get() {

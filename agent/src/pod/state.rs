@@ -379,6 +379,7 @@ impl Pod {
             volumes: self.manifest.volumes.clone(),
             apps: vec![app.clone()],
             sandbox: self.manifest.sandbox,
+            network: self.manifest.network.clone(),
         };
         m.volumes
             .extend(lock(&self.added_volumes).iter().map(|(_, v)| v.clone()));

@@ -148,6 +148,10 @@ impl agent_ttrpc::Agent for AgentService {
             s.oom_kills = u.oom_kills;
             out.apps.push(s);
         }
+        out.interfaces = crate::network::counters()
+            .iter()
+            .map(crate::pod::interface_stats)
+            .collect();
         Ok(out)
     }
 

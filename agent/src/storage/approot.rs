@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use kvmpod_api::layout;
 use kvmpod_api::manifest::{is_mount_read_only, App, MountPoint, PodManifest};
+use kvmpod_api::network::GuestNetwork;
 use kvmpod_api::validate::normalize_guest_path;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -112,17 +113,16 @@ pub(super) fn upper_dir(app: &str) -> PathBuf {
     Path::new(layout::UPPER_DIR).join(app)
 }
 
-/// Writes the pod's `/etc` files and sets the guest's hostname.
-pub fn write_pod_files(hostname: &str) -> Result<(), StorageError> {
+/// Writes the pod's `/etc` files and sets the guest's hostname. With a
+/// network, the hostname names the pod's address and the resolver is the
+/// host's plan; without one, there is no resolver to name.
+pub fn write_pod_files(hostname: &str, net: Option<&GuestNetwork>) -> Result<(), StorageError> {
     fs::create_dir_all(ETC_DIR).context(|| format!("creating {ETC_DIR}"))?;
+    let (hosts, resolv) = pod_files(hostname, net);
     let files = [
         ("hostname", format!("{hostname}\n")),
-        (
-            "hosts",
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        ),
-        // The pod has no network beyond loopback: no resolver to name.
-        ("resolv.conf", "# kvmpod: the pod has no network beyond loopback\n".into()),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
     ];
     for (name, text) in files {
         let p = Path::new(ETC_DIR).join(name);
@@ -130,6 +130,24 @@ pub fn write_pod_files(hostname: &str) -> Result<(), StorageError> {
     }
     nix::unistd::sethostname(hostname).context(|| format!("setting the hostname {hostname:?}"))?;
     Ok(())
+}
+
+/// The texts of `/etc/hosts` and `/etc/resolv.conf`.
+fn pod_files(hostname: &str, net: Option<&GuestNetwork>) -> (String, String) {
+    let own = net.map_or_else(|| "127.0.1.1".to_string(), |n| n.address.to_string());
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n"
+    );
+    let resolv = match net {
+        None => "# kvmpod: the pod has no network beyond loopback\n".to_string(),
+        Some(n) if n.nameservers.is_empty() => "# kvmpod: the host named no resolver\n".to_string(),
+        Some(n) => n
+            .nameservers
+            .iter()
+            .map(|ns| format!("nameserver {ns}\n"))
+            .collect(),
+    };
+    (hosts, resolv)
 }
 
 fn sys(what: String) -> impl FnOnce(Errno) -> StorageError {
@@ -356,6 +374,24 @@ fn volume_mounts(root: &OwnedFd, manifest: &PodManifest, app: &App) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_files_name_the_pod_address_and_resolvers() {
+        let (hosts, resolv) = pod_files("web", None);
+        assert!(hosts.contains("127.0.1.1\tweb\n"), "{hosts}");
+        assert!(resolv.starts_with('#'));
+        let net = GuestNetwork {
+            mac: "52:54:00:00:00:03".into(),
+            address: "10.0.2.15".parse().unwrap(),
+            prefix_len: 24,
+            gateway: Some("10.0.2.2".parse().unwrap()),
+            mtu: 65520,
+            nameservers: vec!["10.0.2.3".parse().unwrap()],
+        };
+        let (hosts, resolv) = pod_files("web", Some(&net));
+        assert!(hosts.contains("10.0.2.15\tweb\n"), "{hosts}");
+        assert_eq!(resolv, "nameserver 10.0.2.3\n");
+    }
 
     #[test]
     fn overlay_stacks_the_layers_top_first() {

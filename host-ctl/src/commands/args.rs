@@ -51,7 +51,10 @@ pub fn run(s: &RunOptions) -> Result<i32> {
             }
         );
     }
-    if let Some(b) = &plan.launch.vsock_backend {
+    for b in [&plan.launch.vsock_backend, &plan.launch.net_backend]
+        .into_iter()
+        .flatten()
+    {
         println!("{}", command_line(b));
     }
     println!("{}", command_line(&plan.launch.vm));

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::network::NetworkMode;
 
 use super::image_run::PodSource;
 use super::roots::{self, RootsPlan};
-use super::{host, LaunchError, PodPlan, RunOptions};
+use super::{host, network, LaunchError, PodPlan, RunOptions};
 use crate::agent::Endpoint;
 use crate::pod::{cache_dir, cids, names, PodDir, PodError, VmLaunch};
 use crate::stage1::{Stage1, Stage1Store};
@@ -15,7 +16,7 @@ use crate::vmm::accel::{self, Choice};
 use crate::vmm::vsock::{self, VsockKind, VsockMode, VHOST_VSOCK_DEV};
 use crate::vmm::{
     host_shares, hypervisor, kernel_cmdline, Alias, Cache, Hypervisor, MachineChoice, Program,
-    Share, VmConfig, VmmError, VsockDevice,
+    Share, UserNet, VmConfig, VmmError, VsockDevice,
 };
 
 /// What a pod's plan needs from the manifest and the host, found once: the
@@ -33,6 +34,8 @@ pub(super) struct Draft {
     image: PathBuf,
     /// vhost-device-vsock, for hybrid vsock; `None`: the host's AF_VSOCK.
     vhost_program: Option<PathBuf>,
+    /// passt, for a user-mode network on a backend that needs it.
+    passt: Option<PathBuf>,
     shares: Vec<Share>,
     aliases: Vec<Alias>,
     machine: MachineChoice,
@@ -103,6 +106,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         PodSource::Manifest(path) => kvmpod_api::validate::load(path)?,
         PodSource::Image(run) => run.manifest()?,
     };
+    apply_network_options(&mut pod, o);
     if let Some(name) = &o.name {
         names::check(name)?;
         if let Some(holder) = names::lookup(&o.state_dir, name) {
@@ -153,6 +157,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
             "vhost-device-vsock",
         )?),
     };
+    let passt = network_host(&pod, hv, check, &mut notes)?;
     let machine = hv.machine(shares.len(), accel.accel);
     notes.extend(machine.notes.iter().cloned());
     Ok(Draft {
@@ -166,11 +171,44 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         vm_bin,
         image,
         vhost_program,
+        passt,
         shares,
         aliases,
         machine,
         notes,
     })
+}
+
+/// What the pod's network needs of the host: passt for a user-mode
+/// network on a backend without its own, free ports, an existing tap or
+/// namespace (checked only when the pod is to run).
+fn network_host(
+    pod: &PodManifest,
+    hv: &dyn Hypervisor,
+    check: Check,
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>, LaunchError> {
+    let passt = match (pod.network.mode, hv.user_net()) {
+        (NetworkMode::User, UserNet::Passt) => {
+            Some(lacking(notes, check, network::passt(), "passt")?)
+        }
+        _ => None,
+    };
+    if check == Check::Strict {
+        network::check_host(&pod.network)?;
+    }
+    Ok(passt)
+}
+
+/// `--net` replaces the manifest's mode (keeping its ports); `-p` adds
+/// ports. The result is validated with the rest of the manifest.
+fn apply_network_options(pod: &mut PodManifest, o: &RunOptions) {
+    if let Some(net) = &o.network {
+        let ports = std::mem::take(&mut pod.network.ports);
+        pod.network = net.clone();
+        pod.network.ports = ports;
+    }
+    pod.network.ports.extend(o.publish.iter().copied());
 }
 
 /// The plan with guest CID `cid`: the VM's command lines.
@@ -193,18 +231,20 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         ),
         None => (VsockDevice::Kernel { cid }, Endpoint::Vhost { cid }, None),
     };
+    let net = network::plan(&d.pod.network, hv, &dir, cid, d.passt)?;
     let config = VmConfig {
         name: dir.id.clone(),
         machine: d.machine.machine,
         kernel: d.image,
         initrd: d.stage1.path.clone(),
-        cmdline: cmdline(o, hv, &d.machine),
+        cmdline: cmdline(o, hv, &d.machine, net.device.is_some()),
         memory_mib: o.memory_mib,
         cpus: o.cpus,
         accel: d.accel.accel,
         console_log: dir.console_log(),
         shares: d.shares,
         vsock,
+        net: net.device,
     };
     let mut vm = Program {
         program: d.vm_bin,
@@ -217,6 +257,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         hypervisor: o.hypervisor,
         vm,
         vsock_backend: backend,
+        net_backend: net.backend,
         endpoint,
         boot_timeout_secs: o.boot_timeout.as_secs(),
         grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),
@@ -234,6 +275,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         aliases: d.aliases,
         cid,
         transport: d.machine.machine.transport_module(),
+        guest_net: net.guest,
         notes: d.notes,
     })
 }
@@ -281,8 +323,8 @@ fn pod_shares(pod: &PodManifest, dir: &crate::pod::PodDir) -> Vec<Share> {
 
 /// The guest kernel's command line: the backend's parameters, and what
 /// the agent must know before it can read the pod's share.
-fn cmdline(o: &RunOptions, hv: &dyn Hypervisor, machine: &MachineChoice) -> String {
-    let ours = [
+fn cmdline(o: &RunOptions, hv: &dyn Hypervisor, machine: &MachineChoice, net: bool) -> String {
+    let mut ours = vec![
         format!(
             "{}={}",
             kvmpod_api::layout::TRANSPORT_ENV,
@@ -290,6 +332,9 @@ fn cmdline(o: &RunOptions, hv: &dyn Hypervisor, machine: &MachineChoice) -> Stri
         ),
         format!("{}={}", kvmpod_api::layout::VM_END_ENV, hv.vm_end().param()),
     ];
+    if net {
+        ours.push(format!("{}=1", kvmpod_api::layout::NET_ENV));
+    }
     let mut params: Vec<&str> = hv.kernel_params().to_vec();
     params.extend(ours.iter().map(String::as_str));
     kernel_cmdline(o.debug, machine.tsc_khz, &params)

@@ -25,6 +25,7 @@ fn agent_config(o: &RunOptions, plan: &PodPlan) -> AgentConfig {
         grace_ms: plan.launch.grace_ms,
         debug: o.debug,
         app_roots: plan.roots.apps.clone(),
+        network: plan.guest_net.clone(),
         ..AgentConfig::default()
     }
 }

@@ -67,6 +67,7 @@ impl ImageRun {
             volumes,
             apps: vec![app],
             sandbox: false,
+            network: Default::default(),
         })
     }
 }

@@ -13,6 +13,7 @@ mod draft;
 mod guest;
 pub mod host;
 pub mod image_run;
+pub mod network;
 mod prepare;
 pub mod roots;
 
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kvmpod_api::manifest::PodManifest;
+use kvmpod_api::network::{GuestNetwork, Network, PortMapping};
 
 use crate::image::ImageError;
 use crate::logs::Rotation;
@@ -62,6 +64,10 @@ pub struct RunOptions {
     pub detach: bool,
     /// How big each app's log files may grow.
     pub log_rotation: Rotation,
+    /// `--net`: replaces the manifest's network mode (its ports stay).
+    pub network: Option<Network>,
+    /// `-p`: ports published besides the manifest's.
+    pub publish: Vec<PortMapping>,
 }
 
 /// Everything a pod needs, worked out before anything is created.
@@ -78,6 +84,8 @@ pub struct PodPlan {
     pub cid: u32,
     /// The guest driver of the VM's virtio transport (a kernel module).
     pub transport: &'static str,
+    /// The interface the agent configures; `None`: loopback only.
+    pub guest_net: Option<GuestNetwork>,
     /// What was chosen and why, for the user.
     pub notes: Vec<String>,
 }

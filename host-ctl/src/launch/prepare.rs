@@ -4,7 +4,7 @@
 
 use super::draft::{draft, finish, Check};
 use super::PodSource;
-use super::{guest, LaunchError, PodPlan, RunOptions};
+use super::{guest, network, LaunchError, PodPlan, RunOptions};
 use crate::image::ImageStore;
 use crate::pod::record::{self, AppSummary, PodRecord, State};
 use crate::pod::{cids, names, store, PodDir};
@@ -83,5 +83,8 @@ fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
             .collect();
     })?;
     record::update(dir, |r| r.initramfs_bytes = Some(plan.stage1.size))?;
+    if plan.launch.net_backend.is_some() {
+        network::create_passt_dir(dir)?;
+    }
     guest::create(o, plan)
 }

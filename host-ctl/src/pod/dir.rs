@@ -7,6 +7,7 @@
 //!                        guest/ (its share: agent.json, pod.json, roots/<n>),
 //!                        console.log, logs/<app>.log[.N], sockets
 //! <state>/cids/<cid>     a CID lease (see `cids`)
+//! <state>/net/<uuid>/    a pod's passt socket (owned by passt's user)
 //! <state>/cache/         extracted kernels (per kernel, not per pod)
 //! <state>/stage1/        stage1 guest images (see `stage1`)
 //! <state>/images/        the image store (see `image`)
@@ -35,6 +36,12 @@ pub fn pods_dir(state_dir: &Path) -> PathBuf {
 /// `<state>/cids`: the CID leases.
 pub fn cids_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("cids")
+}
+
+/// `<state>/net`: a directory per pod for its user-mode network process
+/// (searchable by all, listable by root).
+pub fn net_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("net")
 }
 
 /// `<state>/cache`: what is built once per kernel, not per pod.
@@ -193,6 +200,18 @@ impl PodDir {
     pub fn vhost_socket(&self) -> PathBuf {
         self.path.join("vhost.sock")
     }
+    /// The user-mode network process's (passt's) directory,
+    /// `<state>/net/<pod>`: passt drops root before it binds its socket, so
+    /// the directory is its own, outside the private pod directory.
+    pub fn passt_dir(&self) -> PathBuf {
+        net_dir(&self.state_dir()).join(&self.id)
+    }
+    pub fn passt_socket(&self) -> PathBuf {
+        self.passt_dir().join("passt.sock")
+    }
+    pub fn net_log(&self) -> PathBuf {
+        self.path.join("net.log")
+    }
     /// The hybrid vsock socket the host connects to.
     pub fn vsock_socket(&self) -> PathBuf {
         self.path.join("vsock.sock")
@@ -231,6 +250,8 @@ impl PodDir {
             let _ = fs::remove_file(p);
         }
         let _ = fs::remove_dir(self.vmm_jail());
+        let _ = fs::remove_file(self.passt_socket());
+        let _ = fs::remove_dir(self.passt_dir());
     }
 }
 

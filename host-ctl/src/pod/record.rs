@@ -197,6 +197,9 @@ pub struct PodRecord {
     pub vm: Option<ProcRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock_backend: Option<ProcRef>,
+    /// passt, for user-mode networking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_backend: Option<ProcRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hypervisor: Option<HypervisorKind>,
     /// The guest's vsock CID (leased in `<state>/cids`).
@@ -259,6 +262,7 @@ impl PodRecord {
             keeper: None,
             vm: None,
             vsock_backend: None,
+            net_backend: None,
             hypervisor: None,
             cid: None,
             endpoint: None,

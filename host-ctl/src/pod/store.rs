@@ -149,7 +149,7 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
     }
     // Neither a monitor nor a VM: the pod ended without anyone recording
     // it. Say so, and clean up what is left.
-    if let Some(b) = rec.vsock_backend {
+    for b in [rec.vsock_backend, rec.net_backend].into_iter().flatten() {
         b.kill();
     }
     let reason = match (rec.state, rec.vm, rec.monitor) {

@@ -10,7 +10,9 @@ use super::dir::PodDir;
 use super::PodError;
 use crate::agent::Endpoint;
 use crate::logs::Rotation;
-use crate::vmm::{hypervisor, Accel, HypervisorKind, Program, VmLogs, VmProcesses, VmmError};
+use crate::vmm::{
+    hypervisor, Accel, Backend, HypervisorKind, Program, VmLogs, VmProcesses, VmmError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +21,9 @@ pub struct VmLaunch {
     pub vm: Program,
     /// The vhost-user vsock backend, for hybrid vsock.
     pub vsock_backend: Option<Program>,
+    /// The user-mode network process (passt), for QEMU's user networking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_backend: Option<Program>,
     pub endpoint: Endpoint,
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,
@@ -58,19 +63,29 @@ impl VmLaunch {
         VmLogs {
             vm: dir.vm_log(self.hypervisor),
             vsock_backend: dir.vhost_log(),
+            net_backend: dir.net_log(),
         }
     }
 
-    /// Starts the vsock backend (for hybrid vsock), then the hypervisor.
+    /// Starts the vsock backend (for hybrid vsock) and the network backend
+    /// (passt), then the hypervisor.
     pub async fn start(
         &self,
         dir: &PodDir,
         die_with_parent: bool,
     ) -> Result<VmProcesses, VmmError> {
         let socket = dir.vhost_socket();
+        let passt = dir.passt_socket();
         VmProcesses::start(
             (hypervisor(self.hypervisor).display_name(), &self.vm),
-            self.vsock_backend.as_ref().map(|b| (b, socket.as_path())),
+            self.vsock_backend.as_ref().map(|program| Backend {
+                program,
+                socket: &socket,
+            }),
+            self.net_backend.as_ref().map(|program| Backend {
+                program,
+                socket: &passt,
+            }),
             &self.logs(dir),
             die_with_parent,
         )

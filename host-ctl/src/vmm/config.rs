@@ -27,6 +27,24 @@ pub enum VsockDevice {
     Kernel { cid: u32 },
 }
 
+/// The VM's network interface (none: loopback only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetDevice {
+    /// A user-mode network process (passt) that the hypervisor connects
+    /// to over a Unix stream socket.
+    Stream { socket: PathBuf, mac: String },
+    /// The hypervisor's own user-mode stack (lkvm's): the guest at
+    /// `guest_ip`, its gateway at `host_ip`.
+    Builtin {
+        mac: String,
+        guest_ip: std::net::Ipv4Addr,
+        host_ip: std::net::Ipv4Addr,
+    },
+    /// A tap device on the host (in the network namespace the hypervisor
+    /// runs in).
+    Tap { device: String, mac: String },
+}
+
 /// The virtual machine's board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Machine {
@@ -64,6 +82,7 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     pub shares: Vec<Share>,
     pub vsock: VsockDevice,
+    pub net: Option<NetDevice>,
 }
 
 /// The 9p shares of a pod's host volumes, read-only where no app writes.

@@ -26,13 +26,13 @@ use kvmpod_api::config::VmEnd;
 use serde::{Deserialize, Serialize};
 
 pub use accel::Accel;
-pub use config::{host_shares, kernel_cmdline, Machine, Share, VmConfig, VsockDevice};
+pub use config::{host_shares, kernel_cmdline, Machine, NetDevice, Share, VmConfig, VsockDevice};
 pub use error::VmmError;
 pub use jail::{Bind, BindKind, Jail};
 pub use lkvm::aliases::{
     mount_all as mount_aliases, unmount_all as unmount_aliases, unmount_in, Alias,
 };
-pub use process::{Program, Supervised, VmLogs, VmProcesses};
+pub use process::{Backend, Program, Supervised, VmLogs, VmProcesses};
 pub use tools::{elf_interpreter, find_program, DEPS_HINT};
 
 /// The hypervisors kvmpod drives, as the user names them and as pod
@@ -70,6 +70,15 @@ pub struct MachineChoice {
     pub tsc_khz: Option<u64>,
     /// What was chosen and why, for the user.
     pub notes: Vec<String>,
+}
+
+/// Where a backend's user-mode networking comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserNet {
+    /// A passt process, connected over a Unix stream socket (QEMU).
+    Passt,
+    /// The hypervisor's own stack (lkvm).
+    Builtin,
 }
 
 /// Where the VM process's own output goes.
@@ -129,6 +138,9 @@ pub trait Hypervisor: Sync {
 
     /// How the guest ends the VM so that the hypervisor process exits.
     fn vm_end(&self) -> VmEnd;
+
+    /// How it gives a guest user-mode networking.
+    fn user_net(&self) -> UserNet;
 
     /// Whether the backend can boot a guest without KVM.
     fn supports_tcg(&self) -> bool;

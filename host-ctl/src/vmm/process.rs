@@ -230,6 +230,8 @@ pub struct VmLogs {
     pub vm: PathBuf,
     /// vhost-device-vsock's.
     pub vsock_backend: PathBuf,
+    /// The user-mode network process's (passt's).
+    pub net_backend: PathBuf,
 }
 
 /// A VM's processes.
@@ -237,31 +239,45 @@ pub struct VmProcesses {
     pub vm: Supervised,
     /// vhost-device-vsock, for hybrid vsock.
     pub vsock_backend: Option<Supervised>,
+    /// passt, for user-mode networking.
+    pub net_backend: Option<Supervised>,
+}
+
+/// A helper process the hypervisor connects to, over the Unix socket it
+/// listens on.
+pub struct Backend<'a> {
+    pub program: &'a Program,
+    pub socket: &'a Path,
 }
 
 impl VmProcesses {
-    /// Starts the vsock backend (it must have created `vhost_socket` before
-    /// the hypervisor connects to it), then the hypervisor.
+    /// Starts the vsock and network backends (each must be listening on
+    /// its socket before the hypervisor connects to it), then the
+    /// hypervisor.
     pub async fn start(
         vm: (&'static str, &Program),
-        vsock_backend: Option<(&Program, &Path)>,
+        vsock_backend: Option<Backend<'_>>,
+        net_backend: Option<Backend<'_>>,
         logs: &VmLogs,
         die_with_parent: bool,
     ) -> Result<VmProcesses, VmmError> {
-        let backend = match vsock_backend {
-            Some((b, socket)) => {
-                let mut child = Supervised::spawn(
-                    "vhost-device-vsock",
-                    &b.program,
-                    &b.args,
-                    &logs.vsock_backend,
-                    die_with_parent,
-                )?;
-                wait_for_socket(&mut child, socket, Duration::from_secs(5)).await?;
-                Some(child)
-            }
-            None => None,
-        };
+        let backend = start_backend(
+            "vhost-device-vsock",
+            vsock_backend,
+            &logs.vsock_backend,
+            die_with_parent,
+        )
+        .await?;
+        let net_backend =
+            match start_backend("passt", net_backend, &logs.net_backend, die_with_parent).await {
+                Ok(n) => n,
+                Err(e) => {
+                    if let Some(mut b) = backend {
+                        b.kill().await;
+                    }
+                    return Err(e);
+                }
+            };
         let (what, program) = vm;
         let vm = Supervised::spawn(
             what,
@@ -273,20 +289,46 @@ impl VmProcesses {
         Ok(VmProcesses {
             vm,
             vsock_backend: backend,
+            net_backend,
         })
     }
 
     /// Kills every process, the hypervisor first.
     pub async fn kill(&mut self) {
         self.vm.kill().await;
-        self.kill_vsock_backend().await;
+        self.kill_backends().await;
     }
 
-    pub async fn kill_vsock_backend(&mut self) {
-        if let Some(v) = self.vsock_backend.as_mut() {
-            v.kill().await;
+    /// Kills the vsock and network backends (once the hypervisor is gone).
+    pub async fn kill_backends(&mut self) {
+        for b in [self.vsock_backend.as_mut(), self.net_backend.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            b.kill().await;
         }
     }
+}
+
+/// Starts a backend and waits until it listens on its socket.
+async fn start_backend(
+    what: &'static str,
+    backend: Option<Backend<'_>>,
+    log: &Path,
+    die_with_parent: bool,
+) -> Result<Option<Supervised>, VmmError> {
+    let Some(b) = backend else {
+        return Ok(None);
+    };
+    let mut child = Supervised::spawn(
+        what,
+        &b.program.program,
+        &b.program.args,
+        log,
+        die_with_parent,
+    )?;
+    wait_for_socket(&mut child, b.socket, Duration::from_secs(5)).await?;
+    Ok(Some(child))
 }
 
 async fn wait_for_socket(

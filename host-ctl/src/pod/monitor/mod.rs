@@ -106,6 +106,7 @@ impl Monitor {
                     r.monitor = ProcRef::of(std::process::id());
                     r.vm = vm.vm.proc_ref();
                     r.vsock_backend = vm.vsock_backend.as_ref().and_then(Supervised::proc_ref);
+                    r.net_backend = vm.net_backend.as_ref().and_then(Supervised::proc_ref);
                 });
                 if let Err(e) = r {
                     eprintln!("host-ctl: recording the pod as running: {e}");
@@ -234,6 +235,10 @@ fn adopt_processes(dir: &PodDir, rec: &PodRecord, launch: &VmLaunch) -> Result<V
         vsock_backend: rec
             .vsock_backend
             .map(|b| Supervised::adopt("vhost-device-vsock", b, &logs.vsock_backend))
+            .transpose()?,
+        net_backend: rec
+            .net_backend
+            .map(|b| Supervised::adopt("passt", b, &logs.net_backend))
             .transpose()?,
     })
 }

@@ -185,7 +185,7 @@ impl Monitor {
     async fn vm_died(&mut self, collectors: Collectors, how: &str) -> Result<Outcome> {
         // What arrived is written and synced; nothing more will.
         collectors.stop().await;
-        self.vm.kill_vsock_backend().await;
+        self.vm.kill_backends().await;
         let console = tail(&self.dir.console_log(), 5);
         let reason = format!(
             "the VM exited unexpectedly ({how}); console tail:\n{}",
@@ -229,6 +229,6 @@ impl Monitor {
         if !exited {
             self.vm.vm.kill().await;
         }
-        self.vm.kill_vsock_backend().await;
+        self.vm.kill_backends().await;
     }
 }

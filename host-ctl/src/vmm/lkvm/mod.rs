@@ -23,7 +23,8 @@ use kvmpod_api::config::VmEnd;
 
 use super::{
     elf_interpreter, find_program, Accel, Alias, Bind, BindKind, Cache, Hypervisor, HypervisorKind,
-    Jail, Machine, MachineChoice, Share, VmConfig, VmOutput, VmmError, VsockDevice,
+    Jail, Machine, MachineChoice, NetDevice, Share, UserNet, VmConfig, VmOutput, VmmError,
+    VsockDevice,
 };
 
 /// 9p devices lkvm's one PCI bus leaves room for.
@@ -102,6 +103,12 @@ impl Hypervisor for Lkvm {
         argv(config).map_err(VmmError::Unsupported)
     }
 
+    /// kvmtool's own user-mode stack (`-n mode=user`); it has no stream
+    /// backend to connect to passt.
+    fn user_net(&self) -> UserNet {
+        UserNet::Builtin
+    }
+
     /// `--console serial` writes the guest's console to lkvm's stdout.
     fn output(&self) -> VmOutput {
         VmOutput::Console
@@ -159,6 +166,9 @@ fn jail(config: &VmConfig, program: &Path, root: &Path) -> Jail {
     if matches!(config.vsock, VsockDevice::Kernel { .. }) {
         devices.push("/dev/vhost-vsock");
     }
+    if matches!(config.net, Some(NetDevice::Tap { .. })) {
+        devices.push("/dev/net/tun");
+    }
     binds.extend(
         devices
             .into_iter()
@@ -170,6 +180,23 @@ fn jail(config: &VmConfig, program: &Path, root: &Path) -> Jail {
         // kvmtool keeps its control socket under $HOME/.lkvm.
         env: vec![("HOME".into(), "/".into())],
     }
+}
+
+/// `-n`'s value: no device, kvmtool's user-mode stack, or a tap that
+/// exists already (`tapif`, so lkvm neither creates nor configures it).
+fn net_param(net: Option<&NetDevice>) -> Result<String, String> {
+    Ok(match net {
+        None => "mode=none".into(),
+        Some(NetDevice::Builtin {
+            mac,
+            guest_ip,
+            host_ip,
+        }) => format!("mode=user,guest_mac={mac},guest_ip={guest_ip},host_ip={host_ip}"),
+        Some(NetDevice::Tap { device, mac }) => format!("mode=tap,tapif={device},guest_mac={mac}"),
+        Some(NetDevice::Stream { .. }) => {
+            return Err("lkvm cannot connect to a user-mode network process (passt)".into())
+        }
+    })
 }
 
 /// The argv (without the program), or why the pod cannot run under lkvm.
@@ -201,7 +228,7 @@ fn argv(spec: &VmConfig) -> Result<Vec<String>, String> {
         "--console".into(),
         "serial".into(),
         "-n".into(),
-        "mode=none".into(),
+        net_param(spec.net.as_ref())?,
     ];
     for share in &spec.shares {
         let source = share.source.to_string_lossy();

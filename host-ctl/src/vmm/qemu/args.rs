@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::vmm::accel::Accel;
-use crate::vmm::config::{Machine, Share, VmConfig, VsockDevice};
+use crate::vmm::config::{Machine, NetDevice, Share, VmConfig, VsockDevice};
 
 /// 9p devices that go straight on the root bus.
 pub const DIRECT_9P_DEVICES: usize = 16;
@@ -42,6 +42,7 @@ pub fn argv(config: &VmConfig) -> Vec<String> {
     console(&mut a, &config.console_log);
     shares(&mut a, config.machine, &config.shares);
     vsock(&mut a, config.machine, &config.vsock);
+    net(&mut a, config.machine, config.net.as_ref());
     a.0
 }
 
@@ -164,6 +165,38 @@ fn vsock(a: &mut Args, machine: Machine, vsock: &VsockDevice) {
     }
 }
 
+/// The network device: a stream to passt, or a tap (no vhost-net: the
+/// host may have none, and TCG gains nothing from it).
+fn net(a: &mut Args, machine: Machine, net: Option<&NetDevice>) {
+    let device = match machine {
+        Machine::Microvm => "virtio-net-device",
+        Machine::Q35 => "virtio-net-pci",
+    };
+    let mac = match net {
+        None => return,
+        Some(NetDevice::Stream { socket, mac }) => {
+            a.opt(
+                "-netdev",
+                format!(
+                    "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+                    escape(socket)
+                ),
+            );
+            mac
+        }
+        Some(NetDevice::Tap { device, mac }) => {
+            a.opt(
+                "-netdev",
+                format!("tap,id=net0,ifname={device},script=no,downscript=no"),
+            );
+            mac
+        }
+        // Refused by `Qemu::argv`: QEMU's user networking is passt's.
+        Some(NetDevice::Builtin { .. }) => return,
+    };
+    a.opt("-device", format!("{device},netdev=net0,mac={mac}"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +227,33 @@ mod tests {
             vsock: VsockDevice::VhostUser {
                 socket: "/var/lib/kvmpod/pods/0b1d/vhost.sock".into(),
             },
+            net: None,
         }
+    }
+
+    #[test]
+    fn network_devices() {
+        let mut s = spec();
+        assert!(!argv(&s).iter().any(|x| x == "-netdev"));
+        s.net = Some(NetDevice::Stream {
+            socket: "/run/p,1/passt.sock".into(),
+            mac: "52:54:00:00:00:03".into(),
+        });
+        let a = argv(&s);
+        assert!(a.windows(2).any(|w| w
+            == [
+                "-netdev",
+                "stream,id=net0,server=off,addr.type=unix,addr.path=/run/p,,1/passt.sock"
+            ]));
+        assert!(a.contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:00:00:03".to_string()));
+        s.net = Some(NetDevice::Tap {
+            device: "tap7".into(),
+            mac: "52:54:00:00:00:04".into(),
+        });
+        s.machine = Machine::Microvm;
+        let a = argv(&s);
+        assert!(a.contains(&"tap,id=net0,ifname=tap7,script=no,downscript=no".to_string()));
+        assert!(a.contains(&"virtio-net-device,netdev=net0,mac=52:54:00:00:00:04".to_string()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kvmpod_api::config::VmEnd;
 
 use super::{
     find_program, Accel, Alias, Cache, Hypervisor, HypervisorKind, Jail, Machine, MachineChoice,
-    Share, VmConfig, VmOutput, VmmError,
+    NetDevice, Share, UserNet, VmConfig, VmOutput, VmmError,
 };
 
 /// The QEMU binary, unless `KVMPOD_QEMU` names another.
@@ -93,7 +93,18 @@ impl Hypervisor for Qemu {
     }
 
     fn argv(&self, config: &VmConfig) -> Result<Vec<String>, VmmError> {
+        if matches!(config.net, Some(NetDevice::Builtin { .. })) {
+            return Err(VmmError::Unsupported(
+                "QEMU's user-mode networking is passt's, not a built-in stack".into(),
+            ));
+        }
         Ok(args::argv(config))
+    }
+
+    /// passt rather than QEMU's slirp: it can keep the guest from the
+    /// host's loopback (`--no-map-gw`), and publishes UDP as well as TCP.
+    fn user_net(&self) -> UserNet {
+        UserNet::Passt
     }
 
     fn output(&self) -> VmOutput {

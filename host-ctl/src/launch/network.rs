@@ -1,0 +1,291 @@
+//! The pod's network on the host: which device the VM gets, the user-mode
+//! network process that serves it (passt, for QEMU), and what the agent
+//! is told to configure. Published ports are checked free before anything
+//! is created, so a port in use fails the pod before its VM starts.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+
+use kvmpod_api::network::{mac_for_cid, GuestNetwork, Network, NetworkMode, PortMapping, Protocol};
+
+use super::LaunchError;
+use crate::pod::PodDir;
+use crate::vmm::{find_program, Hypervisor, NetDevice, Program, UserNet, VmmError};
+
+/// passt's addresses for the guest: its own subnet, a gateway, and a DNS
+/// address passt forwards to the host's resolver.
+const PASST_GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+const PASST_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const PASST_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// passt's default MTU (the largest 802.3 frame less its header): fewer,
+/// larger frames through the emulated NIC.
+const PASST_MTU: u32 = 65520;
+/// kvmtool's user-mode addresses (its defaults).
+const LKVM_GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 15);
+const LKVM_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 1);
+
+/// The network side of a pod's plan.
+#[derive(Debug, Clone, Default)]
+pub struct NetPlan {
+    pub device: Option<NetDevice>,
+    /// passt, started before the hypervisor, which connects to it.
+    pub backend: Option<Program>,
+    /// What the agent configures.
+    pub guest: Option<GuestNetwork>,
+}
+
+/// The unprivileged user passt runs as (Debian's nobody:nogroup); it owns
+/// the directory of passt's socket.
+const PASST_UID: u32 = 65534;
+const PASST_GID: u32 = 65534;
+
+/// Creates the pod's passt directory, owned by passt's user.
+pub fn create_passt_dir(dir: &PodDir) -> Result<(), LaunchError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let path = dir.passt_dir();
+    let fail = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| LaunchError::Write { path, source }
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(fail(parent))?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))
+            .map_err(fail(parent))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&path)
+        .map_err(fail(&path))?;
+    std::os::unix::fs::chown(&path, Some(PASST_UID), Some(PASST_GID)).map_err(fail(&path))
+}
+
+/// passt: `PASST`, or on `PATH`.
+pub fn passt() -> Result<PathBuf, VmmError> {
+    find_program("PASST", "passt", "passt (user-mode networking)", &[])
+}
+
+/// Checks what the host must offer the pod's network before anything is
+/// created: published ports are free, a tap device or namespace exists.
+pub fn check_host(net: &Network) -> Result<(), LaunchError> {
+    for p in &net.ports {
+        port_free(p)?;
+    }
+    if let Some(dev) = &net.tap {
+        if !PathBuf::from("/sys/class/net").join(dev).exists() {
+            return Err(LaunchError::Host(format!(
+                "network tap device {dev:?} does not exist on this host (create it, e.g. `ip tuntap add {dev} mode tap`)"
+            )));
+        }
+    }
+    if let Some(ns) = &net.netns {
+        if !ns.exists() {
+            return Err(LaunchError::Host(format!(
+                "network namespace {} does not exist",
+                ns.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a published port can be bound now (it is released at once; the
+/// network process binds it for the pod).
+fn port_free(p: &PortMapping) -> Result<(), LaunchError> {
+    let addr = SocketAddr::new(p.host_ip, p.host_port);
+    let result = match p.protocol {
+        Protocol::Tcp => TcpListener::bind(addr).map(drop),
+        Protocol::Udp => UdpSocket::bind(addr).map(drop),
+    };
+    result.map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+            "is in use (by another pod or program): publish another host port".to_string()
+        } else {
+            format!("cannot be bound: {e}")
+        };
+        LaunchError::Host(format!(
+            "published port {p}: host port {}/{} on {} {why}",
+            p.host_port,
+            p.protocol.name(),
+            p.host_ip
+        ))
+    })
+}
+
+/// The pod's network for hypervisor `hv`, with guest CID `cid` (which
+/// makes its MAC address unique on the host).
+pub fn plan(
+    net: &Network,
+    hv: &dyn Hypervisor,
+    dir: &PodDir,
+    cid: u32,
+    passt: Option<PathBuf>,
+) -> Result<NetPlan, LaunchError> {
+    let mac = mac_for_cid(cid);
+    match net.mode {
+        NetworkMode::None => Ok(NetPlan::default()),
+        NetworkMode::User => match hv.user_net() {
+            UserNet::Passt => {
+                let program = passt
+                    .ok_or_else(|| LaunchError::Host("user-mode networking needs passt".into()))?;
+                let socket = dir.passt_socket();
+                Ok(NetPlan {
+                    device: Some(NetDevice::Stream {
+                        socket: socket.clone(),
+                        mac: mac.clone(),
+                    }),
+                    backend: Some(Program {
+                        program,
+                        args: passt_args(net, &socket),
+                    }),
+                    guest: Some(GuestNetwork {
+                        mac,
+                        address: PASST_GUEST,
+                        prefix_len: 24,
+                        gateway: Some(PASST_GATEWAY),
+                        mtu: PASST_MTU,
+                        nameservers: vec![PASST_DNS.into()],
+                    }),
+                })
+            }
+            UserNet::Builtin => {
+                if !net.ports.is_empty() {
+                    return Err(LaunchError::Host(format!(
+                        "{} cannot publish ports from its user-mode network; use QEMU (--hypervisor qemu) or host-ctl port-forward",
+                        hv.display_name()
+                    )));
+                }
+                if !net.host_loopback {
+                    return Err(LaunchError::Host(format!(
+                        "{}'s user-mode network always takes its gateway to the host's loopback: say so with --net user,host-loopback, or use --net none or tap",
+                        hv.display_name()
+                    )));
+                }
+                Ok(NetPlan {
+                    device: Some(NetDevice::Builtin {
+                        mac: mac.clone(),
+                        guest_ip: LKVM_GUEST,
+                        host_ip: LKVM_HOST,
+                    }),
+                    backend: None,
+                    guest: Some(GuestNetwork {
+                        mac,
+                        address: LKVM_GUEST,
+                        prefix_len: 24,
+                        gateway: Some(LKVM_HOST),
+                        mtu: 1500,
+                        nameservers: host_nameservers(),
+                    }),
+                })
+            }
+        },
+        NetworkMode::Tap => Err(LaunchError::Host(
+            "tap networking is planned elsewhere".into(),
+        )),
+    }
+}
+
+/// passt's command line: in the foreground, for one VM (it exits when the
+/// VM disconnects), IPv4, with the guest's fixed addresses and the
+/// published ports. `--no-map-gw` keeps the guest from the host's
+/// loopback unless the pod asked for it.
+fn passt_args(net: &Network, socket: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--foreground",
+        "--quiet",
+        "--one-off",
+        "--ipv4-only",
+        "--socket",
+    ]
+    .map(String::from)
+    .into();
+    a.push(socket.to_string_lossy().into_owned());
+    a.push("--runas".into());
+    a.push(format!("{PASST_UID}:{PASST_GID}"));
+    for (opt, value) in [
+        ("--address", PASST_GUEST.to_string()),
+        ("--netmask", "24".to_string()),
+        ("--gateway", PASST_GATEWAY.to_string()),
+        ("--dns-forward", PASST_DNS.to_string()),
+        ("--mtu", PASST_MTU.to_string()),
+    ] {
+        a.push(opt.into());
+        a.push(value);
+    }
+    if !net.host_loopback {
+        a.push("--no-map-gw".into());
+    }
+    for p in &net.ports {
+        a.push(match p.protocol {
+            Protocol::Tcp => "-t".into(),
+            Protocol::Udp => "-u".into(),
+        });
+        a.push(format!("{}/{}:{}", p.host_ip, p.host_port, p.guest_port));
+    }
+    a
+}
+
+/// The host's nameservers that a guest can reach (not its loopback).
+fn host_nameservers() -> Vec<std::net::IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| nameservers_in(&t))
+        .unwrap_or_default()
+}
+
+fn nameservers_in(text: &str) -> Vec<std::net::IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ns| ns.trim().parse::<std::net::IpAddr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passt_publishes_ports_and_hides_host_loopback_by_default() {
+        let mut net: Network = "user".parse().unwrap();
+        net.ports = vec![
+            "8080:80".parse().unwrap(),
+            "0.0.0.0:5353:53/udp".parse().unwrap(),
+        ];
+        let a = passt_args(&net, std::path::Path::new("/p/passt.sock"));
+        assert!(
+            a.windows(2).any(|w| w == ["-t", "127.0.0.1/8080:80"]),
+            "{a:?}"
+        );
+        assert!(
+            a.windows(2).any(|w| w == ["-u", "0.0.0.0/5353:53"]),
+            "{a:?}"
+        );
+        assert!(a.contains(&"--no-map-gw".to_string()));
+        assert!(a.windows(2).any(|w| w == ["--socket", "/p/passt.sock"]));
+        net.host_loopback = true;
+        assert!(!passt_args(&net, std::path::Path::new("/p")).contains(&"--no-map-gw".to_string()));
+    }
+
+    #[test]
+    fn a_port_in_use_is_refused_with_its_name() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let p: PortMapping = format!("{port}:80").parse().unwrap();
+        let e = port_free(&p).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("host port {port}/tcp on 127.0.0.1 is in use")),
+            "{e}"
+        );
+        drop(held);
+        port_free(&p).unwrap();
+    }
+
+    #[test]
+    fn loopback_nameservers_are_left_out() {
+        let ns = nameservers_in("# x\nnameserver 127.0.0.53\nnameserver 10.1.2.3\nsearch a\n");
+        assert_eq!(ns, vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
+    }
+}
