@@ -261,7 +261,7 @@ fn app_stats(fx: &Fixture, id: &str, app: &str) -> Value {
     let stats = fx.host_ctl(&["stats", id, "--format", "json"], CMD);
     assert_eq!(stats.code, Some(0), "{}", stats.dump());
     let stats: Value = serde_json::from_str(&stats.stdout).unwrap();
-    stats
+    stats["apps"]
         .as_array()
         .unwrap()
         .iter()

@@ -55,6 +55,13 @@ pub struct Network {
     /// the VM runs in it, and the guest gets the interface's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<PathBuf>,
+    /// `tap` mode with a device: the guest's address and prefix
+    /// (`10.0.0.2/24`); a namespace's interface brings its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// `tap` mode with a device: the guest's default gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     /// Host ports forwarded to the guest (`user` mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<PortMapping>,
@@ -202,8 +209,8 @@ impl FromStr for PortMapping {
 impl FromStr for Network {
     type Err = SpecError;
 
-    /// `--net`: `none`, `user[,host-loopback]`, `tap=DEVICE` or
-    /// `tap,netns=PATH`.
+    /// `--net`: `none`, `user[,host-loopback]`,
+    /// `tap=DEVICE,address=A/P[,gateway=G]` or `tap,netns=PATH`.
     fn from_str(value: &str) -> Result<Self, SpecError> {
         let mut parts = value.split(',');
         let head = parts.next().unwrap_or_default();
@@ -233,6 +240,14 @@ impl FromStr for Network {
                 (NetworkMode::Tap, Some(("netns", path))) if !path.is_empty() => {
                     net.netns = Some(PathBuf::from(path))
                 }
+                (NetworkMode::Tap, Some(("address", a))) if !a.is_empty() => {
+                    net.address = Some(a.to_string())
+                }
+                (NetworkMode::Tap, Some(("gateway", g))) => {
+                    net.gateway = Some(g.parse().map_err(|_| {
+                        spec_error(value, format!("gateway {g:?} is not an IPv4 address"))
+                    })?)
+                }
                 _ => {
                     return Err(spec_error(
                         value,
@@ -260,6 +275,14 @@ pub struct GuestNetwork {
     /// The pod's `/etc/resolv.conf` nameservers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<IpAddr>,
+}
+
+/// An IPv4 address with its prefix length, from `10.0.0.2/24`.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let p: u8 = p.parse().ok()?;
+    (p <= 32).then_some(())?;
+    Some((a.parse().ok()?, p))
 }
 
 /// A MAC address as bytes, from `aa:bb:cc:dd:ee:ff`.

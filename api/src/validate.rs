@@ -219,6 +219,24 @@ fn check_network(errs: &mut Vec<FieldError>, net: &Network) {
             ));
         }
     }
+    match (&net.tap, &net.address) {
+        (Some(_), None) => errs.push(FieldError::new(
+            "network.address",
+            "a tap device needs the guest's address (\"10.0.0.2/24\")",
+        )),
+        (None, Some(_)) | (None, None) if net.gateway.is_some() || net.address.is_some() => errs
+            .push(FieldError::new(
+                "network.address",
+                "address and gateway go with a tap device; a namespace's interface brings its own",
+            )),
+        (Some(_), Some(a)) if crate::network::parse_cidr(a).is_none() => {
+            errs.push(FieldError::new(
+                "network.address",
+                format!("{a:?} is not ADDRESS/PREFIX (IPv4)"),
+            ))
+        }
+        _ => {}
+    }
     if let Some(ns) = &net.netns {
         if !ns.is_absolute() {
             errs.push(FieldError::new(
@@ -227,6 +245,12 @@ fn check_network(errs: &mut Vec<FieldError>, net: &Network) {
             ));
         }
     }
+    check_ports(errs, net);
+}
+
+/// Published ports: only in user mode, each host port once per protocol.
+fn check_ports(errs: &mut Vec<FieldError>, net: &Network) {
+    let mode = net.mode;
     if !net.ports.is_empty() && mode != NetworkMode::User {
         let why = match mode {
             NetworkMode::Tap => "a tap pod's ports are published by its network (CNI's portmap plugin), not by kvmpod",

@@ -202,11 +202,17 @@ impl HostCtl {
     /// The guest's statistics of `app`.
     pub async fn stats(&self, pod: &str, app: &str) -> Result<AppStats, ShimError> {
         let text = self.output(&["stats", pod, "--format", "json"]).await?;
-        let apps: Vec<AppStats> = serde_json::from_str(&text).map_err(|e| ShimError::HostCtl {
+        #[derive(serde::Deserialize)]
+        struct Stats {
+            apps: Vec<AppStats>,
+        }
+        let stats: Stats = serde_json::from_str(&text).map_err(|e| ShimError::HostCtl {
             args: format!("stats {pod} --format json"),
             why: format!("unreadable output: {e}"),
         })?;
-        apps.into_iter()
+        stats
+            .apps
+            .into_iter()
             .find(|a| a.app == app)
             .ok_or_else(|| ShimError::NoTask(format!("{pod}: no statistics of app {app}")))
     }

@@ -13,6 +13,7 @@ pub mod containerd;
 pub mod fixture;
 pub mod images;
 pub mod leftovers;
+pub mod net;
 pub mod pod;
 pub mod process;
 pub mod programs;

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod console;
+pub mod forward;
 pub mod iostream;
 pub mod vsock;
 

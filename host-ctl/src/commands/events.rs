@@ -1,5 +1,6 @@
 //! `host-ctl events <pod>`: the pod's events as they happen (apps started,
-//! exited, failed, OOM-killed; the pod stopping and exited).
+//! exited, failed, OOM-killed; the pod stopping and exited, with its
+//! network interfaces' counters).
 
 use std::path::Path;
 
@@ -24,6 +25,19 @@ struct EventView<'a> {
     signal: i32,
     #[serde(skip_serializing_if = "str::is_empty")]
     message: &'a str,
+    /// Interface counters (pod-stopping and pod-exited).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    interfaces: Vec<Counters<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Counters<'a> {
+    interface: &'a str,
+    rx_bytes: u64,
+    rx_packets: u64,
+    tx_bytes: u64,
+    tx_packets: u64,
 }
 
 pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Result<i32> {
@@ -50,6 +64,17 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
             exit_code: e.exit_code,
             signal: e.signal,
             message: &e.message,
+            interfaces: e
+                .interfaces
+                .iter()
+                .map(|i| Counters {
+                    interface: &i.interface,
+                    rx_bytes: i.rx_bytes,
+                    rx_packets: i.rx_packets,
+                    tx_bytes: i.tx_bytes,
+                    tx_packets: i.tx_packets,
+                })
+                .collect(),
         };
         if format == Format::Json {
             println!("{}", serde_json::to_string(&view)?);
@@ -60,6 +85,12 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
             }
             if !view.message.is_empty() {
                 line.push_str(&format!("  {}", view.message));
+            }
+            for i in &view.interfaces {
+                line.push_str(&format!(
+                    "  {}: rx {} B/{} packets, tx {} B/{} packets",
+                    i.interface, i.rx_bytes, i.rx_packets, i.tx_bytes, i.tx_packets
+                ));
             }
             println!("{}", line.trim_end());
         }

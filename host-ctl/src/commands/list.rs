@@ -35,9 +35,13 @@ pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
                 r.created.clone(),
                 if apps.is_empty() { "-".into() } else { apps },
                 exit,
+                r.ports(),
             ]
         })
         .collect();
-    table::print(&["ID", "NAME", "STATE", "CREATED", "APPS", "EXIT"], &rows);
+    table::print(
+        &["ID", "NAME", "STATE", "CREATED", "APPS", "EXIT", "PORTS"],
+        &rows,
+    );
     Ok(0)
 }

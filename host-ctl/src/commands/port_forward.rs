@@ -6,11 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use kvmpod_api::layout::FORWARD_VSOCK_PORT;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-use crate::agent::vsock::{self, Endpoint};
+use crate::agent::forward;
 use crate::pod::StoredPod;
 
 /// Parses `HOSTPORT:GUESTPORT` (HOSTPORT 0: any free port).
@@ -53,48 +51,16 @@ pub async fn run(state_dir: &Path, id: &str, spec: &str) -> Result<i32> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, _) = accepted.context("accepting a connection")?;
-                tokio::spawn(relay(tcp, endpoint.clone(), guest_port));
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = forward::relay(tcp, endpoint, guest_port).await {
+                        eprintln!("host-ctl: port-forward: {e}");
+                    }
+                });
             }
             _ = tokio::signal::ctrl_c() => return Ok(0),
         }
     }
-}
-
-async fn relay(mut tcp: TcpStream, endpoint: Endpoint, port: u16) {
-    let mut guest = match vsock::connect(&endpoint, FORWARD_VSOCK_PORT).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("host-ctl: port-forward: cannot reach the pod: {e}");
-            return;
-        }
-    };
-    if guest
-        .write_all(format!("TCP {port}\n").as_bytes())
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let mut reply = Vec::new();
-    loop {
-        let mut b = [0u8; 1];
-        match guest.read(&mut b).await {
-            Ok(1) if b[0] == b'\n' => break,
-            Ok(1) if reply.len() < 512 => reply.push(b[0]),
-            _ => {
-                eprintln!("host-ctl: port-forward: the agent did not answer");
-                return;
-            }
-        }
-    }
-    if reply != b"OK" {
-        eprintln!(
-            "host-ctl: port-forward: {}",
-            String::from_utf8_lossy(&reply)
-        );
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut guest).await;
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `host-ctl stats <pod>`: each app's resource usage, from its cgroup in
-//! the guest.
+//! the guest, and the pod's network interfaces' counters.
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +26,24 @@ struct AppStatsView {
     oom_kills: u64,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InterfaceView {
+    interface: String,
+    rx_bytes: u64,
+    rx_packets: u64,
+    rx_dropped: u64,
+    tx_bytes: u64,
+    tx_packets: u64,
+    tx_dropped: u64,
+}
+
+#[derive(Serialize)]
+struct StatsView {
+    apps: Vec<AppStatsView>,
+    interfaces: Vec<InterfaceView>,
+}
+
 pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
     let pod = StoredPod::open(state_dir, id)?;
     let client = pod.client().await?;
@@ -49,8 +67,25 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
             oom_kills: a.oom_kills,
         })
         .collect();
+    let interfaces: Vec<InterfaceView> = st
+        .interfaces
+        .iter()
+        .map(|i| InterfaceView {
+            interface: i.interface.clone(),
+            rx_bytes: i.rx_bytes,
+            rx_packets: i.rx_packets,
+            rx_dropped: i.rx_dropped,
+            tx_bytes: i.tx_bytes,
+            tx_packets: i.tx_packets,
+            tx_dropped: i.tx_dropped,
+        })
+        .collect();
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        let view = StatsView {
+            apps: views,
+            interfaces,
+        };
+        println!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = views
@@ -71,5 +106,38 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
         &["APP", "MEMORY", "PEAK", "LIMIT", "CPU", "PIDS", "OOM-KILLS"],
         &rows,
     );
+    print_interfaces(&interfaces);
     Ok(0)
+}
+
+/// The interfaces' table (none for a pod without a network).
+fn print_interfaces(interfaces: &[InterfaceView]) {
+    if interfaces.is_empty() {
+        return;
+    }
+    println!();
+    let rows: Vec<Vec<String>> = interfaces
+        .iter()
+        .map(|i| {
+            vec![
+                i.interface.clone(),
+                table::bytes(i.rx_bytes),
+                i.rx_packets.to_string(),
+                table::bytes(i.tx_bytes),
+                i.tx_packets.to_string(),
+                (i.rx_dropped + i.tx_dropped).to_string(),
+            ]
+        })
+        .collect();
+    table::print(
+        &[
+            "INTERFACE",
+            "RX",
+            "RX-PACKETS",
+            "TX",
+            "TX-PACKETS",
+            "DROPPED",
+        ],
+        &rows,
+    );
 }

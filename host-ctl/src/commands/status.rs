@@ -114,6 +114,21 @@ fn print_view(view: &StatusView) {
         Some(Endpoint::Vhost { cid }) => println!("vsock:    CID {cid}, AF_VSOCK"),
         None => {}
     }
+    if let Some(n) = &r.network {
+        let address = r
+            .address
+            .map(|a| format!(", address {a}"))
+            .unwrap_or_default();
+        let loopback = if n.host_loopback {
+            ", host loopback reachable"
+        } else {
+            ""
+        };
+        println!("network:  {}{address}{loopback}", n.mode.name());
+        if !n.ports.is_empty() {
+            println!("ports:    {}", r.ports());
+        }
+    }
     if let Some(rot) = &view.log_rotation {
         println!("logs:     {}", rot.describe());
     }

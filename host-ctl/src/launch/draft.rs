@@ -34,8 +34,9 @@ pub(super) struct Draft {
     image: PathBuf,
     /// vhost-device-vsock, for hybrid vsock; `None`: the host's AF_VSOCK.
     vhost_program: Option<PathBuf>,
-    /// passt, for a user-mode network on a backend that needs it.
-    passt: Option<PathBuf>,
+    /// passt or pasta, for a user-mode network on a backend that needs
+    /// one.
+    net_helper: Option<PathBuf>,
     shares: Vec<Share>,
     aliases: Vec<Alias>,
     machine: MachineChoice,
@@ -157,7 +158,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
             "vhost-device-vsock",
         )?),
     };
-    let passt = network_host(&pod, hv, check, &mut notes)?;
+    let net_helper = network_host(&pod, hv, check, &mut notes)?;
     let machine = hv.machine(shares.len(), accel.accel);
     notes.extend(machine.notes.iter().cloned());
     Ok(Draft {
@@ -171,7 +172,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         vm_bin,
         image,
         vhost_program,
-        passt,
+        net_helper,
         shares,
         aliases,
         machine,
@@ -188,16 +189,20 @@ fn network_host(
     check: Check,
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>, LaunchError> {
-    let passt = match (pod.network.mode, hv.user_net()) {
+    let net = &pod.network;
+    let helper = match (net.mode, hv.user_net()) {
         (NetworkMode::User, UserNet::Passt) => {
             Some(lacking(notes, check, network::passt(), "passt")?)
+        }
+        (NetworkMode::User, UserNet::Builtin) if !net.host_loopback => {
+            Some(lacking(notes, check, network::pasta(), "pasta")?)
         }
         _ => None,
     };
     if check == Check::Strict {
         network::check_host(&pod.network)?;
     }
-    Ok(passt)
+    Ok(helper)
 }
 
 /// `--net` replaces the manifest's mode (keeping its ports); `-p` adds
@@ -231,7 +236,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         ),
         None => (VsockDevice::Kernel { cid }, Endpoint::Vhost { cid }, None),
     };
-    let net = network::plan(&d.pod.network, hv, &dir, cid, d.passt)?;
+    let net = network::plan(&d.pod.network, hv, &dir, cid, d.net_helper)?;
     let config = VmConfig {
         name: dir.id.clone(),
         machine: d.machine.machine,
@@ -244,7 +249,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         console_log: dir.console_log(),
         shares: d.shares,
         vsock,
-        net: net.device,
+        net: net.device.clone(),
     };
     let mut vm = Program {
         program: d.vm_bin,
@@ -257,7 +262,9 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         hypervisor: o.hypervisor,
         vm,
         vsock_backend: backend,
-        net_backend: net.backend,
+        net_backend: net.backend.clone(),
+        netns: net.netns.clone(),
+        relayed_ports: net.relayed_ports.clone(),
         endpoint,
         boot_timeout_secs: o.boot_timeout.as_secs(),
         grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),
@@ -275,7 +282,8 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         aliases: d.aliases,
         cid,
         transport: d.machine.machine.transport_module(),
-        guest_net: net.guest,
+        guest_net: net.guest.clone(),
+        net,
         notes: d.notes,
     })
 }

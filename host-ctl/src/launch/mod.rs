@@ -16,6 +16,7 @@ pub mod image_run;
 pub mod network;
 mod prepare;
 pub mod roots;
+mod tap;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -86,6 +87,8 @@ pub struct PodPlan {
     pub transport: &'static str,
     /// The interface the agent configures; `None`: loopback only.
     pub guest_net: Option<GuestNetwork>,
+    /// The network's host side, which `prepare` sets up.
+    pub net: network::NetPlan,
     /// What was chosen and why, for the user.
     pub notes: Vec<String>,
 }

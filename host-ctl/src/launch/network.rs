@@ -32,12 +32,33 @@ pub struct NetPlan {
     pub backend: Option<Program>,
     /// What the agent configures.
     pub guest: Option<GuestNetwork>,
+    /// The namespace the hypervisor runs in: its own, made at prepare
+    /// (`own_netns`), or the one a CNI plugin wired.
+    pub netns: Option<PathBuf>,
+    pub own_netns: bool,
+    /// Ports the monitor relays over vsock (lkvm's user-mode network).
+    pub relayed_ports: Vec<PortMapping>,
 }
 
 /// The unprivileged user passt runs as (Debian's nobody:nogroup); it owns
 /// the directory of passt's socket.
 const PASST_UID: u32 = 65534;
 const PASST_GID: u32 = 65534;
+
+/// Sets up the host side when the pod is created: passt's directory, the
+/// pod's own namespace, or the wiring of a CNI namespace.
+pub fn set_up(plan: &super::PodPlan) -> Result<(), LaunchError> {
+    let net = &plan.net;
+    if net.backend.is_some() {
+        create_passt_dir(&plan.dir)?;
+    }
+    match (&net.netns, net.own_netns) {
+        (Some(ns), true) => crate::vmm::netns::create(ns)?,
+        (Some(ns), false) => super::tap::wire(ns)?,
+        (None, _) => {}
+    }
+    Ok(())
+}
 
 /// Creates the pod's passt directory, owned by passt's user.
 pub fn create_passt_dir(dir: &PodDir) -> Result<(), LaunchError> {
@@ -68,6 +89,16 @@ pub fn passt() -> Result<PathBuf, VmmError> {
     find_program("PASST", "passt", "passt (user-mode networking)", &[])
 }
 
+/// pasta (passt's namespace mode): `PASTA`, or on `PATH`.
+pub fn pasta() -> Result<PathBuf, VmmError> {
+    find_program(
+        "PASTA",
+        "pasta",
+        "pasta (user-mode networking for lkvm)",
+        &[],
+    )
+}
+
 /// Checks what the host must offer the pod's network before anything is
 /// created: published ports are free, a tap device or namespace exists.
 pub fn check_host(net: &Network) -> Result<(), LaunchError> {
@@ -82,12 +113,7 @@ pub fn check_host(net: &Network) -> Result<(), LaunchError> {
         }
     }
     if let Some(ns) = &net.netns {
-        if !ns.exists() {
-            return Err(LaunchError::Host(format!(
-                "network namespace {} does not exist",
-                ns.display()
-            )));
-        }
+        super::tap::check(ns)?;
     }
     Ok(())
 }
@@ -116,76 +142,148 @@ fn port_free(p: &PortMapping) -> Result<(), LaunchError> {
 }
 
 /// The pod's network for hypervisor `hv`, with guest CID `cid` (which
-/// makes its MAC address unique on the host).
+/// makes its MAC address unique on the host); `helper` is passt or pasta
+/// when the backend's user-mode network needs one.
 pub fn plan(
     net: &Network,
     hv: &dyn Hypervisor,
     dir: &PodDir,
     cid: u32,
-    passt: Option<PathBuf>,
+    helper: Option<PathBuf>,
 ) -> Result<NetPlan, LaunchError> {
     let mac = mac_for_cid(cid);
-    match net.mode {
-        NetworkMode::None => Ok(NetPlan::default()),
-        NetworkMode::User => match hv.user_net() {
-            UserNet::Passt => {
-                let program = passt
-                    .ok_or_else(|| LaunchError::Host("user-mode networking needs passt".into()))?;
-                let socket = dir.passt_socket();
-                Ok(NetPlan {
-                    device: Some(NetDevice::Stream {
-                        socket: socket.clone(),
-                        mac: mac.clone(),
-                    }),
-                    backend: Some(Program {
-                        program,
-                        args: passt_args(net, &socket),
-                    }),
-                    guest: Some(GuestNetwork {
-                        mac,
-                        address: PASST_GUEST,
-                        prefix_len: 24,
-                        gateway: Some(PASST_GATEWAY),
-                        mtu: PASST_MTU,
-                        nameservers: vec![PASST_DNS.into()],
-                    }),
-                })
-            }
-            UserNet::Builtin => {
-                if !net.ports.is_empty() {
-                    return Err(LaunchError::Host(format!(
-                        "{} cannot publish ports from its user-mode network; use QEMU (--hypervisor qemu) or host-ctl port-forward",
-                        hv.display_name()
-                    )));
-                }
-                if !net.host_loopback {
-                    return Err(LaunchError::Host(format!(
-                        "{}'s user-mode network always takes its gateway to the host's loopback: say so with --net user,host-loopback, or use --net none or tap",
-                        hv.display_name()
-                    )));
-                }
-                Ok(NetPlan {
-                    device: Some(NetDevice::Builtin {
-                        mac: mac.clone(),
-                        guest_ip: LKVM_GUEST,
-                        host_ip: LKVM_HOST,
-                    }),
-                    backend: None,
-                    guest: Some(GuestNetwork {
-                        mac,
-                        address: LKVM_GUEST,
-                        prefix_len: 24,
-                        gateway: Some(LKVM_HOST),
-                        mtu: 1500,
-                        nameservers: host_nameservers(),
-                    }),
-                })
-            }
-        },
-        NetworkMode::Tap => Err(LaunchError::Host(
-            "tap networking is planned elsewhere".into(),
-        )),
+    match (net.mode, hv.user_net()) {
+        (NetworkMode::None, _) => Ok(NetPlan::default()),
+        (NetworkMode::User, UserNet::Passt) => {
+            udp_replies_reach_the_host(net)?;
+            let program = helper
+                .ok_or_else(|| LaunchError::Host("user-mode networking needs passt".into()))?;
+            let socket = dir.passt_socket();
+            Ok(NetPlan {
+                device: Some(NetDevice::Stream {
+                    socket: socket.clone(),
+                    mac: mac.clone(),
+                }),
+                backend: Some(Program {
+                    program,
+                    args: passt_args(net, &socket),
+                }),
+                guest: Some(GuestNetwork {
+                    mac,
+                    address: PASST_GUEST,
+                    prefix_len: 24,
+                    gateway: Some(PASST_GATEWAY),
+                    mtu: PASST_MTU,
+                    nameservers: vec![PASST_DNS.into()],
+                }),
+                ..NetPlan::default()
+            })
+        }
+        (NetworkMode::User, UserNet::Builtin) => builtin_plan(net, hv, dir, mac, helper),
+        (NetworkMode::Tap, _) => super::tap::plan(net, mac),
     }
+}
+
+/// passt gives datagrams from the host's loopback the gateway's address,
+/// and (this version) takes the guest's replies back to the host's
+/// loopback only when it maps the gateway there, which it does only with
+/// `host-loopback`. A UDP port published on a loopback address would take
+/// datagrams and never answer: refused, with the two ways out.
+fn udp_replies_reach_the_host(net: &Network) -> Result<(), LaunchError> {
+    if net.host_loopback {
+        return Ok(());
+    }
+    match net
+        .ports
+        .iter()
+        .find(|p| p.protocol == Protocol::Udp && p.host_ip.is_loopback())
+    {
+        Some(p) => Err(LaunchError::Host(format!(
+            "published port {p}: replies to UDP from the host's loopback reach it only through the gateway's mapping to the host's loopback; publish on another host address (0.0.0.0:{}:{}/udp) or allow it with --net user,host-loopback",
+            p.host_port, p.guest_port
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// lkvm's user-mode network. Its stack takes the guest's connections to
+/// its gateway to 127.0.0.1 of the namespace lkvm runs in; in a namespace
+/// of the pod's own that loopback is empty, and pasta connects the
+/// namespace to the host's network without mapping its gateway to the
+/// host's loopback. The stack takes no connections from the host, so the
+/// monitor relays published (TCP) ports over vsock.
+fn builtin_plan(
+    net: &Network,
+    hv: &dyn Hypervisor,
+    dir: &PodDir,
+    mac: String,
+    helper: Option<PathBuf>,
+) -> Result<NetPlan, LaunchError> {
+    if let Some(p) = net.ports.iter().find(|p| p.protocol != Protocol::Tcp) {
+        return Err(LaunchError::Host(format!(
+            "published port {p}: {}'s user-mode network takes no connections from the host, and kvmpod relays only TCP to it over vsock; use QEMU (--hypervisor qemu) for UDP",
+            hv.display_name()
+        )));
+    }
+    let (netns, backend) = if net.host_loopback {
+        (None, None)
+    } else {
+        let ns = dir.netns_file();
+        let pasta = helper
+            .ok_or_else(|| LaunchError::Host("lkvm's user-mode network needs pasta".into()))?;
+        let args = pasta_args(&ns);
+        (
+            Some(ns),
+            Some(Program {
+                program: pasta,
+                args,
+            }),
+        )
+    };
+    Ok(NetPlan {
+        device: Some(NetDevice::Builtin {
+            mac: mac.clone(),
+            guest_ip: LKVM_GUEST,
+            host_ip: LKVM_HOST,
+        }),
+        backend,
+        guest: Some(GuestNetwork {
+            mac,
+            address: LKVM_GUEST,
+            prefix_len: 24,
+            gateway: Some(LKVM_HOST),
+            mtu: 1500,
+            nameservers: host_nameservers(),
+        }),
+        own_netns: netns.is_some(),
+        netns,
+        relayed_ports: net.ports.clone(),
+    })
+}
+
+/// pasta's command line: it joins namespace `ns` (made for the pod) and
+/// gives it the host's network for outbound connections only: no ports
+/// forwarded either way, and its gateway not mapped to the host's
+/// loopback. It ends when the namespace file is removed.
+fn pasta_args(ns: &std::path::Path) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--foreground",
+        "--quiet",
+        "--ipv4-only",
+        "--config-net",
+        "--no-map-gw",
+        "--runas",
+    ]
+    .map(String::from)
+    .into();
+    a.push(format!("{PASST_UID}:{PASST_GID}"));
+    for opt in ["-t", "-u", "-T", "-U"] {
+        a.push(opt.into());
+        a.push("none".into());
+    }
+    a.push("--netns".into());
+    a.push(ns.to_string_lossy().into_owned());
+    a
 }
 
 /// passt's command line: in the foreground, for one VM (it exits when the
@@ -229,7 +327,7 @@ fn passt_args(net: &Network, socket: &std::path::Path) -> Vec<String> {
 }
 
 /// The host's nameservers that a guest can reach (not its loopback).
-fn host_nameservers() -> Vec<std::net::IpAddr> {
+pub(super) fn host_nameservers() -> Vec<std::net::IpAddr> {
     std::fs::read_to_string("/etc/resolv.conf")
         .map(|t| nameservers_in(&t))
         .unwrap_or_default()

@@ -75,6 +75,8 @@ fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
         r.accel = Some(plan.launch.accel);
         r.hypervisor = Some(plan.launch.hypervisor);
         r.endpoint = Some(plan.launch.endpoint.clone());
+        r.network = Some(plan.pod.network.clone());
+        r.address = plan.guest_net.as_ref().map(|n| n.address);
         r.apps = plan
             .pod
             .apps
@@ -83,8 +85,6 @@ fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
             .collect();
     })?;
     record::update(dir, |r| r.initramfs_bytes = Some(plan.stage1.size))?;
-    if plan.launch.net_backend.is_some() {
-        network::create_passt_dir(dir)?;
-    }
+    network::set_up(plan)?;
     guest::create(o, plan)
 }

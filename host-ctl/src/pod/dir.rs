@@ -206,6 +206,11 @@ impl PodDir {
     pub fn passt_dir(&self) -> PathBuf {
         net_dir(&self.state_dir()).join(&self.id)
     }
+    /// The pod's own network namespace (lkvm's user-mode network), bound
+    /// on a file in passt's directory, which pasta joins.
+    pub fn netns_file(&self) -> PathBuf {
+        self.passt_dir().join("netns")
+    }
     pub fn passt_socket(&self) -> PathBuf {
         self.passt_dir().join("passt.sock")
     }
@@ -251,6 +256,7 @@ impl PodDir {
         }
         let _ = fs::remove_dir(self.vmm_jail());
         let _ = fs::remove_file(self.passt_socket());
+        crate::vmm::netns::remove(&self.netns_file());
         let _ = fs::remove_dir(self.passt_dir());
     }
 }

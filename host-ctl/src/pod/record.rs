@@ -4,6 +4,7 @@
 //! the directory), so concurrent host-ctl invocations never see or leave
 //! half a record.
 
+use kvmpod_api::network::Network;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,12 @@ pub struct PodRecord {
     /// Where the agent is reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Endpoint>,
+    /// The pod's network: its mode and published ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// The guest's address on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub apps: Vec<AppSummary>,
     /// Why the pod ended (or failed to start).
@@ -246,6 +253,20 @@ pub fn now() -> String {
 }
 
 impl PodRecord {
+    /// The published ports, as `list` and `status` show them.
+    pub fn ports(&self) -> String {
+        let ports: Vec<String> = self
+            .network
+            .iter()
+            .flat_map(|n| n.ports.iter().map(ToString::to_string))
+            .collect();
+        if ports.is_empty() {
+            "-".into()
+        } else {
+            ports.join(",")
+        }
+    }
+
     pub fn new(dir: &PodDir, manifest: &Path, detached: bool) -> Self {
         PodRecord {
             id: dir.id.clone(),
@@ -266,6 +287,8 @@ impl PodRecord {
             hypervisor: None,
             cid: None,
             endpoint: None,
+            network: None,
+            address: None,
             apps: Vec::new(),
             exit_reason: None,
             stop_requested: None,

@@ -3,6 +3,9 @@
 //! started later, or one adopting the VM) reads it.
 
 use std::fs;
+use std::path::PathBuf;
+
+use kvmpod_api::network::PortMapping;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +27,14 @@ pub struct VmLaunch {
     /// The user-mode network process (passt), for QEMU's user networking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_backend: Option<Program>,
+    /// The network namespace the hypervisor runs in (lkvm's user-mode
+    /// network, or a tap in a CNI namespace); `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
+    /// Ports the monitor publishes itself, relaying over vsock (for a
+    /// user-mode network that takes no inbound connections: lkvm's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relayed_ports: Vec<PortMapping>,
     pub endpoint: Endpoint,
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,
@@ -80,14 +91,15 @@ impl VmLaunch {
             (hypervisor(self.hypervisor).display_name(), &self.vm),
             self.vsock_backend.as_ref().map(|program| Backend {
                 program,
-                socket: &socket,
+                socket: Some(&socket),
             }),
             self.net_backend.as_ref().map(|program| Backend {
                 program,
-                socket: &passt,
+                socket: self.netns.is_none().then_some(passt.as_path()),
             }),
             &self.logs(dir),
             die_with_parent,
+            self.netns.as_deref(),
         )
         .await
     }

@@ -15,6 +15,7 @@ mod error;
 mod golden;
 mod jail;
 mod lkvm;
+pub mod netns;
 pub mod process;
 mod qemu;
 mod tools;

@@ -95,15 +95,18 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program` with `args`, its stdout and stderr going to `log`.
-    /// With `die_with_parent`, the kernel kills it if host-ctl dies.
+    /// Starts `program` with `args`, its stdout and stderr going to `log`,
+    /// in network namespace `netns` when given. With `die_with_parent`,
+    /// the kernel kills it if host-ctl dies.
     pub fn spawn(
         what: &'static str,
         program: &Path,
         args: &[String],
         log: &Path,
         die_with_parent: bool,
+        netns: Option<&Path>,
     ) -> Result<Self, VmmError> {
+        let ns = netns.map(super::netns::open).transpose()?;
         let io = |source| VmmError::Io {
             what: "creating",
             path: log.to_path_buf(),
@@ -127,6 +130,13 @@ impl Supervised {
                     }
                     Ok(())
                 });
+            }
+        }
+        if let Some(ns) = ns {
+            // SAFETY: setns is async-signal-safe, and the file was opened
+            // before the fork.
+            unsafe {
+                cmd.pre_exec(move || super::netns::join(&ns));
             }
         }
         let child = cmd.spawn().map_err(|e| {
@@ -243,11 +253,12 @@ pub struct VmProcesses {
     pub net_backend: Option<Supervised>,
 }
 
-/// A helper process the hypervisor connects to, over the Unix socket it
-/// listens on.
+/// A helper process of the VM: one the hypervisor connects to over the
+/// Unix socket it listens on, or (without a socket) one that serves the
+/// VM's network namespace.
 pub struct Backend<'a> {
     pub program: &'a Program,
-    pub socket: &'a Path,
+    pub socket: Option<&'a Path>,
 }
 
 impl VmProcesses {
@@ -260,6 +271,7 @@ impl VmProcesses {
         net_backend: Option<Backend<'_>>,
         logs: &VmLogs,
         die_with_parent: bool,
+        netns: Option<&Path>,
     ) -> Result<VmProcesses, VmmError> {
         let backend = start_backend(
             "vhost-device-vsock",
@@ -285,7 +297,17 @@ impl VmProcesses {
             &program.args,
             &logs.vm,
             die_with_parent,
-        )?;
+            netns,
+        );
+        let vm = match vm {
+            Ok(vm) => vm,
+            Err(e) => {
+                for mut b in [backend, net_backend].into_iter().flatten() {
+                    b.kill().await;
+                }
+                return Err(e);
+            }
+        };
         Ok(VmProcesses {
             vm,
             vsock_backend: backend,
@@ -326,8 +348,11 @@ async fn start_backend(
         &b.program.args,
         log,
         die_with_parent,
+        None,
     )?;
-    wait_for_socket(&mut child, b.socket, Duration::from_secs(5)).await?;
+    if let Some(socket) = b.socket {
+        wait_for_socket(&mut child, socket, Duration::from_secs(5)).await?;
+    }
     Ok(Some(child))
 }
 

@@ -12,6 +12,7 @@
 mod added;
 mod end;
 pub mod keeper;
+mod publish;
 pub mod spawn;
 mod supervise;
 
@@ -57,6 +58,8 @@ pub struct Monitor {
     guest_boot: SystemTime,
     grace: Duration,
     log_rotation: Rotation,
+    /// Ports the monitor relays itself (see [`publish`]).
+    _published: Option<publish::Publisher>,
     _lock: Flock<File>,
 }
 
@@ -99,7 +102,7 @@ impl Monitor {
             return Err(already_monitored(&dir));
         };
         match Self::boot_locked(&dir, launch, die_with_parent).await {
-            Ok((vm, client, guest_boot)) => {
+            Ok((vm, client, guest_boot, published)) => {
                 let r = record::update(&dir, |r| {
                     r.state = State::Running;
                     r.started = Some(record::now());
@@ -120,6 +123,7 @@ impl Monitor {
                     guest_boot,
                     grace: Duration::from_millis(u64::from(launch.grace_ms)),
                     log_rotation: launch.log_rotation,
+                    _published: published,
                     _lock: lock,
                 })
             }
@@ -135,7 +139,12 @@ impl Monitor {
         dir: &PodDir,
         launch: &VmLaunch,
         die_with_parent: bool,
-    ) -> Result<(VmProcesses, AgentClient, SystemTime)> {
+    ) -> Result<(
+        VmProcesses,
+        AgentClient,
+        SystemTime,
+        Option<publish::Publisher>,
+    )> {
         let mut vm = launch.start(dir, die_with_parent).await?;
         let timeout = Duration::from_secs(launch.boot_timeout_secs);
         let until = Instant::now() + timeout;
@@ -148,14 +157,21 @@ impl Monitor {
             until,
         )
         .await;
-        match connected {
-            Ok(client) => {
+        let client = match connected {
+            Ok(client) => client,
+            Err(e) => {
+                vm.kill().await;
+                return Err(boot_failure(dir, &vm.vm, e, timeout));
+            }
+        };
+        match publish(launch).await {
+            Ok(published) => {
                 let boot = guest_boot_time(&client).await;
-                Ok((vm, client, boot))
+                Ok((vm, client, boot, published))
             }
             Err(e) => {
                 vm.kill().await;
-                Err(boot_failure(dir, &vm.vm, e, timeout))
+                Err(e)
             }
         }
     }
@@ -193,6 +209,18 @@ impl Monitor {
                 dir.id
             )));
         };
+        let published = match publish(&launch).await {
+            Ok(p) => p,
+            Err(e) => {
+                vm.kill().await;
+                let _ = record_end(
+                    &dir,
+                    None,
+                    format!("re-publishing its ports: {}", error_chain(&e)),
+                );
+                return Err(e);
+            }
+        };
         record::update(&dir, |r| r.monitor = ProcRef::of(std::process::id()))?;
         let guest_boot = guest_boot_time(&client).await;
         Ok(Monitor {
@@ -204,9 +232,20 @@ impl Monitor {
             guest_boot,
             grace: Duration::from_millis(u64::from(launch.grace_ms)),
             log_rotation: launch.log_rotation,
+            _published: published,
             _lock: lock,
         })
     }
+}
+
+/// The ports this monitor relays, bound now; none for most pods.
+async fn publish(launch: &VmLaunch) -> Result<Option<publish::Publisher>> {
+    if launch.relayed_ports.is_empty() {
+        return Ok(None);
+    }
+    publish::Publisher::start(&launch.relayed_ports, &launch.endpoint)
+        .await
+        .map(Some)
 }
 
 /// The validated manifest kept in the pod's directory.
