@@ -209,7 +209,7 @@ fn signed_secs(a: Instant, b: Instant) -> f64 {
 }
 
 /// 64 MiB from the agent's SOURCE service: raw hybrid vsock throughput.
-async fn raw_throughput(socket: &Path) -> Result<f64> {
+pub async fn raw_throughput(socket: &Path) -> Result<f64> {
     let mut s = connect_hybrid(socket, FORWARD_VSOCK_PORT).await?;
     s.write_all(format!("SOURCE {TOTAL}\n").as_bytes()).await?;
     let mut ok = [0u8; 3];

@@ -16,6 +16,7 @@ mod images;
 mod logs;
 mod memory;
 mod nested;
+mod network;
 mod report;
 mod rpc;
 mod scale;
@@ -81,6 +82,9 @@ fn bench() -> Result<()> {
     }
     if wanted("images") {
         images::run(&ctx, &mut report)?;
+    }
+    if wanted("network") {
+        network::run(&ctx, &mut report)?;
     }
     if wanted("containerd") {
         shim::run(&ctx, &mut report)?;

@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 
 type Scenario = (&'static str, fn());
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     ("lkvm-pod", lkvm_pod),
+    ("lkvm-network", lkvm_network),
     ("lkvm-image", lkvm_image),
     ("lkvm-detached", lkvm_detached),
     ("lkvm-sandbox", lkvm_sandbox),
@@ -386,6 +387,66 @@ fn lkvm_sandbox() {
     assert_eq!(rm.code, Some(0), "{}", rm.dump());
     let stop = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
     assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    fx.finish();
+}
+
+/// lkvm's user-mode network: a published port is relayed to the guest's
+/// httpd; the guest's gateway does not lead to the nested host's loopback
+/// (lkvm runs in the pod's own namespace) unless the pod asks for it.
+fn lkvm_network() {
+    use kvmpod_tests::net::{free_port, loopback_service};
+    let fx = Fixture::new();
+    let www = fx.host_dir("www", &[("index.html", "published by lkvm\n")]);
+    let secret = loopback_service("nested-host-secret");
+    let m = fx
+        .pod()
+        .host_volume("www", &www)
+        .app_exec("httpd", json!(["httpd", "-f", "-p", "80", "-h", "/www"]))
+        .mount_ro("www", "/www")
+        .write("pod.json");
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let id = fx.detach(
+        &m,
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--boot-timeout",
+            "240",
+            "-p",
+            &publish,
+        ],
+    );
+    let body = http_get(port);
+    assert!(body.contains("published by lkvm"), "{body}");
+    let probe = format!("timeout 5 nc 192.168.33.1 {secret} </dev/null; ip addr show eth0");
+    let got = fx.host_ctl(&["exec", &id, "httpd", "--", "sh", "-c", &probe], CMD);
+    assert_eq!(got.code, Some(0), "{}", got.dump());
+    assert!(!got.stdout.contains("nested-host-secret"), "{}", got.dump());
+    assert!(
+        got.stdout.contains("inet 192.168.33.15/24"),
+        "{}",
+        got.dump()
+    );
+    let rm = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
+    assert_eq!(rm.code, Some(0), "{}", rm.dump());
+
+    let open = fx.detach(
+        &m,
+        &[
+            "--hypervisor",
+            "lkvm",
+            "--boot-timeout",
+            "240",
+            "--net",
+            "user,host-loopback",
+        ],
+    );
+    let probe = format!("timeout 5 nc 192.168.33.1 {secret} </dev/null; true");
+    let got = fx.host_ctl(&["exec", &open, "httpd", "--", "sh", "-c", &probe], CMD);
+    assert!(got.stdout.contains("nested-host-secret"), "{}", got.dump());
+    let rm = fx.host_ctl(&["rm", "-f", &open], Duration::from_secs(120));
+    assert_eq!(rm.code, Some(0), "{}", rm.dump());
     fx.finish();
 }
 
