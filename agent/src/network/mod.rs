@@ -5,8 +5,6 @@
 mod counters;
 mod netlink;
 
-use std::net::IpAddr;
-
 use kvmpod_api::network::{parse_mac, GuestNetwork};
 
 pub use counters::{counters, Counters};
@@ -15,12 +13,6 @@ use netlink::Rtnl;
 /// Why the guest's network could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{what}: the kernel said {errno}")]
     Kernel {
         what: String,
@@ -52,12 +44,7 @@ pub fn configure(net: &GuestNetwork) -> Result<String, NetError> {
         ))
     })?;
     rtnl.set_up(link.index, Some(net.mtu), &link.name)?;
-    rtnl.add_address(
-        link.index,
-        IpAddr::V4(net.address),
-        net.prefix_len,
-        &link.name,
-    )?;
+    rtnl.add_address(link.index, net.address, net.prefix_len, &link.name)?;
     if let Some(gw) = net.gateway {
         rtnl.add_default_route(link.index, gw, &link.name)?;
     }
