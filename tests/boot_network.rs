@@ -266,6 +266,24 @@ fn tap_pods_on_a_cni_bridge_reach_each_other() {
         let stop = fx.host_ctl(&["stop", id], CMD);
         assert_eq!(stop.code, Some(0), "{}", stop.dump());
     }
+    // The namespace is as CNI left it: its address back, no tap, no bridge.
+    let ns_name = format!("kvmpod-a{tag}");
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&ns_name)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let addrs = ip(&["-4", "addr", "show", "eth0"]);
+    assert!(addrs.contains(&format!("inet {addr1}/")), "{addrs}");
+    let links = ip(&["link", "show"]);
+    assert!(
+        !links.contains("kvmpod0") && !links.contains("kvmpod-br0"),
+        "{links}"
+    );
     drop(net);
     fx.finish();
 }

@@ -265,6 +265,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         net_backend: net.backend.clone(),
         netns: net.netns.clone(),
         relayed_ports: net.relayed_ports.clone(),
+        tap_wiring: net.wiring.clone(),
         endpoint,
         boot_timeout_secs: o.boot_timeout.as_secs(),
         grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),

@@ -10,6 +10,7 @@ use kvmpod_api::network::{mac_for_cid, GuestNetwork, Network, NetworkMode, PortM
 
 use super::LaunchError;
 use crate::pod::PodDir;
+use crate::vmm::tapns::TapWiring;
 use crate::vmm::{find_program, Hypervisor, NetDevice, Program, UserNet, VmmError};
 
 /// passt's addresses for the guest: its own subnet, a gateway, and a DNS
@@ -38,6 +39,8 @@ pub struct NetPlan {
     pub own_netns: bool,
     /// Ports the monitor relays over vsock (lkvm's user-mode network).
     pub relayed_ports: Vec<PortMapping>,
+    /// A CNI namespace's interface to bridge to the VM's tap.
+    pub wiring: Option<TapWiring>,
 }
 
 /// The unprivileged user passt runs as (Debian's nobody:nogroup); it owns
@@ -52,10 +55,11 @@ pub fn set_up(plan: &super::PodPlan) -> Result<(), LaunchError> {
     if net.backend.is_some() {
         create_passt_dir(&plan.dir)?;
     }
-    match (&net.netns, net.own_netns) {
-        (Some(ns), true) => crate::vmm::netns::create(ns)?,
-        (Some(ns), false) => super::tap::wire(ns)?,
-        (None, _) => {}
+    if let (Some(ns), true) = (&net.netns, net.own_netns) {
+        crate::vmm::netns::create(ns)?;
+    }
+    if let Some(w) = &net.wiring {
+        crate::vmm::tapns::wire(w)?;
     }
     Ok(())
 }
@@ -258,6 +262,7 @@ fn builtin_plan(
         own_netns: netns.is_some(),
         netns,
         relayed_ports: net.ports.clone(),
+        wiring: None,
     })
 }
 

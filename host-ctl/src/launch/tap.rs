@@ -1,27 +1,21 @@
 //! Tap networking: the VM's interface is a tap device. Either the host
 //! made it (`tap=DEVICE`, with the guest's address in the manifest), or it
 //! lives in a network namespace a CNI plugin wired (`tap,netns=PATH`), as
-//! Kata's VMs do: host-ctl bridges a new tap to the namespace's interface
-//! there, moves the interface's address to the guest, and runs the
-//! hypervisor in the namespace. The namespace's contents are changed with
-//! iproute2's `ip`, run inside it.
+//! Kata's VMs do: the plan reads the namespace's interface (its address
+//! goes to the guest), `prepare` wires a tap to it (`vmm::tapns`), the
+//! hypervisor runs in the namespace, and the pod's release unwires it.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 use kvmpod_api::network::{parse_cidr, GuestNetwork, Network};
 use serde::Deserialize;
 
 use super::network::NetPlan;
 use super::LaunchError;
-use crate::vmm::{netns, NetDevice};
-
-/// The tap and bridge host-ctl makes in a CNI namespace.
-pub const NS_TAP: &str = "kvmpod0";
-pub const NS_BRIDGE: &str = "kvmpod-br0";
+use crate::vmm::tapns::{self, TapWiring};
+use crate::vmm::NetDevice;
 
 fn host_err(what: impl Into<String>) -> LaunchError {
     LaunchError::Host(what.into())
@@ -56,11 +50,19 @@ pub fn plan(net: &Network, mac: String) -> Result<NetPlan, LaunchError> {
         .as_deref()
         .ok_or_else(|| host_err("tap mode needs a device or a namespace"))?;
     let found = read_namespace(ns)?;
+    let wiring = TapWiring {
+        netns: ns.to_path_buf(),
+        interface: found.interface.clone(),
+        address: format!("{}/{}", found.address, found.prefix_len),
+        gateway: found.gateway,
+        mtu: found.mtu,
+    };
     Ok(NetPlan {
         device: Some(NetDevice::Tap {
-            device: NS_TAP.into(),
+            device: tapns::TAP.into(),
             mac: mac.clone(),
         }),
+        wiring: Some(wiring),
         guest: Some(GuestNetwork {
             mac,
             address: found.address,
@@ -106,33 +108,9 @@ struct IpRoute {
     gateway: Option<String>,
 }
 
-/// Runs `ip ARGS` in namespace `ns`; its stdout.
-fn ip_in(ns: &Path, args: &[&str]) -> Result<String, LaunchError> {
-    let file = netns::open(ns)?;
-    let mut cmd = Command::new("ip");
-    cmd.args(args);
-    // SAFETY: setns is async-signal-safe; the file was opened before the
-    // fork.
-    unsafe {
-        cmd.pre_exec(move || netns::join(&file));
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| host_err(format!("running ip (iproute2): {e}")))?;
-    if !out.status.success() {
-        return Err(host_err(format!(
-            "ip {} in {}: {}",
-            args.join(" "),
-            ns.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn read_namespace(ns: &Path) -> Result<Found, LaunchError> {
-    let links = ip_in(ns, &["-j", "-4", "addr", "show"])?;
-    let routes = ip_in(ns, &["-j", "-4", "route", "show", "default"])?;
+    let links = tapns::ip_in(ns, &["-j", "-4", "addr", "show"])?;
+    let routes = tapns::ip_in(ns, &["-j", "-4", "route", "show", "default"])?;
     parse_namespace(&links, &routes)
         .map_err(|why| host_err(format!("network namespace {}: {why}", ns.display())))
 }
@@ -167,27 +145,6 @@ fn parse_namespace(links: &str, routes: &str) -> Result<Found, String> {
         .iter()
         .find_map(|r| r.gateway.as_deref()?.parse().ok());
     Ok(found)
-}
-
-/// Wires the namespace at pod creation: a tap and a bridge holding it and
-/// the namespace's interface, whose address moves to the guest.
-pub fn wire(ns: &Path) -> Result<(), LaunchError> {
-    let found = read_namespace(ns)?;
-    let mtu = found.mtu.to_string();
-    let cidr = format!("{}/{}", found.address, found.prefix_len);
-    let steps: [&[&str]; 7] = [
-        &["tuntap", "add", "dev", NS_TAP, "mode", "tap"],
-        &["link", "add", NS_BRIDGE, "type", "bridge"],
-        &["addr", "del", &cidr, "dev", &found.interface],
-        &["link", "set", &found.interface, "master", NS_BRIDGE],
-        &["link", "set", NS_TAP, "master", NS_BRIDGE],
-        &["link", "set", NS_TAP, "mtu", &mtu, "up"],
-        &["link", "set", NS_BRIDGE, "up"],
-    ];
-    for args in steps {
-        ip_in(ns, args)?;
-    }
-    Ok(())
 }
 
 /// Checks that `ns` is a network namespace file host-ctl can enter.

@@ -15,6 +15,7 @@ use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use super::dir::{pods_dir, PodDir};
 use super::monitor::spawn::{spawn_keeper, KeeperStart};
 use super::record::{self, PodRecord, State};
+use super::vm_launch::VmLaunch;
 use super::{apps_share, cids, names, PodError};
 use crate::agent::{self, AgentClient};
 use crate::image::ImageStore;
@@ -212,6 +213,9 @@ pub fn release(dir: &PodDir) {
     vmm::unmount_aliases(&dir.aliases_dir());
     vmm::unmount_in(&dir.guest_roots());
     apps_share::release(dir);
+    if let Some(w) = VmLaunch::read(dir).ok().and_then(|l| l.tap_wiring) {
+        vmm::tapns::unwire(&w);
+    }
     if let Some(images) = ImageStore::existing(&dir.state_dir()) {
         images.release(&dir.id);
     }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use kvmpod_api::network::PortMapping;
 
+use crate::vmm::tapns::TapWiring;
+
 use serde::{Deserialize, Serialize};
 
 use super::dir::PodDir;
@@ -35,6 +37,10 @@ pub struct VmLaunch {
     /// user-mode network that takes no inbound connections: lkvm's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relayed_ports: Vec<PortMapping>,
+    /// The CNI namespace's interface bridged to the VM, unwired when the
+    /// pod is released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_wiring: Option<TapWiring>,
     pub endpoint: Endpoint,
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,

@@ -18,6 +18,7 @@ mod lkvm;
 pub mod netns;
 pub mod process;
 mod qemu;
+pub mod tapns;
 mod tools;
 pub mod vsock;
 
