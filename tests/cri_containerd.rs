@@ -16,9 +16,9 @@ use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest,
 };
 use kvmpod_tests::containerd::{Containerd, Cri, CRI_HANDLER, CRI_NAMESPACE};
 use kvmpod_tests::{Fixture, CMD};
@@ -310,6 +310,7 @@ fn a_kubernetes_pod_runs_in_one_vm() {
         &fx,
         Cri {
             sandbox_image: PAUSE.into(),
+            cni: None,
         },
     );
     let (image, pause) = (fx.path().join("test.tar"), fx.path().join("pause.tar"));
@@ -330,5 +331,131 @@ fn a_kubernetes_pod_runs_in_one_vm() {
     assert_eq!(fx.pods_created(), 0, "the sandbox's pod is left behind");
     containerd.stop();
     drop(containerd);
+    fx.finish();
+}
+
+/// The pod's CNI bridge, deleted from the host when the test ends.
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// A pod on a CNI network (not the node's): containerd makes its network
+/// namespace and runs the bridge plugin; the VM takes the namespace's
+/// interface, so the pod's address (what PodSandboxStatus reports) is the
+/// guest's, and the host reaches a container's server on it.
+#[test]
+fn a_cni_pod_gets_its_address_in_its_vm() {
+    let fx = Fixture::new();
+    let tag = std::process::id() % 10_000;
+    let bridge = Bridge(format!("kvmpodcri{tag}"));
+    let subnet = format!("10.{}.{}.0/24", 150 + tag / 250 % 100, tag % 250);
+    let conflist = serde_json::json!({
+        "cniVersion": "0.4.0", "name": "kvmpod-cri",
+        "plugins": [{"type": "bridge", "bridge": bridge.0, "isGateway": true,
+                     "ipam": {"type": "host-local", "subnet": subnet,
+                              "dataDir": fx.path().join("ipam")}}]
+    });
+    let mut containerd = Containerd::start_cri(
+        &fx,
+        Cri {
+            sandbox_image: PAUSE.into(),
+            cni: Some(conflist.to_string()),
+        },
+    );
+    let (image, pause) = (fx.path().join("test.tar"), fx.path().join("pause.tar"));
+    kvmpod_tests::images::write_test_image(&fx.root(), &image, "kvmpod/test:1");
+    kvmpod_tests::images::write_pause_image(&fx.root(), &pause, "kvmpod/pause:1");
+    import(&containerd, &image);
+    import(&containerd, &pause);
+    let logs = fx.host_dir("pod-logs", &[]);
+    let shared = fx.host_dir("empty-dir", &[]);
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cri = connect(&containerd.socket).await;
+        let mut config = sandbox_config(&logs);
+        config.linux = None; // the pod's own network, by CNI
+        let sandbox = cri
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: CRI_HANDLER.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+            .into_inner()
+            .pod_sandbox_id;
+        let status = cri
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.clone(),
+                verbose: false,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner()
+            .status
+            .expect("a sandbox status");
+        let ip = status.network.expect("a pod network").ip;
+        assert!(!ip.is_empty(), "no pod IP");
+        let script = "mkdir -p /tmp/www; echo served from the pod > /tmp/www/index.html; \
+                      exec httpd -f -p 8080 -h /tmp/www";
+        let web = run_container(
+            &mut cri,
+            &containerd,
+            (&sandbox, &config),
+            ("web", script),
+            &shared,
+        )
+        .await;
+        let exec = cri
+            .exec_sync(ExecSyncRequest {
+                container_id: web.clone(),
+                cmd: vec![
+                    "ip".into(),
+                    "-4".into(),
+                    "addr".into(),
+                    "show".into(),
+                    "eth0".into(),
+                ],
+                timeout: 60,
+            })
+            .await
+            .expect("ExecSync")
+            .into_inner();
+        let shown = String::from_utf8_lossy(&exec.stdout);
+        assert!(shown.contains(&format!("inet {ip}/24")), "{shown}");
+        let mut page = String::new();
+        for _ in 0..50 {
+            page = kvmpod_tests::net::http_get(&format!("{ip}:8080"), "/");
+            if page.contains("served from the pod") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(page.contains("served from the pod"), "{page:?}");
+        cri.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: sandbox.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
+        cri.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: sandbox,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+    });
+    assert_eq!(fx.pods_created(), 0, "the sandbox's pod is left behind");
+    containerd.stop();
+    drop(containerd);
+    drop(bridge);
     fx.finish();
 }

@@ -90,6 +90,19 @@ pub struct Spec {
 pub struct Linux {
     #[serde(default)]
     pub resources: Option<LinuxResources>,
+    /// The namespaces the container joins or gets; a network one with a
+    /// path is the Kubernetes pod's, wired by CNI.
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+}
+
+/// One of the container's namespaces.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 /// The limits kvmpod applies with the app's cgroup in the guest.
@@ -334,13 +347,33 @@ impl Spec {
             volumes: mounts.volumes,
             apps: vec![app],
             sandbox: role == Role::Sandbox,
-            // The pod keeps to loopback until the CRI network namespace is
-            // wired to the VM (the node network is the kubelet's).
-            network: Network {
+            network: self.network(&role),
+        })
+    }
+
+    /// A Kubernetes pod sandbox whose network namespace CNI wired (a
+    /// namespace with a path): the VM takes that namespace's interface
+    /// (`tap,netns=`), and the pod's containers, added as apps, share it.
+    /// Anything else keeps to loopback: a plain container's new namespace
+    /// has nothing in it, and a host-network pod's is the node's own.
+    fn network(&self, role: &Role) -> Network {
+        let cni = self
+            .linux
+            .iter()
+            .flat_map(|l| &l.namespaces)
+            .find(|n| n.kind == "network")
+            .and_then(|n| n.path.clone());
+        match (role, cni) {
+            (Role::Sandbox, Some(ns)) => Network {
+                mode: NetworkMode::Tap,
+                netns: Some(ns),
+                ..Network::default()
+            },
+            _ => Network {
                 mode: NetworkMode::None,
                 ..Network::default()
             },
-        })
+        }
     }
 }
 
@@ -460,6 +493,37 @@ mod tests {
         assert!(kvmpod_api::validate::check_acname(&m.apps[0].name).is_ok());
         assert_eq!(Spec::default().role("x"), Role::Pod);
         assert_eq!(app_name_of("My_Container.1"), "my-container-1");
+    }
+
+    #[test]
+    fn a_cni_sandbox_takes_its_network_namespace() {
+        let spec = |kind: &str, ns: serde_json::Value| -> Spec {
+            serde_json::from_value(serde_json::json!({
+                "process": {"args": ["x"]},
+                "annotations": {CONTAINER_TYPE: kind, SANDBOX_ID: "sb1"},
+                "linux": {"namespaces": [{"type": "pid"}, ns]}
+            }))
+            .unwrap()
+        };
+        let cni = serde_json::json!({"type": "network", "path": "/var/run/netns/cni-1"});
+        let m = spec("sandbox", cni.clone())
+            .manifest("sb1", Path::new("/r"), false)
+            .unwrap();
+        assert_eq!(m.network.mode, NetworkMode::Tap);
+        assert_eq!(
+            m.network.netns.as_deref(),
+            Some(Path::new("/var/run/netns/cni-1"))
+        );
+        assert!(kvmpod_api::validate::validate(&m).is_empty());
+        // A new, empty namespace (ctr run) or a container: loopback.
+        let fresh = spec("sandbox", serde_json::json!({"type": "network"}));
+        let m = fresh.manifest("sb1", Path::new("/r"), false).unwrap();
+        assert_eq!(m.network.mode, NetworkMode::None);
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let m = spec("container", cni)
+            .manifest(id, Path::new("/r"), false)
+            .unwrap();
+        assert_eq!(m.network.mode, NetworkMode::None);
     }
 
     #[test]

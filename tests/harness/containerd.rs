@@ -28,6 +28,9 @@ pub const CRI_HANDLER: &str = "kvmpod";
 pub struct Cri {
     /// The image every pod sandbox runs (its pause container).
     pub sandbox_image: String,
+    /// A CNI network configuration list (JSON) for pods that are not on
+    /// the node's network; the plugins are Debian's.
+    pub cni: Option<String>,
 }
 
 pub struct Containerd {
@@ -63,6 +66,22 @@ pub struct Setup<'a> {
     pub state_dir: PathBuf,
     /// The CRI plugin, on with these settings; off when None.
     pub cri: Option<Cri>,
+}
+
+/// The CNI directories containerd's CRI plugin reads: Debian's plugins,
+/// and `conflist` as the only network.
+fn write_cni(dir: &Path, conflist: &str) {
+    let (bin, conf) = (dir.join("bin"), dir.join("conf"));
+    fs::create_dir_all(&bin).expect("creating the CNI bin directory");
+    fs::create_dir_all(&conf).expect("creating the CNI conf directory");
+    let plugins = fs::read_dir("/usr/lib/cni")
+        .expect("/usr/lib/cni is missing: run `make deps` (containernetworking-plugins)");
+    for p in plugins.flatten() {
+        let link = bin.join(p.file_name());
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(p.path(), link).expect("linking a CNI plugin");
+    }
+    fs::write(conf.join("10-kvmpod.conflist"), conflist).expect("writing the CNI configuration");
 }
 
 /// containerd's configuration for `s`.
@@ -131,6 +150,9 @@ impl Containerd {
 
     /// Starts containerd as `s` says.
     pub fn start_with(s: Setup<'_>) -> Containerd {
+        if let Some(conflist) = s.cri.as_ref().and_then(|c| c.cni.as_ref()) {
+            write_cni(&s.dir.join("cni"), conflist);
+        }
         let shim = s.shim;
         assert!(
             on_path("containerd") && on_path("ctr"),
