@@ -346,6 +346,80 @@ impl Drop for Bridge {
     }
 }
 
+/// The kubelet's part: a CNI pod, its address, a container serving on it.
+async fn cni_kubelet(containerd: &Containerd, logs: &Path, shared: &Path) {
+    let mut cri = connect(&containerd.socket).await;
+    let mut config = sandbox_config(logs);
+    config.linux = None; // the pod's own network, by CNI
+    let sandbox = cri
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: CRI_HANDLER.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let status = cri
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: false,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("a sandbox status");
+    let ip = status.network.expect("a pod network").ip;
+    assert!(!ip.is_empty(), "no pod IP");
+    let script = "mkdir -p /tmp/www; echo served from the pod > /tmp/www/index.html; \
+                  exec httpd -f -p 8080 -h /tmp/www";
+    let web = run_container(
+        &mut cri,
+        containerd,
+        (&sandbox, &config),
+        ("web", script),
+        shared,
+    )
+    .await;
+    let exec = cri
+        .exec_sync(ExecSyncRequest {
+            container_id: web.clone(),
+            cmd: vec![
+                "ip".into(),
+                "-4".into(),
+                "addr".into(),
+                "show".into(),
+                "eth0".into(),
+            ],
+            timeout: 60,
+        })
+        .await
+        .expect("ExecSync")
+        .into_inner();
+    let shown = String::from_utf8_lossy(&exec.stdout);
+    assert!(shown.contains(&format!("inet {ip}/24")), "{shown}");
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = kvmpod_tests::net::http_get(&format!("{ip}:8080"), "/");
+        if page.contains("served from the pod") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(page.contains("served from the pod"), "{page:?}");
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+}
+
 /// A pod on a CNI network (not the node's): containerd makes its network
 /// namespace and runs the bridge plugin; the VM takes the namespace's
 /// interface, so the pod's address (what PodSandboxStatus reports) is the
@@ -381,78 +455,7 @@ fn a_cni_pod_gets_its_address_in_its_vm() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let mut cri = connect(&containerd.socket).await;
-        let mut config = sandbox_config(&logs);
-        config.linux = None; // the pod's own network, by CNI
-        let sandbox = cri
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: CRI_HANDLER.into(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", containerd.log()))
-            .into_inner()
-            .pod_sandbox_id;
-        let status = cri
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox.clone(),
-                verbose: false,
-            })
-            .await
-            .expect("PodSandboxStatus")
-            .into_inner()
-            .status
-            .expect("a sandbox status");
-        let ip = status.network.expect("a pod network").ip;
-        assert!(!ip.is_empty(), "no pod IP");
-        let script = "mkdir -p /tmp/www; echo served from the pod > /tmp/www/index.html; \
-                      exec httpd -f -p 8080 -h /tmp/www";
-        let web = run_container(
-            &mut cri,
-            &containerd,
-            (&sandbox, &config),
-            ("web", script),
-            &shared,
-        )
-        .await;
-        let exec = cri
-            .exec_sync(ExecSyncRequest {
-                container_id: web.clone(),
-                cmd: vec![
-                    "ip".into(),
-                    "-4".into(),
-                    "addr".into(),
-                    "show".into(),
-                    "eth0".into(),
-                ],
-                timeout: 60,
-            })
-            .await
-            .expect("ExecSync")
-            .into_inner();
-        let shown = String::from_utf8_lossy(&exec.stdout);
-        assert!(shown.contains(&format!("inet {ip}/24")), "{shown}");
-        let mut page = String::new();
-        for _ in 0..50 {
-            page = kvmpod_tests::net::http_get(&format!("{ip}:8080"), "/");
-            if page.contains("served from the pod") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(page.contains("served from the pod"), "{page:?}");
-        cri.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
-        cri.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
-    });
+    rt.block_on(cni_kubelet(&containerd, &logs, &shared));
     assert_eq!(fx.pods_created(), 0, "the sandbox's pod is left behind");
     containerd.stop();
     drop(containerd);
