@@ -13,6 +13,7 @@ mod draft;
 mod guest;
 pub mod host;
 pub mod image_run;
+mod netplan;
 pub mod network;
 mod prepare;
 pub mod roots;

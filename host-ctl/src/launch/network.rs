@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use kvmpod_api::network::{mac_for_cid, GuestNetwork, Network, NetworkMode, PortMapping, Protocol};
 
+use super::netplan::host_nameservers;
+pub use super::netplan::NetPlan;
 use super::LaunchError;
 use crate::pod::PodDir;
-use crate::vmm::tapns::TapWiring;
 use crate::vmm::{find_program, Hypervisor, NetDevice, Program, UserNet, VmmError};
 
 /// passt's addresses for the guest: its own subnet, a gateway, and a DNS
@@ -24,24 +25,6 @@ const PASST_MTU: u32 = 65520;
 /// kvmtool's user-mode addresses (its defaults).
 const LKVM_GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 15);
 const LKVM_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 33, 1);
-
-/// The network side of a pod's plan.
-#[derive(Debug, Clone, Default)]
-pub struct NetPlan {
-    pub device: Option<NetDevice>,
-    /// passt, started before the hypervisor, which connects to it.
-    pub backend: Option<Program>,
-    /// What the agent configures.
-    pub guest: Option<GuestNetwork>,
-    /// The namespace the hypervisor runs in: its own, made at prepare
-    /// (`own_netns`), or the one a CNI plugin wired.
-    pub netns: Option<PathBuf>,
-    pub own_netns: bool,
-    /// Ports the monitor relays over vsock (lkvm's user-mode network).
-    pub relayed_ports: Vec<PortMapping>,
-    /// A CNI namespace's interface to bridge to the VM's tap.
-    pub wiring: Option<TapWiring>,
-}
 
 /// The unprivileged user passt runs as (Debian's nobody:nogroup); it owns
 /// the directory of passt's socket.
@@ -331,21 +314,6 @@ fn passt_args(net: &Network, socket: &std::path::Path) -> Vec<String> {
     a
 }
 
-/// The host's nameservers that a guest can reach (not its loopback).
-pub(super) fn host_nameservers() -> Vec<std::net::IpAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| nameservers_in(&t))
-        .unwrap_or_default()
-}
-
-fn nameservers_in(text: &str) -> Vec<std::net::IpAddr> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|ns| ns.trim().parse::<std::net::IpAddr>().ok())
-        .filter(|ip| !ip.is_loopback())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,11 +352,5 @@ mod tests {
         );
         drop(held);
         port_free(&p).unwrap();
-    }
-
-    #[test]
-    fn loopback_nameservers_are_left_out() {
-        let ns = nameservers_in("# x\nnameserver 127.0.0.53\nnameserver 10.1.2.3\nsearch a\n");
-        assert_eq!(ns, vec!["10.1.2.3".parse::<std::net::IpAddr>().unwrap()]);
     }
 }

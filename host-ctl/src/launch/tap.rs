@@ -12,7 +12,7 @@ use std::path::Path;
 use kvmpod_api::network::{parse_cidr, GuestNetwork, Network};
 use serde::Deserialize;
 
-use super::network::NetPlan;
+use super::netplan::{host_nameservers, NetPlan};
 use super::LaunchError;
 use crate::vmm::tapns::{self, TapWiring};
 use crate::vmm::NetDevice;
@@ -40,7 +40,7 @@ pub fn plan(net: &Network, mac: String) -> Result<NetPlan, LaunchError> {
                 prefix_len,
                 gateway: net.gateway,
                 mtu: 1500,
-                nameservers: super::network::host_nameservers(),
+                nameservers: host_nameservers(),
             }),
             ..NetPlan::default()
         });
@@ -69,7 +69,7 @@ pub fn plan(net: &Network, mac: String) -> Result<NetPlan, LaunchError> {
             prefix_len: found.prefix_len,
             gateway: found.gateway,
             mtu: found.mtu,
-            nameservers: super::network::host_nameservers(),
+            nameservers: host_nameservers(),
         }),
         netns: Some(ns.to_path_buf()),
         ..NetPlan::default()
