@@ -31,7 +31,9 @@ fn own_root_checks() -> String {
         equals("etc-hostname", "cat /etc/hostname", "isolated-pod"),
         check(
             "etc-hosts",
-            "grep -qE '^127\\.0\\.1\\.1[[:space:]]+isolated-pod' /etc/hosts",
+            // The hostname names the pod's address on its (default,
+            // user-mode) network.
+            "grep -qE '^10\\.0\\.2\\.15[[:space:]]+isolated-pod' /etc/hosts",
         ),
         check("resolv-conf", "[ -f /etc/resolv.conf ]"),
         equals(

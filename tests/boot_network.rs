@@ -150,14 +150,67 @@ fn user_mode_publishes_ports_and_hides_the_host_loopback() {
     );
 
     shown_and_counted(&fx, &id, http);
+    // The pod's last events carry the interface's counters.
+    let mut events = fx.spawn_host_ctl(&["events", &id, "--format", "json"]);
+    events.wait_for_stdout("\"seq\"", CMD);
     let stop = fx.host_ctl(&["stop", &id], CMD);
     assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    let events = events.finish(CMD);
+    let stopping = events
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["kind"] == "pod-stopping")
+        .unwrap_or_else(|| panic!("no pod-stopping event\n{}", events.dump()));
+    let eth = &stopping["interfaces"][0];
+    assert_eq!(eth["interface"], "eth0", "{stopping}");
+    assert!(eth["rxBytes"].as_u64().unwrap_or(0) > 0, "{stopping}");
 
     // Asked for, the host's loopback is reachable through the gateway.
     let open = fx.one_app("web", HTTPD).write("open.json");
     let id = fx.detach(&open, &["--net", "user,host-loopback"]);
     let got = guest_fetch(&fx, &id, "web", "10.0.2.2", secret_port);
     assert_eq!(got, SECRET);
+    let stop = fx.host_ctl(&["stop", &id], CMD);
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    fx.finish();
+}
+
+/// A tap device the host made, with its own address: the pod's address
+/// is given with the mode, and the host reaches the pod on it.
+#[test]
+fn a_pod_on_a_host_tap_device() {
+    let fx = Fixture::new();
+    web_root(&fx, "hello through a host tap\n");
+    let tag = std::process::id() % 10_000;
+    let dev = format!("kvmpodtap{tag}");
+    let subnet = format!("10.{}.{}", 200 + tag / 250 % 50, tag % 250);
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["tuntap", "add", "dev", &dev, "mode", "tap"]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(dev.clone());
+    ip(&["addr", "add", &format!("{subnet}.1/24"), "dev", &dev]);
+    ip(&["link", "set", &dev, "up"]);
+    let manifest = fx.one_app("web", HTTPD).write("tap.json");
+    let net = format!("tap={dev},address={subnet}.2/24,gateway={subnet}.1");
+    let id = fx.detach(&manifest, &["--net", &net]);
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = http_get(&format!("{subnet}.2:80"), "/");
+        if page.contains("hello through a host tap") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(page.contains("hello through a host tap"), "{page:?}");
     let stop = fx.host_ctl(&["stop", &id], CMD);
     assert_eq!(stop.code, Some(0), "{}", stop.dump());
     fx.finish();

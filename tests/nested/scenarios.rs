@@ -678,6 +678,14 @@ fn qemu_kvm_af_vsock() {
             "{}",
             out.dump()
         );
+        // The nested host has no external network for passt: a pod that
+        // did not choose its network gets none, and is told.
+        assert!(
+            out.stderr
+                .contains("network none: this host has no IPv4 default route"),
+            "{}",
+            out.dump()
+        );
         let id = out.stdout.trim().to_string();
         let rec: Value = fx.record(&id);
         assert_eq!(rec["accel"], "kvm", "{rec}");

@@ -107,7 +107,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         PodSource::Manifest(path) => kvmpod_api::validate::load(path)?,
         PodSource::Image(run) => run.manifest()?,
     };
-    apply_network_options(&mut pod, o);
+    let net_chosen = apply_network_options(&mut pod, o);
     if let Some(name) = &o.name {
         names::check(name)?;
         if let Some(holder) = names::lookup(&o.state_dir, name) {
@@ -158,7 +158,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
             "vhost-device-vsock",
         )?),
     };
-    let net_helper = network_host(&pod, hv, check, &mut notes)?;
+    let net_helper = network_host(&mut pod, net_chosen, hv, check, &mut notes)?;
     let machine = hv.machine(shares.len(), accel.accel);
     notes.extend(machine.notes.iter().cloned());
     Ok(Draft {
@@ -181,18 +181,43 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
 }
 
 /// What the pod's network needs of the host: passt for a user-mode
-/// network on a backend without its own, free ports, an existing tap or
-/// namespace (checked only when the pod is to run).
+/// network on a backend without its own (pasta for lkvm's outbound
+/// connections), free ports, an existing tap or namespace (checked only
+/// when the pod is to run). passt and pasta take their addresses from the
+/// host's external interface: on a host with no IPv4 default route, a pod
+/// that did not choose its network gets none (and says so); one that chose
+/// user-mode networking on QEMU is refused with the ways out.
 fn network_host(
-    pod: &PodManifest,
+    pod: &mut PodManifest,
+    chosen: bool,
     hv: &dyn Hypervisor,
     check: Check,
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>, LaunchError> {
-    let net = &pod.network;
+    let routed = network::host_has_default_route();
+    let net = &mut pod.network;
     let helper = match (net.mode, hv.user_net()) {
+        (NetworkMode::User, UserNet::Passt) if !routed && !chosen => {
+            net.mode = NetworkMode::None;
+            notes.push(
+                "network none: this host has no IPv4 default route, which user-mode networking (passt) needs; --net user makes that an error".into(),
+            );
+            None
+        }
+        (NetworkMode::User, UserNet::Passt) if !routed && check == Check::Strict => {
+            return Err(LaunchError::Host(
+                "user-mode networking (passt) takes its addresses from the host's external interface, and this host has no IPv4 default route: run the pod with --net none (loopback only) or --net tap".into(),
+            ))
+        }
         (NetworkMode::User, UserNet::Passt) => {
             Some(lacking(notes, check, network::passt(), "passt")?)
+        }
+        (NetworkMode::User, UserNet::Builtin) if !net.host_loopback && !routed => {
+            notes.push(format!(
+                "network user: no outbound connections from {}'s network, as this host has no IPv4 default route",
+                hv.display_name()
+            ));
+            None
         }
         (NetworkMode::User, UserNet::Builtin) if !net.host_loopback => {
             Some(lacking(notes, check, network::pasta(), "pasta")?)
@@ -207,13 +232,17 @@ fn network_host(
 
 /// `--net` replaces the manifest's mode (keeping its ports); `-p` adds
 /// ports. The result is validated with the rest of the manifest.
-fn apply_network_options(pod: &mut PodManifest, o: &RunOptions) {
+/// Returns whether the network was chosen at all (by the manifest or the
+/// command line) rather than left to the default.
+fn apply_network_options(pod: &mut PodManifest, o: &RunOptions) -> bool {
+    let chosen = !pod.network.is_default() || o.network.is_some() || !o.publish.is_empty();
     if let Some(net) = &o.network {
         let ports = std::mem::take(&mut pod.network.ports);
         pod.network = net.clone();
         pod.network.ports = ports;
     }
     pod.network.ports.extend(o.publish.iter().copied());
+    chosen
 }
 
 /// The plan with guest CID `cid`: the VM's command lines.

@@ -86,6 +86,19 @@ pub fn pasta() -> Result<PathBuf, VmmError> {
     )
 }
 
+/// Whether the host has an IPv4 default route (`/proc/net/route`), from
+/// whose interface passt and pasta take their addresses.
+pub fn host_has_default_route() -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|t| default_route_in(&t))
+}
+
+fn default_route_in(table: &str) -> bool {
+    table.lines().skip(1).any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() > 7 && cols[1] == "00000000" && cols[7] == "00000000"
+    })
+}
+
 /// Checks what the host must offer the pod's network before anything is
 /// created: published ports are free, a tap device or namespace exists.
 pub fn check_host(net: &Network) -> Result<(), LaunchError> {
@@ -212,20 +225,18 @@ fn builtin_plan(
             hv.display_name()
         )));
     }
+    // Without pasta (a host with no external network) the namespace is
+    // still the pod's own: no outbound connections, and still no way to
+    // the host's loopback.
     let (netns, backend) = if net.host_loopback {
         (None, None)
     } else {
         let ns = dir.netns_file();
-        let pasta = helper
-            .ok_or_else(|| LaunchError::Host("lkvm's user-mode network needs pasta".into()))?;
-        let args = pasta_args(&ns);
-        (
-            Some(ns),
-            Some(Program {
-                program: pasta,
-                args,
-            }),
-        )
+        let backend = helper.map(|pasta| Program {
+            program: pasta,
+            args: pasta_args(&ns),
+        });
+        (Some(ns), backend)
     };
     Ok(NetPlan {
         device: Some(NetDevice::Builtin {
@@ -338,6 +349,18 @@ mod tests {
         assert!(a.windows(2).any(|w| w == ["--socket", "/p/passt.sock"]));
         net.host_loopback = true;
         assert!(!passt_args(&net, std::path::Path::new("/p")).contains(&"--no-map-gw".to_string()));
+    }
+
+    #[test]
+    fn default_routes_are_found() {
+        let with = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth0\t00000000\t0102000A\t0003\t0\t0\t0\t00000000\n\
+            eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert!(default_route_in(with));
+        let without = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n\
+            eth0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\n";
+        assert!(!default_route_in(without));
+        assert!(!default_route_in(""));
     }
 
     #[test]
