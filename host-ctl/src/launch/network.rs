@@ -35,7 +35,7 @@ const PASST_GID: u32 = 65534;
 /// pod's own namespace, or the wiring of a CNI namespace.
 pub fn set_up(plan: &super::PodPlan) -> Result<(), LaunchError> {
     let net = &plan.net;
-    if net.backend.is_some() {
+    if net.backend.is_some() || net.own_netns {
         create_passt_dir(&plan.dir)?;
     }
     if let (Some(ns), true) = (&net.netns, net.own_netns) {
