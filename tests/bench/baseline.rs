@@ -25,30 +25,49 @@ struct BaselineVm {
 
 pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let data = ctx.host_dir("trivial-data")?;
-    let manifest = ctx.write_manifest(
-        "trivial",
-        &json!({
+    let pod = |network: Option<&str>| {
+        let mut m = json!({
             "volumes": [{"name": "data", "kind": "host", "source": data}],
             "apps": [{"name": "writer", "rootfs": ctx.rootfs, "exec": ["/bin/sh", "-c", "echo hello > /data/out.txt"],
                       "mountPoints": [{"volume": "data", "path": "/data"}]}]
-        }),
-    )?;
+        });
+        if let Some(mode) = network {
+            m["network"] = json!({"mode": mode});
+        }
+        m
+    };
+    // The baseline VM has no network: the pod it is compared with has
+    // none either; the default (user-mode) network's cost is its own
+    // figure.
+    let manifest = ctx.write_manifest("trivial", &pod(Some("none")))?;
+    let networked = ctx.write_manifest("trivial-user-net", &pod(None))?;
     let vm = baseline_vm(ctx, &manifest)?;
-    let mut kvmpod = Vec::new();
-    let mut base = Vec::new();
+    let (mut kvmpod, mut base, mut net) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs() {
         let (wall, _, _) = ctx.run_attached(&manifest)?;
         kvmpod.push(wall);
         base.push(run_baseline(&vm, &data)?);
+        net.push(ctx.run_attached(&networked)?.0);
     }
-    let k = Figure::of("host-ctl run (trivial pod), wall", "s", &kvmpod);
+    let k = Figure::of("host-ctl run (trivial pod, --net none), wall", "s", &kvmpod);
     let b = Figure::of("baseline busybox-init VM (same work), wall", "s", &base);
+    let n = Figure::of(
+        "host-ctl run (trivial pod, default user-mode network: passt), wall",
+        "s",
+        &net,
+    );
     let ratio = k.median / b.median;
+    let net_ratio = n.median / k.median;
     report.add("baseline", k);
     report.add("baseline", b);
     report.add(
         "baseline",
         Figure::of("ratio host-ctl / baseline (medians)", "×", &[ratio]).target(1.05, false),
+    );
+    report.add("baseline", n);
+    report.add(
+        "baseline",
+        Figure::of("user-mode network / none (medians)", "×", &[net_ratio]),
     );
     Ok(())
 }
