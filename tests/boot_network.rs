@@ -274,6 +274,20 @@ fn a_busy_port_fails_the_pod_before_its_vm_starts() {
     fx.finish_without_pods();
 }
 
+/// The MAC address of `eth0` in network namespace `ns`.
+fn eth0_mac(ns: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn tap_pods_on_a_cni_bridge_reach_each_other() {
     let fx = Fixture::new();
@@ -286,6 +300,7 @@ fn tap_pods_on_a_cni_bridge_reach_each_other() {
     );
     let (ns1, addr1) = net.add(&format!("kvmpod-a{tag}"));
     let (ns2, _) = net.add(&format!("kvmpod-b{tag}"));
+    let cni_mac = eth0_mac(&format!("kvmpod-a{tag}"));
     let manifest = fx.one_app("web", HTTPD).write("tap.json");
     let net1 = format!("tap,netns={}", ns1.display());
     let net2 = format!("tap,netns={}", ns2.display());
@@ -315,6 +330,19 @@ fn tap_pods_on_a_cni_bridge_reach_each_other() {
         "{}",
         got.dump()
     );
+    // The guest took the CNI interface's MAC address with its address.
+    let mac = fx.host_ctl(
+        &[
+            "exec",
+            &one,
+            "web",
+            "--",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ],
+        CMD,
+    );
+    assert_eq!(mac.stdout.trim(), cni_mac, "{}", mac.dump());
     for id in [&one, &two] {
         let stop = fx.host_ctl(&["stop", id], CMD);
         assert_eq!(stop.code, Some(0), "{}", stop.dump());
@@ -332,6 +360,11 @@ fn tap_pods_on_a_cni_bridge_reach_each_other() {
     };
     let addrs = ip(&["-4", "addr", "show", "eth0"]);
     assert!(addrs.contains(&format!("inet {addr1}/")), "{addrs}");
+    assert_eq!(
+        eth0_mac(&ns_name),
+        cni_mac,
+        "the interface's MAC address is not back"
+    );
     let links = ip(&["link", "show"]);
     assert!(
         !links.contains("kvmpod0") && !links.contains("kvmpod-br0"),

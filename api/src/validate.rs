@@ -209,13 +209,13 @@ fn check_network(errs: &mut Vec<FieldError>, net: &Network) {
     if let Some(dev) = &net.tap {
         if dev.is_empty()
             || dev.len() > 15
-            || dev.contains(['/', ' ', ':'])
+            || dev.contains(['/', ' ', ':', ',', '='])
             || dev == "."
             || dev == ".."
         {
             errs.push(FieldError::new(
                 "network.tap",
-                format!("{dev:?} is not a network interface name (at most 15 characters, no '/', ':' or space)"),
+                format!("{dev:?} is not a network interface name (at most 15 characters, no '/', ':', ',', '=' or space)"),
             ));
         }
     }

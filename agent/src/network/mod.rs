@@ -22,6 +22,14 @@ pub enum NetError {
     Invalid(String),
 }
 
+/// Whether `b` is in `a`'s subnet of `prefix_len` bits.
+fn same_subnet(a: std::net::Ipv4Addr, b: std::net::Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
 /// Brings `lo` up; the kernel gives it 127.0.0.1/8 and ::1.
 pub fn loopback_up() -> Result<(), NetError> {
     let rtnl = Rtnl::open()?;
@@ -46,7 +54,22 @@ pub fn configure(net: &GuestNetwork) -> Result<String, NetError> {
     rtnl.set_up(link.index, Some(net.mtu), &link.name)?;
     rtnl.add_address(link.index, net.address, net.prefix_len, &link.name)?;
     if let Some(gw) = net.gateway {
-        rtnl.add_default_route(link.index, gw, &link.name)?;
+        let onlink = !same_subnet(net.address, gw, net.prefix_len);
+        rtnl.add_default_route(link.index, gw, onlink, &link.name)?;
     }
     Ok(link.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateways_outside_the_subnet_are_told_apart() {
+        let a = "10.0.2.15".parse().unwrap();
+        assert!(same_subnet(a, "10.0.2.2".parse().unwrap(), 24));
+        assert!(!same_subnet(a, "169.254.1.1".parse().unwrap(), 24));
+        assert!(!same_subnet(a, "10.0.2.2".parse().unwrap(), 32));
+        assert!(same_subnet(a, "192.168.0.1".parse().unwrap(), 0));
+    }
 }

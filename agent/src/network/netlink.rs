@@ -42,6 +42,7 @@ const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
+const RTNH_F_ONLINK: u32 = 4;
 const IFF_UP: u32 = 0x1;
 const AF_INET: u8 = 2;
 const NLMSG_HDRLEN: usize = 16;
@@ -212,7 +213,16 @@ impl Rtnl {
                     continue;
                 }
                 match kind {
-                    NLMSG_DONE => return Ok(replies),
+                    // A dump that failed ends with its (negative) errno.
+                    NLMSG_DONE => {
+                        return match u32_at(payload, 0).map_or(0, |c| c as i32) {
+                            c if c < 0 => Err(NetError::Kernel {
+                                what: what.to_string(),
+                                errno: nix::errno::Errno::from_raw(-c),
+                            }),
+                            _ => Ok(replies),
+                        }
+                    }
                     NLMSG_ERROR => {
                         let code = u32_at(payload, 0).map_or(0, |c| c as i32);
                         return match code {
@@ -273,15 +283,19 @@ impl Rtnl {
             .map(drop)
     }
 
+    /// `onlink`: the gateway is outside the interface's subnet (a /32
+    /// address with a link-local gateway, as some CNI plugins give), and
+    /// is reached on the link all the same.
     pub fn add_default_route(
         &self,
         index: u32,
         gateway: Ipv4Addr,
+        onlink: bool,
         name: &str,
     ) -> Result<(), NetError> {
         let seq = self.next_seq();
         let what = format!("adding the default route via {gateway} on {name}");
-        self.request(req_default_route(seq, index, gateway), seq, &what)
+        self.request(req_default_route(seq, index, gateway, onlink), seq, &what)
             .map(drop)
     }
 }
@@ -292,17 +306,23 @@ fn req_add_address(seq: u32, index: u32, address: Ipv4Addr, prefix_len: u8) -> V
     h[0] = AF_INET;
     h[1] = prefix_len;
     h[4..8].copy_from_slice(&index.to_ne_bytes());
-    Request::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, &h)
+    let req = Request::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, &h)
         .attr(IFA_LOCAL, &address.octets())
-        .attr(IFA_ADDRESS, &address.octets())
-        .attr(IFA_BROADCAST, &broadcast(address, prefix_len).octets())
+        .attr(IFA_ADDRESS, &address.octets());
+    // A /31 or /32 has no broadcast address (RFC 3021): the other address
+    // of a /31 is the peer, often the gateway.
+    if prefix_len >= 31 {
+        return req.bytes();
+    }
+    req.attr(IFA_BROADCAST, &broadcast(address, prefix_len).octets())
         .bytes()
 }
 
-fn req_default_route(seq: u32, index: u32, gateway: Ipv4Addr) -> Vec<u8> {
+fn req_default_route(seq: u32, index: u32, gateway: Ipv4Addr, onlink: bool) -> Vec<u8> {
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
     // type, flags.
-    let h = [
+    let mut h = [0u8; 12];
+    h[..8].copy_from_slice(&[
         AF_INET,
         0,
         0,
@@ -311,11 +331,10 @@ fn req_default_route(seq: u32, index: u32, gateway: Ipv4Addr) -> Vec<u8> {
         RTPROT_BOOT,
         RT_SCOPE_UNIVERSE,
         RTN_UNICAST,
-        0,
-        0,
-        0,
-        0,
-    ];
+    ]);
+    if onlink {
+        h[8..12].copy_from_slice(&RTNH_F_ONLINK.to_ne_bytes());
+    }
     Request::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, &h)
         .attr(RTA_GATEWAY, &gateway.octets())
         .attr(RTA_OIF, &index.to_ne_bytes())
@@ -370,9 +389,15 @@ mod tests {
                 (IFA_BROADCAST, vec![10, 0, 2, 255])
             ]
         );
-        let r = req_default_route(8, 3, Ipv4Addr::new(10, 0, 2, 2));
+        let r = req_default_route(8, 3, Ipv4Addr::new(10, 0, 2, 2), false);
         assert_eq!(r.len(), 16 + 12 + 8 + 8);
         assert_eq!(r[16 + 4], RT_TABLE_MAIN);
+        assert_eq!(u32_at(&r, 16 + 8), Some(0));
+        let r = req_default_route(8, 3, Ipv4Addr::new(169, 254, 1, 1), true);
+        assert_eq!(u32_at(&r, 16 + 8), Some(RTNH_F_ONLINK));
+        // A /32 gets no broadcast address.
+        let r = req_add_address(9, 2, Ipv4Addr::new(10, 1, 2, 3), 32);
+        assert_eq!(r.len(), 16 + 8 + 8 + 8);
     }
 
     #[test]

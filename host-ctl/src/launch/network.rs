@@ -156,6 +156,11 @@ pub fn plan(
         (NetworkMode::None, _) => Ok(NetPlan::default()),
         (NetworkMode::User, UserNet::Passt) => {
             udp_replies_reach_the_host(net)?;
+            if let Some(p) = net.ports.iter().find(|p| p.host_ip.is_ipv6()) {
+                return Err(LaunchError::Host(format!(
+                    "published port {p}: the pod's user-mode network is IPv4 only; publish on an IPv4 host address"
+                )));
+            }
             let program = helper
                 .ok_or_else(|| LaunchError::Host("user-mode networking needs passt".into()))?;
             let socket = dir.passt_socket();

@@ -47,11 +47,13 @@ pub fn prepare(
             eprintln!("host-ctl: {n}");
         }
         mark("validated");
+        // First: a failure from here on is undone by `store::release`,
+        // which reads it (a CNI namespace's wiring).
+        plan.launch.write(&dir)?;
         create_files(o, &plan)?;
         mark("share-ready");
         // After the layers: a recursive alias of the share carries them.
         vmm::mount_aliases(&plan.aliases)?;
-        plan.launch.write(&dir)?;
         mark("kernel-ready");
         Ok(plan)
     })();

@@ -50,21 +50,25 @@ pub fn plan(net: &Network, mac: String) -> Result<NetPlan, LaunchError> {
         .as_deref()
         .ok_or_else(|| host_err("tap mode needs a device or a namespace"))?;
     let found = read_namespace(ns)?;
+    // The guest takes the interface's MAC address with its IP address:
+    // the node's neighbour tables already name that pair.
     let wiring = TapWiring {
         netns: ns.to_path_buf(),
         interface: found.interface.clone(),
         address: format!("{}/{}", found.address, found.prefix_len),
         gateway: found.gateway,
         mtu: found.mtu,
+        mac: found.mac.clone(),
+        stand_in_mac: mac,
     };
     Ok(NetPlan {
         device: Some(NetDevice::Tap {
             device: tapns::TAP.into(),
-            mac: mac.clone(),
+            mac: found.mac.clone(),
         }),
         wiring: Some(wiring),
         guest: Some(GuestNetwork {
-            mac,
+            mac: found.mac,
             address: found.address,
             prefix_len: found.prefix_len,
             gateway: found.gateway,
@@ -84,6 +88,7 @@ struct Found {
     prefix_len: u8,
     gateway: Option<Ipv4Addr>,
     mtu: u32,
+    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +96,8 @@ struct IpLink {
     ifname: String,
     #[serde(default)]
     mtu: u32,
+    #[serde(default)]
+    address: String,
     #[serde(default)]
     addr_info: Vec<IpAddrInfo>,
 }
@@ -109,7 +116,8 @@ struct IpRoute {
 }
 
 fn read_namespace(ns: &Path) -> Result<Found, LaunchError> {
-    let links = tapns::ip_in(ns, &["-j", "-4", "addr", "show"])?;
+    // Not `-4`: that leaves out the link's MAC address.
+    let links = tapns::ip_in(ns, &["-j", "addr", "show"])?;
     let routes = tapns::ip_in(ns, &["-j", "-4", "route", "show", "default"])?;
     parse_namespace(&links, &routes)
         .map_err(|why| host_err(format!("network namespace {}: {why}", ns.display())))
@@ -131,6 +139,7 @@ fn parse_namespace(links: &str, routes: &str) -> Result<Found, String> {
                 interface: l.ifname.clone(),
                 gateway: None,
                 mtu: if l.mtu == 0 { 1500 } else { l.mtu },
+                mac: l.address.clone(),
             })
         });
     let mut found = configured
@@ -159,7 +168,7 @@ mod tests {
     use super::*;
 
     const LINKS: &str = r#"[{"ifindex":1,"ifname":"lo","mtu":65536,"addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
-        {"ifindex":3,"ifname":"eth0","mtu":1450,"addr_info":[{"family":"inet","local":"10.88.0.5","prefixlen":16}]}]"#;
+        {"ifindex":3,"ifname":"eth0","mtu":1450,"address":"0a:58:0a:58:00:05","addr_info":[{"family":"inet","local":"10.88.0.5","prefixlen":16}]}]"#;
 
     #[test]
     fn a_cni_namespace_is_read() {
@@ -174,6 +183,7 @@ mod tests {
             ("10.88.0.5".parse().unwrap(), 16, 1450)
         );
         assert_eq!(f.gateway, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(f.mac, "0a:58:0a:58:00:05");
         let f = parse_namespace(LINKS, "[]").unwrap();
         assert_eq!(f.gateway, None);
     }

@@ -207,9 +207,11 @@ impl PodDir {
         net_dir(&self.state_dir()).join(&self.id)
     }
     /// The pod's own network namespace (lkvm's user-mode network), bound
-    /// on a file in passt's directory, which pasta joins.
+    /// on `<state>/net/<pod>.netns`: pasta joins it after dropping root,
+    /// so it is not in the private pod directory, and not in passt's
+    /// directory either, where passt's user could swap it for a symlink.
     pub fn netns_file(&self) -> PathBuf {
-        self.passt_dir().join("netns")
+        net_dir(&self.state_dir()).join(format!("{}.netns", self.id))
     }
     pub fn passt_socket(&self) -> PathBuf {
         self.passt_dir().join("passt.sock")

@@ -213,8 +213,15 @@ pub fn release(dir: &PodDir) {
     vmm::unmount_aliases(&dir.aliases_dir());
     vmm::unmount_in(&dir.guest_roots());
     apps_share::release(dir);
-    if let Some(w) = VmLaunch::read(dir).ok().and_then(|l| l.tap_wiring) {
-        vmm::tapns::unwire(&w);
+    // Once: the namespace may hold another pod by the time this pod is
+    // removed.
+    if let Ok(mut launch) = VmLaunch::read(dir) {
+        if let Some(w) = launch.tap_wiring.take() {
+            vmm::tapns::unwire(&w);
+            if let Err(e) = launch.write(dir) {
+                eprintln!("host-ctl: {}: {e}", dir.path.display());
+            }
+        }
     }
     if let Some(images) = ImageStore::existing(&dir.state_dir()) {
         images.release(&dir.id);

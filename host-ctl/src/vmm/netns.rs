@@ -19,11 +19,18 @@ fn sys(what: String) -> impl FnOnce(nix::errno::Errno) -> VmmError {
 /// created here). A thread of its own enters it, so host-ctl's own
 /// namespace never changes.
 pub fn create(path: &Path) -> Result<(), VmmError> {
-    File::create(path).map_err(|source| VmmError::Io {
-        what: "creating",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o444)
+        .open(path)
+        .map_err(|source| VmmError::Io {
+            what: "creating",
+            path: path.to_path_buf(),
+            source,
+        })?;
     let target = path.to_path_buf();
     let made = std::thread::spawn(move || -> Result<(), VmmError> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(sys("creating a network namespace".into()))?;
@@ -50,7 +57,7 @@ pub fn create(path: &Path) -> Result<(), VmmError> {
 /// Unbinds and deletes a namespace made by [`create`]; the namespace ends
 /// with its last process.
 pub fn remove(path: &Path) {
-    let _ = umount2(path, MntFlags::MNT_DETACH);
+    let _ = umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
     let _ = std::fs::remove_file(path);
 }
 

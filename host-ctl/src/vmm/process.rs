@@ -351,7 +351,10 @@ async fn start_backend(
         None,
     )?;
     if let Some(socket) = b.socket {
-        wait_for_socket(&mut child, socket, Duration::from_secs(5)).await?;
+        if let Err(e) = wait_for_socket(&mut child, socket, Duration::from_secs(5)).await {
+            child.kill().await;
+            return Err(e);
+        }
     }
     Ok(Some(child))
 }

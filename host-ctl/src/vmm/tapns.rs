@@ -28,6 +28,11 @@ pub struct TapWiring {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<std::net::Ipv4Addr>,
     pub mtu: u32,
+    /// The interface's MAC address, which the guest takes (the node's
+    /// neighbours learnt it for the pod's address), and the one the
+    /// interface gets meanwhile.
+    pub mac: String,
+    pub stand_in_mac: String,
 }
 
 /// Runs `ip ARGS` in namespace `ns`; its stdout.
@@ -55,13 +60,14 @@ pub fn ip_in(ns: &Path, args: &[&str]) -> Result<String, VmmError> {
 }
 
 /// Bridges a new tap to the namespace's interface and takes the
-/// interface's address off it (the guest has it now).
+/// interface's address and MAC address off it (the guest has them now).
 pub fn wire(w: &TapWiring) -> Result<(), VmmError> {
     let mtu = w.mtu.to_string();
-    let steps: [&[&str]; 7] = [
+    let steps: [&[&str]; 8] = [
         &["tuntap", "add", "dev", TAP, "mode", "tap"],
         &["link", "add", BRIDGE, "type", "bridge"],
         &["addr", "del", &w.address, "dev", &w.interface],
+        &["link", "set", &w.interface, "address", &w.stand_in_mac],
         &["link", "set", &w.interface, "master", BRIDGE],
         &["link", "set", TAP, "master", BRIDGE],
         &["link", "set", TAP, "mtu", &mtu, "up"],
@@ -87,12 +93,22 @@ pub fn unwire(w: &TapWiring) {
     }
     let _ = ip_in(&w.netns, &["link", "del", TAP]);
     let _ = ip_in(&w.netns, &["link", "del", BRIDGE]);
+    let _ = ip_in(&w.netns, &["link", "set", &w.interface, "address", &w.mac]);
     let _ = ip_in(&w.netns, &["addr", "add", &w.address, "dev", &w.interface]);
     if let Some(gw) = w.gateway {
         let gw = gw.to_string();
         let _ = ip_in(
             &w.netns,
-            &["route", "add", "default", "via", &gw, "dev", &w.interface],
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw,
+                "dev",
+                &w.interface,
+                "onlink",
+            ],
         );
     }
 }

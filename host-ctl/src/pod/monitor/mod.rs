@@ -218,6 +218,7 @@ impl Monitor {
                     None,
                     format!("re-publishing its ports: {}", error_chain(&e)),
                 );
+                store::release(&dir);
                 return Err(e);
             }
         };

@@ -47,7 +47,16 @@ impl Publisher {
             let endpoint = endpoint.clone();
             let guest = p.guest_port;
             tasks.push(tokio::spawn(async move {
-                while let Ok((tcp, _)) = listener.accept().await {
+                loop {
+                    let tcp = match listener.accept().await {
+                        Ok((tcp, _)) => tcp,
+                        // Out of descriptors, say: the port stays published.
+                        Err(e) => {
+                            eprintln!("host-ctl: published port {addr}: accepting: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
                     let endpoint = endpoint.clone();
                     tokio::spawn(async move {
                         if let Err(e) = forward::relay(tcp, endpoint, guest).await {
