@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use kvmpod_tests::net::{add_host_program, free_port, http_get, loopback_service, CniNet};
+use kvmpod_tests::net::{add_host_program, free_port, loopback_service, wait_for_http, CniNet};
 use kvmpod_tests::{Fixture, CMD};
 use serde_json::Value;
 
@@ -128,14 +128,7 @@ fn user_mode_publishes_ports_and_hides_the_host_loopback() {
     let id = fx.detach(&manifest, &args);
 
     // TCP from the host through the published port.
-    let mut page = String::new();
-    for _ in 0..50 {
-        page = http_get(&format!("127.0.0.1:{http}"), "/");
-        if page.contains("hello through passt") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let page = wait_for_http(&format!("127.0.0.1:{http}"), "/", "hello through passt");
     assert!(
         page.contains("200 OK") && page.contains("hello through passt"),
         "{page:?}"
@@ -202,14 +195,7 @@ fn a_pod_on_a_host_tap_device() {
     let manifest = fx.one_app("web", HTTPD).write("tap.json");
     let net = format!("tap={dev},address={subnet}.2/24,gateway={subnet}.1");
     let id = fx.detach(&manifest, &["--net", &net]);
-    let mut page = String::new();
-    for _ in 0..50 {
-        page = http_get(&format!("{subnet}.2:80"), "/");
-        if page.contains("hello through a host tap") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let page = wait_for_http(&format!("{subnet}.2:80"), "/", "hello through a host tap");
     assert!(page.contains("hello through a host tap"), "{page:?}");
     let stop = fx.host_ctl(&["stop", &id], CMD);
     assert_eq!(stop.code, Some(0), "{}", stop.dump());
@@ -314,14 +300,7 @@ fn tap_pods_on_a_cni_bridge_reach_each_other() {
         st.dump()
     );
     // The host reaches a pod through the bridge, and so does the other pod.
-    let mut page = String::new();
-    for _ in 0..50 {
-        page = http_get(&format!("{addr1}:80"), "/");
-        if page.contains("hello over the bridge") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let page = wait_for_http(&format!("{addr1}:80"), "/", "hello over the bridge");
     assert!(page.contains("hello over the bridge"), "{page:?}");
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {addr1} 80");
     let got = fx.host_ctl(&["exec", &two, "web", "--", "sh", "-c", &script], CMD);

@@ -211,6 +211,20 @@ async fn exec_sync(cri: &mut Client, containerd: &Containerd, id: &str) {
 
 /// The kubelet stops and removes one container while the pod runs: its
 /// app leaves the pod (its mounts and record with it); the pod stays.
+/// Stops and removes the sandbox, as the kubelet does when a pod is deleted.
+async fn end_sandbox(cri: &mut Client, containerd: &Containerd, sandbox: String) {
+    cri.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: sandbox.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
+    cri.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: sandbox,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+}
+
 async fn remove_one_container(fx: &Fixture, cri: &mut Client, containerd: &Containerd, id: &str) {
     cri.stop_container(StopContainerRequest {
         container_id: id.to_string(),
@@ -291,16 +305,7 @@ async fn kubelet(fx: &Fixture, containerd: &Containerd, logs: &Path, shared: &Pa
     exec_sync(&mut cri, containerd, &ids[1]).await;
     remove_one_container(fx, &mut cri, containerd, &ids[0]).await;
 
-    cri.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
-    cri.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: sandbox,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+    end_sandbox(&mut cri, containerd, sandbox).await;
 }
 
 #[test]
@@ -399,25 +404,9 @@ async fn cni_kubelet(containerd: &Containerd, logs: &Path, shared: &Path) {
         .into_inner();
     let shown = String::from_utf8_lossy(&exec.stdout);
     assert!(shown.contains(&format!("inet {ip}/24")), "{shown}");
-    let mut page = String::new();
-    for _ in 0..50 {
-        page = kvmpod_tests::net::http_get(&format!("{ip}:8080"), "/");
-        if page.contains("served from the pod") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let page = kvmpod_tests::net::wait_for_http(&format!("{ip}:8080"), "/", "served from the pod");
     assert!(page.contains("served from the pod"), "{page:?}");
-    cri.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: sandbox.clone(),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", containerd.log()));
-    cri.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: sandbox,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", containerd.log()));
+    end_sandbox(&mut cri, containerd, sandbox).await;
 }
 
 /// A pod on a CNI network (not the node's): containerd makes its network

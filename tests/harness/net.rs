@@ -45,6 +45,20 @@ pub fn http_get(addr: &str, path: &str) -> String {
     out
 }
 
+/// GETs `path` from `addr` until the page contains `expected` (up to
+/// ten seconds, while a pod's server starts); returns the last page.
+pub fn wait_for_http(addr: &str, path: &str, expected: &str) -> String {
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = http_get(addr, path);
+        if page.contains(expected) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    page
+}
+
 /// Copies the host program `program` into `root` at the same path, with
 /// every shared library `ldd` names (the guest runs the host's binaries).
 pub fn add_host_program(root: &Path, program: &str) {

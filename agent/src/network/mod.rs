@@ -30,34 +30,43 @@ fn same_subnet(a: std::net::Ipv4Addr, b: std::net::Ipv4Addr, prefix_len: u8) -> 
     u32::from(a) & mask == u32::from(b) & mask
 }
 
-/// Brings `lo` up; the kernel gives it 127.0.0.1/8 and ::1.
-pub fn loopback_up() -> Result<(), NetError> {
-    let rtnl = Rtnl::open()?;
-    let lo = rtnl
-        .link_by_name("lo")?
-        .ok_or_else(|| NetError::Invalid("the guest has no lo interface".into()))?;
-    rtnl.set_up(lo.index, None, "lo")
-}
+/// The kernel gives the loopback device this index in every network
+/// namespace (`LOOPBACK_IFINDEX`), so it needs no lookup.
+const LOOPBACK_INDEX: u32 = 1;
 
-/// Configures the pod's interface: MTU and up, its address, and the
-/// default route through the gateway. Returns the interface's name.
-pub fn configure(net: &GuestNetwork) -> Result<String, NetError> {
-    let mac = parse_mac(&net.mac)
-        .ok_or_else(|| NetError::Invalid(format!("{:?} is not a MAC address", net.mac)))?;
-    let rtnl = Rtnl::open()?;
-    let link = rtnl.link_by_mac(&mac)?.ok_or_else(|| {
-        NetError::Invalid(format!(
-            "no interface with MAC address {} (is virtio_net loaded?)",
-            net.mac
-        ))
-    })?;
-    rtnl.set_up(link.index, Some(net.mtu), &link.name)?;
-    rtnl.add_address(link.index, net.address, net.prefix_len, &link.name)?;
-    if let Some(gw) = net.gateway {
-        let onlink = !same_subnet(net.address, gw, net.prefix_len);
-        rtnl.add_default_route(link.index, gw, onlink, &link.name)?;
+/// The guest's network, configured over one rtnetlink socket.
+pub struct GuestNet(Rtnl);
+
+impl GuestNet {
+    pub fn open() -> Result<Self, NetError> {
+        Rtnl::open().map(GuestNet)
     }
-    Ok(link.name)
+
+    /// Brings `lo` up; the kernel gives it 127.0.0.1/8 and ::1.
+    pub fn loopback_up(&self) -> Result<(), NetError> {
+        self.0.set_up(LOOPBACK_INDEX, None, "lo")
+    }
+
+    /// Configures the pod's interface: MTU and up, its address, and the
+    /// default route through the gateway. Returns the interface's name.
+    pub fn configure(&self, net: &GuestNetwork) -> Result<String, NetError> {
+        let mac = parse_mac(&net.mac)
+            .ok_or_else(|| NetError::Invalid(format!("{:?} is not a MAC address", net.mac)))?;
+        let rtnl = &self.0;
+        let link = rtnl.link_by_mac(&mac)?.ok_or_else(|| {
+            NetError::Invalid(format!(
+                "no interface with MAC address {} (is virtio_net loaded?)",
+                net.mac
+            ))
+        })?;
+        rtnl.set_up(link.index, Some(net.mtu), &link.name)?;
+        rtnl.add_address(link.index, net.address, net.prefix_len, &link.name)?;
+        if let Some(gw) = net.gateway {
+            let onlink = !same_subnet(net.address, gw, net.prefix_len);
+            rtnl.add_default_route(link.index, gw, onlink, &link.name)?;
+        }
+        Ok(link.name)
+    }
 }
 
 #[cfg(test)]

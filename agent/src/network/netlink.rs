@@ -246,10 +246,6 @@ impl Rtnl {
         Ok(replies.iter().filter_map(|p| parse_link(p)).collect())
     }
 
-    pub fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetError> {
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
-    }
-
     pub fn link_by_mac(&self, mac: &[u8; 6]) -> Result<Option<Link>, NetError> {
         Ok(self.links()?.into_iter().find(|l| l.mac == mac))
     }

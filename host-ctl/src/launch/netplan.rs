@@ -13,18 +13,37 @@ use crate::vmm::{NetDevice, Program};
 #[derive(Debug, Clone, Default)]
 pub struct NetPlan {
     pub device: Option<NetDevice>,
-    /// passt, started before the hypervisor, which connects to it.
+    /// passt (for QEMU) or pasta (for lkvm's namespace), started before the
+    /// hypervisor.
     pub backend: Option<Program>,
+    /// The socket passt serves, which the hypervisor connects to: waited
+    /// for before the hypervisor starts.
+    pub backend_socket: Option<PathBuf>,
     /// What the agent configures.
     pub guest: Option<GuestNetwork>,
-    /// The namespace the hypervisor runs in: its own, made at prepare
-    /// (`own_netns`), or the one a CNI plugin wired.
-    pub netns: Option<PathBuf>,
-    pub own_netns: bool,
+    /// The namespace the hypervisor runs in; `None`: the host's.
+    pub netns: Option<HypervisorNetns>,
     /// Ports the monitor relays over vsock (lkvm's user-mode network).
     pub relayed_ports: Vec<PortMapping>,
     /// A CNI namespace's interface to bridge to the VM's tap.
     pub wiring: Option<TapWiring>,
+}
+
+/// The network namespace a hypervisor runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HypervisorNetns {
+    /// The pod's own, made when the pod is prepared and removed with it.
+    Own(PathBuf),
+    /// One a CNI plugin made and wired; the pod only borrows it.
+    Cni(PathBuf),
+}
+
+impl HypervisorNetns {
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            HypervisorNetns::Own(p) | HypervisorNetns::Cni(p) => p,
+        }
+    }
 }
 
 /// The host's nameservers that a guest can reach (not its loopback).

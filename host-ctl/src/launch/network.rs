@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use kvmpod_api::network::{mac_for_cid, GuestNetwork, Network, NetworkMode, PortMapping, Protocol};
 
-use super::netplan::host_nameservers;
 pub use super::netplan::NetPlan;
+use super::netplan::{host_nameservers, HypervisorNetns};
 use super::LaunchError;
 use crate::pod::PodDir;
 use crate::vmm::{find_program, Hypervisor, NetDevice, Program, UserNet, VmmError};
@@ -35,10 +35,14 @@ const PASST_GID: u32 = 65534;
 /// pod's own namespace, or the wiring of a CNI namespace.
 pub fn set_up(plan: &super::PodPlan) -> Result<(), LaunchError> {
     let net = &plan.net;
-    if net.backend.is_some() || net.own_netns {
+    let own = match &net.netns {
+        Some(HypervisorNetns::Own(ns)) => Some(ns),
+        _ => None,
+    };
+    if net.backend.is_some() || own.is_some() {
         create_passt_dir(&plan.dir)?;
     }
-    if let (Some(ns), true) = (&net.netns, net.own_netns) {
+    if let Some(ns) = own {
         crate::vmm::netns::create(ns)?;
     }
     if let Some(w) = &net.wiring {
@@ -173,6 +177,7 @@ pub fn plan(
                     program,
                     args: passt_args(net, &socket),
                 }),
+                backend_socket: Some(socket),
                 guest: Some(GuestNetwork {
                     mac,
                     address: PASST_GUEST,
@@ -258,10 +263,9 @@ fn builtin_plan(
             mtu: 1500,
             nameservers: host_nameservers(),
         }),
-        own_netns: netns.is_some(),
-        netns,
+        netns: netns.map(HypervisorNetns::Own),
         relayed_ports: net.ports.clone(),
-        wiring: None,
+        ..NetPlan::default()
     })
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use kvmpod_api::network::{parse_cidr, GuestNetwork, Network};
 use serde::Deserialize;
 
-use super::netplan::{host_nameservers, NetPlan};
+use super::netplan::{host_nameservers, HypervisorNetns, NetPlan};
 use super::LaunchError;
 use crate::vmm::tapns::{self, TapWiring};
 use crate::vmm::NetDevice;
@@ -75,7 +75,7 @@ pub fn plan(net: &Network, mac: String) -> Result<NetPlan, LaunchError> {
             mtu: found.mtu,
             nameservers: host_nameservers(),
         }),
-        netns: Some(ns.to_path_buf()),
+        netns: Some(HypervisorNetns::Cni(ns.to_path_buf())),
         ..NetPlan::default()
     })
 }

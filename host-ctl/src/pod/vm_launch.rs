@@ -29,6 +29,9 @@ pub struct VmLaunch {
     /// The user-mode network process (passt), for QEMU's user networking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_backend: Option<Program>,
+    /// The socket passt serves, which the hypervisor connects to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_backend_socket: Option<PathBuf>,
     /// The network namespace the hypervisor runs in (lkvm's user-mode
     /// network, or a tap in a CNI namespace); `None`: the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,7 +95,6 @@ impl VmLaunch {
         die_with_parent: bool,
     ) -> Result<VmProcesses, VmmError> {
         let socket = dir.vhost_socket();
-        let passt = dir.passt_socket();
         VmProcesses::start(
             (hypervisor(self.hypervisor).display_name(), &self.vm),
             self.vsock_backend.as_ref().map(|program| Backend {
@@ -101,7 +103,7 @@ impl VmLaunch {
             }),
             self.net_backend.as_ref().map(|program| Backend {
                 program,
-                socket: self.netns.is_none().then_some(passt.as_path()),
+                socket: self.net_backend_socket.as_deref(),
             }),
             &self.logs(dir),
             die_with_parent,
