@@ -45,6 +45,11 @@ pub struct AgentConfig {
     /// The guest's hostname (the manifest's, or one host-ctl derived).
     #[serde(default = "default_hostname")]
     pub hostname: String,
+    /// Host volumes come from one share, each under its 9p tag's name (a
+    /// VM from the warm pool, booted before its pod's volumes were known),
+    /// rather than from a 9p device each.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volumes_share: bool,
     /// The guest's interface to configure; `None`: loopback only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<GuestNetwork>,
@@ -125,6 +130,7 @@ impl Default for AgentConfig {
             log_buffer_bytes: default_log_buffer(),
             debug: false,
             hostname: default_hostname(),
+            volumes_share: false,
             network: None,
         }
     }

@@ -39,6 +39,16 @@ pub const VM_END_ENV: &str = "kvmpod_end";
 /// Set (`kvmpod_net=1`) when the VM has a network interface: its driver is
 /// loaded with the transport's modules, from the initramfs.
 pub const NET_ENV: &str = "kvmpod_net";
+/// Set (`kvmpod_pool=1`) when the VM is booted for the warm pool, before
+/// it has a pod: the agent waits for a claim (see [`crate::pool`]) before
+/// it reads the pod's share.
+pub const POOL_ENV: &str = "kvmpod_pool";
+/// The 9p tag of a pooled VM's volumes share: the host binds each host
+/// volume in under its 9p tag's name when a pod claims the VM, as a VM
+/// cannot be given new 9p devices after boot.
+pub const POOL_VOLUMES_TAG: &str = "kvmpod-volumes";
+/// Where the agent mounts the pooled VM's volumes share.
+pub const POOL_VOLUMES_DIR: &str = "/run/kvmpod/volumes";
 /// The key of the stage1 image's module list for a pod with a network
 /// interface (beside one per virtio transport): loaded only by such pods.
 pub const NET_MODULES_KEY: &str = "net";
@@ -60,6 +70,9 @@ pub const LOG_VSOCK_PORT: u32 = 1026;
 /// The agent's io stream vsock port (`exec`, `attach`): see
 /// [`crate::iostream`].
 pub const IO_VSOCK_PORT: u32 = 1027;
+/// The vsock port a pooled VM's agent waits on for its pod (see
+/// [`crate::pool`]); closed once claimed.
+pub const CLAIM_VSOCK_PORT: u32 = 1028;
 /// The guest's cgroup v2 hierarchy; each app gets `<root>/app-<name>`.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 

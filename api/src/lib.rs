@@ -15,6 +15,7 @@ pub mod logstream;
 pub mod manifest;
 pub mod mountapi;
 pub mod network;
+pub mod pool;
 pub mod protocol;
 pub mod signal;
 pub mod tag;

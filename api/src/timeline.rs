@@ -19,6 +19,11 @@ pub enum Stage {
     RootSwitched,
     /// `/proc`, `/sys`, `/dev`, cgroups and loopback are set.
     BaseMounted,
+    /// A VM booted for the warm pool waits for a pod (see
+    /// [`crate::pool`]).
+    PoolWaiting,
+    /// A pod claimed the pooled VM: its share is ready to be read.
+    Claimed,
     /// The pod's share is mounted and its settings and manifest read.
     ConfigRead,
     /// The agent serves its API on vsock: the host may connect.
@@ -34,11 +39,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Init,
         Stage::ModulesLoaded,
         Stage::RootSwitched,
         Stage::BaseMounted,
+        Stage::PoolWaiting,
+        Stage::Claimed,
         Stage::ConfigRead,
         Stage::AgentReady,
         Stage::VolumesMounted,
@@ -54,6 +61,8 @@ impl Stage {
             Stage::ModulesLoaded => "modules-loaded",
             Stage::RootSwitched => "root-switched",
             Stage::BaseMounted => "base-mounted",
+            Stage::PoolWaiting => "pool-waiting",
+            Stage::Claimed => "claimed",
             Stage::AgentReady => "agent-ready",
             Stage::VolumesMounted => "volumes-mounted",
             Stage::Stopping => "stopping",

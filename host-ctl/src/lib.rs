@@ -6,6 +6,7 @@
 //! ```text
 //! commands   one thin module per subcommand (anyhow lives here only)
 //! image      the OCI image store: imports, layer snapshots, leases
+//! pool       the warm pool: VMs booted before their pods, claimed by run
 //! launch     manifest + host -> a prepared pod (plan, initramfs, aliases)
 //! pod        pod directories, records, the store, CIDs, the monitor
 //! stage1     the stage1 guest image (agent + kernel modules), built once
@@ -23,6 +24,7 @@ pub mod image;
 pub mod launch;
 pub mod logs;
 pub mod pod;
+pub mod pool;
 pub mod stage1;
 pub mod ui;
 pub mod vmm;

@@ -2,9 +2,10 @@
 //! guest initramfs, boots the pod's VM and talks to the agent inside.
 
 use host_ctl::commands::{self, run::EXIT_HOST_ERROR};
-use host_ctl::launch::{ImageRun, PodSource, RunOptions};
+use host_ctl::launch::{ImageRun, PodSource, RunOptions, VmOrigin};
 use host_ctl::logs::{parse_size, Rotation, Stream};
 use host_ctl::pod::DEFAULT_STATE_DIR;
+use host_ctl::pool::PoolSpec;
 use host_ctl::ui::signals;
 use host_ctl::vmm::accel::AccelRequest;
 use host_ctl::vmm::vsock::VsockMode;
@@ -149,8 +150,13 @@ enum Command {
         #[arg(short, long)]
         force: bool,
     },
-    /// Remove every exited pod, after marking pods whose VM died.
+    /// Remove every exited pod, after marking pods whose VM died (and the
+    /// warm pool's dead VMs).
     Gc,
+    /// The warm pool: VMs booted ahead, which `run` takes when a pod fits
+    /// (same hypervisor, memory, vCPUs, kernel, network) instead of booting.
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// The OCI images pods run from: import, ls, inspect, rm, prune.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -299,6 +305,76 @@ struct VmArgs {
     stage1: Option<String>,
 }
 
+#[derive(Subcommand)]
+enum PoolCommand {
+    /// Boot the pool's VMs and keep it full; returns once they wait.
+    Start(PoolArgs),
+    /// The pool's shape and its VMs: booting, waiting or dead.
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove the pool and every VM waiting in it.
+    Stop,
+    /// Boot VMs until the pool is full (started by `pool start` and `run`).
+    #[command(hide = true)]
+    Fill,
+}
+
+/// The pool's VMs: a pod fits when `run` would give it the same VM.
+#[derive(clap::Args)]
+struct PoolArgs {
+    /// How many VMs wait.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    size: u32,
+    /// The hypervisor (QEMU only, for now).
+    #[arg(long, value_enum, default_value_t = HypervisorKind::Qemu)]
+    hypervisor: HypervisorKind,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    memory: u32,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    cpus: u32,
+    /// The VMs' network: none or user[,host-loopback] [default: what a
+    /// pod that does not choose gets].
+    #[arg(long = "net", value_name = "MODE")]
+    net: Option<Network>,
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    accel: AccelRequest,
+    #[arg(long, value_enum, default_value_t = VsockMode::Auto)]
+    vsock: VsockMode,
+    /// The guest kernel [default: the newest /boot/vmlinuz-*].
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The guest agent binary [default: found next to host-ctl].
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Seconds a VM may take to boot.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    boot_timeout: u64,
+}
+
+impl PoolArgs {
+    fn spec(self) -> PoolSpec {
+        PoolSpec {
+            size: self.size,
+            hypervisor: self.hypervisor,
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            accel: self.accel,
+            vsock: self.vsock,
+            network: self.net,
+            kernel: self.kernel,
+            modules_dir: None,
+            agent: self.agent,
+            stage1: None,
+            debug: false,
+            boot_timeout_secs: self.boot_timeout,
+        }
+    }
+}
+
 /// docker and podman's flags for the app of `run IMAGE`.
 #[derive(clap::Args)]
 struct ImageFlags {
@@ -390,6 +466,7 @@ impl VmArgs {
             log_rotation: Rotation::default(),
             network: self.net,
             publish: self.publish,
+            origin: VmOrigin::Cold,
         })
     }
 }
@@ -479,6 +556,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
+        Command::Pool(c) => match c {
+            PoolCommand::Start(a) => commands::pool::start(&state, a.spec()),
+            PoolCommand::Status { format } => commands::pool::status(&state, format),
+            PoolCommand::Stop => commands::pool::stop(&state),
+            PoolCommand::Fill => commands::pool::fill(&state).await,
+        },
         Command::Image(c) => commands::image::run(&state, c),
         Command::App(c) => commands::app::run(&state, c).await,
         Command::Stage1(c) => commands::stage1::run(&state, c),

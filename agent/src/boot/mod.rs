@@ -14,6 +14,7 @@ mod config;
 mod early;
 mod error;
 mod kmod;
+mod pool;
 mod power;
 mod rootswitch;
 mod sequence;

@@ -1,5 +1,6 @@
 //! The agent's whole life, in order: kernel modules from the stage1 image,
-//! the guest's own file systems, the pod's share (settings, manifest, app
+//! the guest's own file systems, (in a VM booted for the warm pool) the
+//! wait for a pod to claim it, the pod's share (settings, manifest, app
 //! layers), the vsock server, app roots and volumes, apps; then waiting for
 //! shutdown.
 //!
@@ -16,7 +17,7 @@ use kvmpod_api::manifest::PodManifest;
 use kvmpod_api::timeline::Stage;
 use ttrpc::r#async::Server;
 
-use super::{config, early, kmod, power, rootswitch};
+use super::{config, early, kmod, pool, power, rootswitch};
 use crate::pod::{self, Pod};
 use crate::process::{self, Reaper};
 use crate::timeline::Timeline;
@@ -35,6 +36,13 @@ pub async fn run(init_ns: u64) {
     from_stage1(&timeline);
     guest_system();
     timeline.mark(Stage::BaseMounted);
+    if pool::pooled() {
+        timeline.mark(Stage::PoolWaiting);
+        if let Err(e) = pool::await_claim() {
+            fatal("waiting for a pod to claim the VM", &e);
+        }
+        timeline.mark(Stage::Claimed);
+    }
     let (config, manifest) = from_pod_share(&timeline);
     pod_network(&config);
 
@@ -87,31 +95,40 @@ fn from_stage1(timeline: &Timeline) {
     }
 }
 
-/// The pod's network interface, when the host gave it one (its driver was
-/// loaded with the other modules): its MTU, address and route.
+/// The guest's network: loopback always, and the pod's interface when the
+/// host gave it one (its driver was loaded with the other modules).
 fn pod_network(config: &AgentConfig) {
-    let Some(net) = &config.network else {
+    let net = match (network::GuestNet::open(), &config.network) {
+        (Ok(net), _) => net,
+        (Err(e), Some(_)) => fatal("configuring the pod's network", &e),
+        // Without it the pod still runs; port forwarding finds nothing to
+        // connect to.
+        (Err(e), None) => {
+            log::warn!("{e}");
+            return;
+        }
+    };
+    if let Err(e) = net.loopback_up() {
+        log::warn!("{e}");
+    }
+    let Some(plan) = &config.network else {
         return;
     };
-    match network::configure(net) {
-        Ok(name) => log::debug!("{name}: {}/{} up", net.address, net.prefix_len),
+    match net.configure(plan) {
+        Ok(name) => log::debug!("{name}: {}/{} up", plan.address, plan.prefix_len),
         Err(e) => fatal("configuring the pod's network", &e),
     }
 }
 
-/// The guest's own file systems, cgroups and loopback.
+/// The guest's own file systems and cgroups.
 fn guest_system() {
     if let Err(e) = early::mount_base() {
         fatal("mounting the guest's file systems", &e);
     }
     early::protect_from_oom();
-    // Without these the pod still runs: apps lose their statistics and
-    // limits (an app that asks for limits then fails to start), or port
-    // forwarding finds nothing to connect to.
+    // Without them the pod still runs: apps lose their statistics and
+    // limits (an app that asks for limits then fails to start).
     if let Err(e) = process::setup_cgroups() {
-        log::warn!("{e}");
-    }
-    if let Err(e) = network::loopback_up() {
         log::warn!("{e}");
     }
 }

@@ -91,7 +91,11 @@ pub async fn stop(pod: &Pod, grace: Duration) {
     flush_output(pod).await;
 
     nix::unistd::sync();
-    for e in storage::unmount_under(&[layout::STAGE2_DIR, layout::VOLUMES_DIR]) {
+    for e in storage::unmount_under(&[
+        layout::STAGE2_DIR,
+        layout::VOLUMES_DIR,
+        layout::POOL_VOLUMES_DIR,
+    ]) {
         log::warn!("{e}");
     }
     nix::unistd::sync();

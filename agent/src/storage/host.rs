@@ -1,5 +1,6 @@
 //! Host volumes: a host directory shared over 9p (virtio), one channel per
-//! volume, named by the volume's 9p tag.
+//! volume, named by the volume's 9p tag; in a VM from the warm pool, a
+//! directory of the one volumes share, named the same, bound in.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -44,6 +45,43 @@ pub(super) fn mount_volume(
             dir.display()
         )
     })?;
+    Ok(())
+}
+
+/// Mounts the pooled VM's volumes share at [`layout::POOL_VOLUMES_DIR`],
+/// writable (each volume's own read-only rule is applied to its bind).
+pub(super) fn mount_volumes_share(msize: u32) -> Result<(), StorageError> {
+    let dir = layout::POOL_VOLUMES_DIR;
+    std::fs::create_dir_all(dir).context(|| format!("creating {dir}"))?;
+    let tag = layout::POOL_VOLUMES_TAG;
+    mount_9p(tag, dir, MsFlags::empty(), &ninep_options(msize))
+        .context(|| format!("mounting the volumes share (9p tag {tag:?}) at {dir}"))?;
+    Ok(())
+}
+
+/// Binds host volume `v` from the volumes share at `dir`, read-only when
+/// the host exports it so.
+pub(super) fn bind_volume(v: &Volume, dir: &Path, read_only: bool) -> Result<(), StorageError> {
+    let source = Path::new(layout::POOL_VOLUMES_DIR).join(nine_p_tag(&v.name));
+    let what = || {
+        format!(
+            "binding host volume {:?} from {} at {}",
+            v.name,
+            source.display(),
+            dir.display()
+        )
+    };
+    mount(
+        Some(&source),
+        dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context(what)?;
+    if read_only {
+        super::mounts::make_read_only(dir).context(what)?;
+    }
     Ok(())
 }
 

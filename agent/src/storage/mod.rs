@@ -44,10 +44,17 @@ pub fn mount_all(pod: &PodManifest, config: &AgentConfig) -> Result<(), StorageE
     if pod.sandbox {
         mount_apps_share(config.ninep_msize)?;
     }
+    let host_volumes = pod.volumes.iter().any(|v| v.kind == VolumeKind::Host);
+    if config.volumes_share && host_volumes {
+        host::mount_volumes_share(config.ninep_msize)?;
+    }
     for v in &pod.volumes {
         let dir = layout::volume_dir(&v.name);
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         match v.kind {
+            VolumeKind::Host if config.volumes_share => {
+                host::bind_volume(v, &dir, pod.exported_read_only(v))?;
+            }
             VolumeKind::Host => {
                 host::mount_volume(v, &dir, pod.exported_read_only(v), config.ninep_msize)?;
             }

@@ -65,14 +65,25 @@ pub fn progress(text: &str) -> BootProgress {
 /// answering handshakes at all in slow boots (seen in the 40-volume boot
 /// test). Kata solved the same race by letting the guest speak first.
 pub async fn wait_until_ready(console: &Path, vm_exited: &mut dyn FnMut() -> bool, until: Instant) {
+    wait_until_stage(console, Stage::AgentReady, vm_exited, until).await;
+}
+
+/// Waits until the console shows the agent reached `stage`, the VM exited
+/// (`vm_exited`), or `until`; whether it reached it.
+pub async fn wait_until_stage(
+    console: &Path,
+    stage: Stage,
+    vm_exited: &mut dyn FnMut() -> bool,
+    until: Instant,
+) -> bool {
     let mut seen = 0;
     let mut tail = Vec::new();
     while Instant::now() < until && !vm_exited() {
         if let Some(new) = read_after(console, seen) {
             seen += new.len() as u64;
             tail.extend_from_slice(&new);
-            if agent_ready(&tail) {
-                return;
+            if console::reached(&tail, stage) {
+                return true;
             }
             // Keep only the unfinished last line.
             let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -80,6 +91,12 @@ pub async fn wait_until_ready(console: &Path, vm_exited: &mut dyn FnMut() -> boo
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    false
+}
+
+/// Whether the console file shows the agent reached `stage`.
+pub fn file_reached(console: &Path, stage: Stage) -> bool {
+    std::fs::read(console).is_ok_and(|text| console::reached(&text, stage))
 }
 
 /// What a file holds after byte `from`.

@@ -13,6 +13,7 @@ pub mod kill;
 pub mod list;
 pub mod logs;
 pub mod monitor;
+pub mod pool;
 pub mod port_forward;
 pub mod rm;
 pub mod run;

@@ -58,7 +58,8 @@ pub fn gc(state_dir: &Path) -> Result<i32> {
                 continue;
             }
         };
-        // Not over, or its monitor is still powering the VM off.
+        // Not over, or its monitor is still powering the VM off. (The
+        // warm pool's VMs are `pool stop`'s, or the pool's below.)
         if r.state != State::Exited || record::monitor_alive(&dir) {
             continue;
         }
@@ -68,6 +69,9 @@ pub fn gc(state_dir: &Path) -> Result<i32> {
             r.id,
             r.exit_reason.as_deref().unwrap_or("exited")
         );
+    }
+    for id in crate::pool::gc(state_dir)? {
+        println!("removed pool VM {id}");
     }
     let stale = cids::reclaim(state_dir);
     if stale > 0 {

@@ -63,8 +63,16 @@ struct Joined {
 }
 
 pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
-    let dir = PodDir::planned(&s.state_dir);
-    let result = run_pod(&s, dir.clone(), a).await;
+    let mut clock = HostClock {
+        start: Instant::now(),
+        marks: Vec::new(),
+    };
+    // A VM of the warm pool when one waits and fits; else one of its own.
+    let claimed = crate::pool::claim(&s, &mut |m| clock.mark(m)).await;
+    let dir = claimed
+        .as_ref()
+        .map_or_else(|| PodDir::planned(&s.state_dir), |p| p.dir.clone());
+    let result = run_pod(&s, dir.clone(), claimed, a, clock).await;
     let rm = a.rm;
     if rm && !s.detach && dir.path.exists() {
         // However the pod ended, failures included.
@@ -75,22 +83,37 @@ pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
     result
 }
 
-async fn run_pod(s: &RunOptions, dir: PodDir, a: Attached) -> Result<i32> {
+async fn run_pod(
+    s: &RunOptions,
+    dir: PodDir,
+    claimed: Option<launch::PodPlan>,
+    a: Attached,
+    mut clock: HostClock,
+) -> Result<i32> {
     let timings = a.timings;
-    let mut clock = HostClock {
-        start: Instant::now(),
-        marks: Vec::new(),
+    let pooled = claimed.is_some();
+    let prepared = match claimed {
+        Some(plan) => plan,
+        None => launch::prepare(s, dir, &mut |m| clock.mark(m))?,
     };
-    let prepared = launch::prepare(s, dir, &mut |m| clock.mark(m))?;
     if s.detach {
-        return detach(prepared.dir, s).await;
+        let start = if pooled {
+            KeeperStart::Adopt
+        } else {
+            KeeperStart::Boot
+        };
+        return detach(prepared.dir, s, start).await;
     }
     let joined = joined_app(&prepared.pod, a.interactive)?;
     let endpoint = prepared.launch.endpoint.clone();
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
     let interrupts = monitor::interrupts()?;
-    clock.mark("vm-starting");
-    let monitor = Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?;
+    let monitor = if pooled {
+        Monitor::adopt(prepared.dir).await?
+    } else {
+        clock.mark("vm-starting");
+        Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?
+    };
     clock.mark("agent-answered");
     // Once the pod is up, the app's terminal gets this one's keys as they
     // are typed; restored however run ends.
@@ -187,10 +210,11 @@ async fn join_io(endpoint: Endpoint, j: Joined) {
     tokio::join!(feed, drain);
 }
 
-/// Starts a monitor process for the prepared pod and waits until its agent
+/// Starts a monitor process for the prepared pod (booting its VM, or
+/// adopting the pooled VM it claimed) and waits until its agent
 /// answered (printing the pod's ID) or it failed (printing why).
-async fn detach(dir: PodDir, s: &RunOptions) -> Result<i32> {
-    let mut monitor = spawn_keeper(&dir, KeeperStart::Boot)?;
+async fn detach(dir: PodDir, s: &RunOptions, start: KeeperStart) -> Result<i32> {
+    let mut monitor = spawn_keeper(&dir, start)?;
     let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
     loop {
         let rec = record::read(&dir)?;

@@ -41,6 +41,7 @@ pub async fn stop(state_dir: &Path, id: &str, timeout: Duration) -> Result<Stopp
     let pod = StoredPod::open(state_dir, id)?;
     match pod.record.state {
         State::Exited => return Ok(Stopped::Already(pod.record.id)),
+        State::Pooled => bail!("{} is a VM of the warm pool, not a pod", pod.record.id),
         State::Prepared => bail!(
             "pod {} is still starting; try again in a moment",
             pod.record.id

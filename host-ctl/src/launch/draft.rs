@@ -8,7 +8,7 @@ use kvmpod_api::network::NetworkMode;
 
 use super::image_run::PodSource;
 use super::roots::{self, RootsPlan};
-use super::{host, network, LaunchError, PodPlan, RunOptions};
+use super::{host, network, LaunchError, PodPlan, RunOptions, VmOrigin};
 use crate::agent::Endpoint;
 use crate::pod::{cache_dir, cids, names, PodDir, PodError, VmLaunch};
 use crate::stage1::{Stage1, Stage1Store};
@@ -103,11 +103,7 @@ fn choose_vsock(
 
 /// Validates the manifest and the host for a pod that would live in `dir`.
 pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, LaunchError> {
-    let mut pod = match &o.source {
-        PodSource::Manifest(path) => kvmpod_api::validate::load(path)?,
-        PodSource::Image(run) => run.manifest()?,
-    };
-    let net_chosen = apply_network_options(&mut pod, o);
+    let mut pod = source_manifest(o)?;
     if let Some(name) = &o.name {
         names::check(name)?;
         if let Some(holder) = names::lookup(&o.state_dir, name) {
@@ -126,6 +122,8 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         accel.accel.name(),
         accel.reason
     )];
+    let routed = network::host_has_default_route();
+    apply_network_options(&mut pod, o, hv, routed, &mut notes);
     let kind = choose_vsock(o, hv, check, &mut notes)?;
     let vm_bin = lacking(&mut notes, check, hv.program(), hv.program_name())?;
     let cache = match check {
@@ -140,15 +138,8 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     };
     let (roots, images) = roots::plan(&mut pod, &o.state_dir, store)?;
     // What an image filled in is checked as if the manifest had said it.
-    let errors = kvmpod_api::validate::validate(&pod);
-    if !errors.is_empty() {
-        return Err(kvmpod_api::validate::ManifestError::Invalid {
-            path: o.shown_source(),
-            errors,
-        }
-        .into());
-    }
-    let (shares, aliases) = hv.export_shares(&pod_shares(&pod, &dir), &dir.aliases_dir());
+    validate(o, &pod)?;
+    let (shares, aliases) = hv.export_shares(&pod_shares(&pod, &dir, o.origin), &dir.aliases_dir());
     let vhost_program = match kind {
         VsockKind::Vhost => None,
         VsockKind::Hybrid => Some(lacking(
@@ -158,7 +149,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
             "vhost-device-vsock",
         )?),
     };
-    let net_helper = network_host(&mut pod, net_chosen, hv, check, &mut notes)?;
+    let net_helper = network_host(&pod, routed, hv, check, &mut notes)?;
     let machine = hv.machine(shares.len(), accel.accel);
     notes.extend(machine.notes.iter().cloned());
     Ok(Draft {
@@ -180,30 +171,55 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     })
 }
 
+/// The pod as the user gave it: a manifest, an image's app, or none (a
+/// VM of the warm pool).
+fn source_manifest(o: &RunOptions) -> Result<PodManifest, LaunchError> {
+    Ok(match &o.source {
+        PodSource::Manifest(path) => kvmpod_api::validate::load(path)?,
+        PodSource::Image(run) => run.manifest()?,
+        PodSource::PoolMember => PodManifest {
+            hostname: None,
+            volumes: Vec::new(),
+            apps: Vec::new(),
+            sandbox: false,
+            network: Default::default(),
+        },
+    })
+}
+
+/// Checks the pod as planned (what an image filled in included); a VM of
+/// the warm pool has no pod to check.
+fn validate(o: &RunOptions, pod: &PodManifest) -> Result<(), LaunchError> {
+    let errors = match o.source {
+        PodSource::PoolMember => Vec::new(),
+        _ => kvmpod_api::validate::validate(pod),
+    };
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(kvmpod_api::validate::ManifestError::Invalid {
+        path: o.shown_source(),
+        errors,
+    }
+    .into())
+}
+
 /// What the pod's network needs of the host: passt for a user-mode
 /// network on a backend without its own (pasta for lkvm's outbound
 /// connections), free ports, an existing tap or namespace (checked only
 /// when the pod is to run). passt and pasta take their addresses from the
-/// host's external interface: on a host with no IPv4 default route, a pod
-/// that did not choose its network gets none (and says so); one that chose
-/// user-mode networking on QEMU is refused with the ways out.
+/// host's external interface (`routed`: the host has an IPv4 default
+/// route): without one, user-mode networking on QEMU is refused with the
+/// ways out.
 fn network_host(
-    pod: &mut PodManifest,
-    chosen: bool,
+    pod: &PodManifest,
+    routed: bool,
     hv: &dyn Hypervisor,
     check: Check,
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>, LaunchError> {
-    let routed = network::host_has_default_route();
-    let net = &mut pod.network;
+    let net = &pod.network;
     let helper = match (net.mode, hv.user_net()) {
-        (NetworkMode::User, UserNet::Passt) if !routed && !chosen => {
-            net.mode = NetworkMode::None;
-            notes.push(
-                "network none: this host has no IPv4 default route, which user-mode networking (passt) needs; --net user makes that an error".into(),
-            );
-            None
-        }
         (NetworkMode::User, UserNet::Passt) if !routed && check == Check::Strict => {
             return Err(LaunchError::Host(
                 "user-mode networking (passt) takes its addresses from the host's external interface, and this host has no IPv4 default route: run the pod with --net none (loopback only) or --net tap".into(),
@@ -231,10 +247,17 @@ fn network_host(
 }
 
 /// `--net` replaces the manifest's mode (keeping its ports); `-p` adds
-/// ports. The result is validated with the rest of the manifest.
-/// Returns whether the network was chosen at all (by the manifest or the
-/// command line) rather than left to the default.
-fn apply_network_options(pod: &mut PodManifest, o: &RunOptions) -> bool {
+/// ports. The result is validated with the rest of the manifest. A pod
+/// that left its network to the default gets none, and a note saying so,
+/// where the default (user mode on passt) cannot work: on a host with no
+/// IPv4 default route (`routed` false).
+fn apply_network_options(
+    pod: &mut PodManifest,
+    o: &RunOptions,
+    hv: &dyn Hypervisor,
+    routed: bool,
+    notes: &mut Vec<String>,
+) {
     let chosen = !pod.network.is_default() || o.network.is_some() || !o.publish.is_empty();
     if let Some(net) = &o.network {
         let ports = std::mem::take(&mut pod.network.ports);
@@ -242,7 +265,12 @@ fn apply_network_options(pod: &mut PodManifest, o: &RunOptions) -> bool {
         pod.network.ports = ports;
     }
     pod.network.ports.extend(o.publish.iter().copied());
-    chosen
+    if !chosen && !routed && hv.user_net() == UserNet::Passt {
+        pod.network.mode = NetworkMode::None;
+        notes.push(
+            "network none: this host has no IPv4 default route, which user-mode networking (passt) needs; --net user makes that an error".into(),
+        );
+    }
 }
 
 /// The plan with guest CID `cid`: the VM's command lines.
@@ -292,7 +320,8 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         vm,
         vsock_backend: backend,
         net_backend: net.backend.clone(),
-        netns: net.netns.clone(),
+        net_backend_socket: net.backend_socket.clone(),
+        netns: net.netns.as_ref().map(|ns| ns.path().to_path_buf()),
         relayed_ports: net.relayed_ports.clone(),
         tap_wiring: net.wiring.clone(),
         endpoint,
@@ -340,14 +369,23 @@ fn stage1(
     Ok(image)
 }
 
-/// The pod's own share (its settings, manifest and app layers), a
-/// sandbox pod's apps share, then its host volumes.
-fn pod_shares(pod: &PodManifest, dir: &crate::pod::PodDir) -> Vec<Share> {
+/// The pod's own share (its settings, manifest and app layers), then a
+/// sandbox pod's apps share and its host volumes; or, for a VM of the
+/// warm pool, the one volumes share they are bound into.
+fn pod_shares(pod: &PodManifest, dir: &crate::pod::PodDir, origin: VmOrigin) -> Vec<Share> {
     let mut shares = vec![Share {
         tag: kvmpod_api::layout::POD_SHARE_TAG.to_string(),
         source: dir.guest_dir(),
         read_only: true,
     }];
+    if origin == VmOrigin::Pooled {
+        shares.push(Share {
+            tag: kvmpod_api::layout::POOL_VOLUMES_TAG.to_string(),
+            source: dir.pool_volumes(),
+            read_only: false,
+        });
+        return shares;
+    }
     if pod.sandbox {
         shares.push(Share {
             tag: kvmpod_api::layout::APPS_SHARE_TAG.to_string(),
@@ -372,6 +410,9 @@ fn cmdline(o: &RunOptions, hv: &dyn Hypervisor, machine: &MachineChoice, net: bo
     ];
     if net {
         ours.push(format!("{}=1", kvmpod_api::layout::NET_ENV));
+    }
+    if o.origin == VmOrigin::Pooled {
+        ours.push(format!("{}=1", kvmpod_api::layout::POOL_ENV));
     }
     let mut params: Vec<&str> = hv.kernel_params().to_vec();
     params.extend(ours.iter().map(String::as_str));

@@ -9,7 +9,7 @@ use std::path::Path;
 use kvmpod_api::config::AgentConfig;
 use kvmpod_api::layout;
 
-use super::{LaunchError, PodPlan, RunOptions};
+use super::{LaunchError, PodPlan, RunOptions, VmOrigin};
 use crate::pod::{apps_share, PodDir, PodError};
 use crate::vmm::{self, Alias};
 
@@ -26,6 +26,7 @@ fn agent_config(o: &RunOptions, plan: &PodPlan) -> AgentConfig {
         debug: o.debug,
         app_roots: plan.roots.apps.clone(),
         network: plan.guest_net.clone(),
+        volumes_share: o.origin == VmOrigin::Pooled,
         ..AgentConfig::default()
     }
 }

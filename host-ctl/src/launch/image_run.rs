@@ -175,6 +175,8 @@ pub fn app_name(image: &str) -> String {
 pub enum PodSource {
     Manifest(PathBuf),
     Image(ImageRun),
+    /// No pod yet: a VM booted for the warm pool.
+    PoolMember,
 }
 
 #[cfg(test)]

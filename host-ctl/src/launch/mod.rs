@@ -15,6 +15,7 @@ pub mod host;
 pub mod image_run;
 mod netplan;
 pub mod network;
+pub mod pooled;
 mod prepare;
 pub mod roots;
 mod tap;
@@ -70,6 +71,19 @@ pub struct RunOptions {
     pub network: Option<Network>,
     /// `-p`: ports published besides the manifest's.
     pub publish: Vec<PortMapping>,
+    /// Whether the VM is (or was) booted for the warm pool.
+    pub origin: VmOrigin,
+}
+
+/// How a pod's VM comes to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VmOrigin {
+    /// Booted for its pod, with a 9p device per host volume.
+    #[default]
+    Cold,
+    /// Booted for the warm pool before its pod was known: the pod share
+    /// and one volumes share, and an agent that waits to be claimed.
+    Pooled,
 }
 
 /// Everything a pod needs, worked out before anything is created.
@@ -124,6 +138,9 @@ pub enum LaunchError {
     Vmm(#[from] VmmError),
     #[error(transparent)]
     Pod(#[from] PodError),
+    /// The pod cannot run in a VM of the warm pool (nothing was changed).
+    #[error("{0}")]
+    NotFit(String),
 }
 
 impl From<kvmpod_api::validate::ManifestError> for LaunchError {
@@ -139,6 +156,7 @@ impl RunOptions {
         match &self.source {
             PodSource::Manifest(p) => p.clone(),
             PodSource::Image(r) => PathBuf::from(format!("(host-ctl run {})", r.image)),
+            PodSource::PoolMember => PathBuf::from("(host-ctl pool)"),
         }
     }
 }

@@ -71,6 +71,13 @@ pub fn prepare(
 
 /// The pod's record filled in, and its share.
 fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
+    record_plan(plan)?;
+    network::set_up(plan)?;
+    guest::create(o, plan)
+}
+
+/// What the plan decided, in the pod's record.
+pub(super) fn record_plan(plan: &PodPlan) -> Result<(), LaunchError> {
     let dir = &plan.dir;
     record::update(dir, |r| {
         r.cid = Some(plan.cid);
@@ -87,6 +94,5 @@ fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
             .collect();
     })?;
     record::update(dir, |r| r.initramfs_bytes = Some(plan.stage1.size))?;
-    network::set_up(plan)?;
-    guest::create(o, plan)
+    Ok(())
 }

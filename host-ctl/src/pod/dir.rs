@@ -228,6 +228,11 @@ impl PodDir {
     pub fn vmm_jail(&self) -> PathBuf {
         self.path.join("jail")
     }
+    /// A pooled VM's volumes share (9p tag `kvmpod-volumes`): each host
+    /// volume bound in, under its tag's name, when a pod claims the VM.
+    pub fn pool_volumes(&self) -> PathBuf {
+        self.path.join("volumes")
+    }
     /// Host-side share aliases (lkvm's read-only bind mounts).
     pub fn aliases_dir(&self) -> PathBuf {
         self.path.join("shares")

@@ -30,6 +30,9 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PodErro
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// A VM of the warm pool, booted before its pod is known: not a pod
+    /// yet (not listed), until a pod claims it.
+    Pooled,
     /// Created; the VM is starting.
     Prepared,
     /// The agent answered; the pod runs.
@@ -41,6 +44,7 @@ pub enum State {
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Pooled => "pooled",
             State::Prepared => "prepared",
             State::Running => "running",
             State::Exited => "exited",

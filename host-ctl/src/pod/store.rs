@@ -109,7 +109,7 @@ pub fn find(state_dir: &Path, id: &str) -> Result<PodDir> {
     }
     let mut matches: Vec<PodDir> = all_dirs(state_dir)?
         .into_iter()
-        .filter(|d| d.id.starts_with(id))
+        .filter(|d| d.id.starts_with(id) && !is_pooled(d))
         .collect();
     match matches.len() {
         0 => Err(PodError::NotFound(format!(
@@ -123,6 +123,11 @@ pub fn find(state_dir: &Path, id: &str) -> Result<PodDir> {
     }
 }
 
+/// Whether `dir` is a VM of the warm pool (not a pod yet).
+pub fn is_pooled(dir: &PodDir) -> bool {
+    record::read(dir).is_ok_and(|r| r.state == State::Pooled)
+}
+
 fn age(created: &str) -> Duration {
     humantime::parse_rfc3339(created)
         .ok()
@@ -133,7 +138,8 @@ fn age(created: &str) -> Duration {
 /// Brings the record of the pod in `dir` up to date (see the module docs).
 pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
     let rec = record::read(dir)?;
-    if rec.state == State::Exited || record::monitor_alive(dir) {
+    // A pool member is the pool's to keep (see `crate::pool`).
+    if matches!(rec.state, State::Exited | State::Pooled) || record::monitor_alive(dir) {
         return Ok(rec);
     }
     let vm_alive = rec.vm.is_some_and(|v| v.alive());
@@ -145,13 +151,21 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
         wait_for_monitor(dir, None);
         return record::read(dir);
     }
-    if rec.state == State::Prepared && !vm_alive && age(&rec.created) < PREPARE_GRACE {
+    // Its VM may be starting, or be a pooled one being handed over.
+    if rec.state == State::Prepared && age(&rec.created) < PREPARE_GRACE {
         return Ok(rec);
     }
-    // Neither a monitor nor a VM: the pod ended without anyone recording
-    // it. Say so, and clean up what is left.
-    for b in [rec.vsock_backend, rec.net_backend].into_iter().flatten() {
-        b.kill();
+    abandon(dir, rec)
+}
+
+/// A pod with no monitor, and no VM or one nobody will adopt, ended
+/// without anyone recording it: says so, and cleans up what is left.
+pub fn abandon(dir: &PodDir, rec: PodRecord) -> Result<PodRecord> {
+    for p in [rec.vm, rec.vsock_backend, rec.net_backend]
+        .into_iter()
+        .flatten()
+    {
+        p.kill();
     }
     let reason = match (rec.state, rec.vm, rec.monitor) {
         (State::Prepared, _, _) => "abandoned while starting (its monitor died)".to_string(),
@@ -190,11 +204,12 @@ fn wait_for_monitor(dir: &PodDir, mut keeper: Option<std::process::Child>) {
     }
 }
 
-/// Every pod, reconciled, oldest first.
+/// Every pod, reconciled, oldest first (not the warm pool's VMs).
 pub fn all(state_dir: &Path) -> Result<Vec<PodRecord>> {
     let mut out = Vec::new();
     for dir in all_dirs(state_dir)? {
         match reconcile(&dir) {
+            Ok(r) if r.state == State::Pooled => {}
             Ok(r) => out.push(r),
             Err(e) => eprintln!("host-ctl: {}: {e}", dir.path.display()),
         }
@@ -212,6 +227,7 @@ pub fn release(dir: &PodDir) {
     }
     vmm::unmount_aliases(&dir.aliases_dir());
     vmm::unmount_in(&dir.guest_roots());
+    vmm::unmount_in(&dir.pool_volumes());
     apps_share::release(dir);
     // Once: the namespace may hold another pod by the time this pod is
     // removed.

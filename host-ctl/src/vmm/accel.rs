@@ -16,7 +16,10 @@ use kvm_ioctls::{Kvm, VcpuExit};
 /// How long the probe guest may take; a working KVM needs well under 1 ms.
 const PROBE_DEADLINE: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum AccelRequest {
     /// KVM when it works here, else TCG.
     Auto,

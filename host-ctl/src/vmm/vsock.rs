@@ -13,7 +13,10 @@ use super::tools::{cargo_bin_dirs, find_program};
 use super::VmmError;
 
 /// `--vsock`: how the host reaches the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum VsockMode {
     /// AF_VSOCK where /dev/vhost-vsock works, else hybrid.
     Auto,

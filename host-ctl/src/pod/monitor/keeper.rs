@@ -71,7 +71,7 @@ pub async fn keep(dir: &PodDir, start: KeeperStart) -> Result<(), PodError> {
                 dir,
                 format!("the monitor died ({how}) before the pod started"),
             );
-            store::reconcile(dir)?;
+            store::abandon(dir, rec)?;
             return Ok(());
         }
         restarts.push_back(Instant::now());

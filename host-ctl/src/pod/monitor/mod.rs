@@ -176,7 +176,8 @@ impl Monitor {
         }
     }
 
-    /// Takes over a running pod whose monitor died.
+    /// Takes over a running pod whose monitor died, or a VM of the warm
+    /// pool its pod just claimed (still `prepared`: it runs from now).
     pub async fn adopt(dir: PodDir) -> Result<Monitor> {
         let Some(lock) = record::take_monitor_lock(&dir)? else {
             return Err(already_monitored(&dir));
@@ -222,7 +223,13 @@ impl Monitor {
                 return Err(e);
             }
         };
-        record::update(&dir, |r| r.monitor = ProcRef::of(std::process::id()))?;
+        record::update(&dir, |r| {
+            r.monitor = ProcRef::of(std::process::id());
+            if r.state == State::Prepared {
+                r.state = State::Running;
+                r.started = Some(record::now());
+            }
+        })?;
         let guest_boot = guest_boot_time(&client).await;
         Ok(Monitor {
             dir,
