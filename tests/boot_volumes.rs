@@ -84,6 +84,32 @@ fn reader_script() -> String {
 #[test]
 fn volumes_read_only_rules_and_exit_codes() {
     let fx = Fixture::new();
+    volume_rules(&fx, &[]);
+    fx.finish();
+}
+
+/// The same pod in a VM of the warm pool: its host volumes bound into the
+/// VM's volumes share after boot, under the same rules.
+#[test]
+fn volumes_read_only_rules_and_exit_codes_from_the_pool() {
+    let fx = Fixture::new();
+    let pool = fx.host_ctl(
+        &["pool", "start", "--size", "1", "--net", "none"],
+        POD_LIMIT,
+    );
+    assert_eq!(pool.code, Some(0), "{}", pool.dump());
+    let out = volume_rules(&fx, &["--net", "none", "--timings"]);
+    assert!(
+        out.stderr.contains("claimed") && !out.stderr.contains("host-ctl: pool:"),
+        "the pod did not run in the pool's VM\n{}",
+        out.dump()
+    );
+    let stop = fx.host_ctl(&["pool", "stop"], POD_LIMIT);
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    fx.finish();
+}
+
+fn volume_rules(fx: &Fixture, args: &[&str]) -> kvmpod_tests::Outcome {
     let rw = fx.host_dir("rw", &[]);
     let ro = fx.host_dir("ro", &[("keep.txt", "original\n")]);
     let forced_ro = fx.host_dir("forced-ro", &[("keep.txt", "original\n")]);
@@ -110,7 +136,9 @@ fn volumes_read_only_rules_and_exit_codes() {
         .app("killed", "kill -TERM $$; sleep 5")
         .write("pod.json");
 
-    let out = fx.run(&[manifest.to_str().unwrap()], POD_LIMIT);
+    let mut all = args.to_vec();
+    all.push(manifest.to_str().unwrap());
+    let out = fx.run(&all, POD_LIMIT);
     assert_eq!(out.code, Some(7), "{}", out.dump());
     assert_checks(
         &out.stdout,
@@ -137,7 +165,7 @@ fn volumes_read_only_rules_and_exit_codes() {
     assert_eq!(read(&ro.join("keep.txt")), "original\n");
     assert_eq!(read(&forced_ro.join("keep.txt")), "original\n");
     assert_eq!(read(&forced_rw.join("new.txt")), "new\n");
-    fx.finish();
+    out
 }
 
 /// An empty volume's `mode`, `uid`, `gid` and `size` are what the guest
