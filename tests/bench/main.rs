@@ -17,6 +17,7 @@ mod logs;
 mod memory;
 mod nested;
 mod network;
+mod pool;
 mod report;
 mod rpc;
 mod scale;
@@ -82,6 +83,9 @@ fn bench() -> Result<()> {
     }
     if wanted("images") {
         images::run(&ctx, &mut report)?;
+    }
+    if wanted("pool") {
+        pool::run(&ctx, &mut report)?;
     }
     if wanted("network") {
         network::run(&ctx, &mut report)?;

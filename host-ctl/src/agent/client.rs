@@ -30,6 +30,20 @@ pub async fn connect(
     vm_exited: &mut dyn FnMut() -> Option<String>,
     until: Instant,
 ) -> Result<AgentClient, AgentError> {
+    connect_with_status(endpoint, port, vm_exited, until)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// [`connect`], with the status that confirmed the connection (under TCG
+/// each request costs the guest milliseconds: a caller that needs the
+/// status asks once).
+pub async fn connect_with_status(
+    endpoint: &Endpoint,
+    port: u32,
+    vm_exited: &mut dyn FnMut() -> Option<String>,
+    until: Instant,
+) -> Result<(AgentClient, kvmpod_api::protocol::PodStatus), AgentError> {
     let mut last = String::from("no attempt finished");
     for attempt in 0.. {
         if let Some(status) = vm_exited() {
@@ -42,7 +56,7 @@ pub async fn connect(
                     .status(deadline(Duration::from_secs(10)), &StatusRequest::new())
                     .await
                 {
-                    Ok(_) => return Ok(client),
+                    Ok(status) => return Ok((client, status)),
                     Err(e) => last = format!("the agent did not answer a status request: {e}"),
                 }
             }

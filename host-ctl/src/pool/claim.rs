@@ -73,6 +73,9 @@ pub async fn claim(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Option
             return None;
         }
     };
+    // The VM was booted in the background, at a fill's niceness: its pod
+    // runs in the foreground.
+    unnice(&member);
     let handed = hand_over(&plan).await;
     refill(&o.state_dir);
     match handed {
@@ -156,6 +159,30 @@ async fn hand_over(plan: &PodPlan) -> Result<(), String> {
             "its agent did not serve the pod: {}",
             progress.stage
         ))
+    }
+}
+
+/// Sets every thread of the member's processes back to niceness 0.
+fn unnice(m: &Member) {
+    for p in [m.record.vm, m.record.vsock_backend, m.record.net_backend]
+        .into_iter()
+        .flatten()
+    {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", p.pid));
+        for tid in tasks.into_iter().flatten().flatten() {
+            let Some(tid) = tid.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {
+                continue;
+            };
+            // SAFETY: setpriority takes plain integers and touches no memory.
+            let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 0) };
+            if r != 0 {
+                note(format!(
+                    "setting thread {tid} of pool VM {} to niceness 0: {}",
+                    m.dir.id,
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
     }
 }
 

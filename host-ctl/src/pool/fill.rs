@@ -101,8 +101,13 @@ async fn boot_member(spec: &PoolSpec, state_dir: &Path) -> Result<PodDir, PoolEr
     Ok(dir)
 }
 
-/// Starts `host-ctl pool fill` in a session of its own, logging to
-/// `pool/fill.log`.
+/// The niceness a fill and the VMs it boots run at: a pool refilling in
+/// the background takes the CPU from no running pod (under TCG a boot is
+/// seconds of CPU). A claimed VM is set back to 0 (see `claim`).
+pub const FILL_NICE: i32 = 10;
+
+/// Starts `host-ctl pool fill` in a session of its own, at [`FILL_NICE`],
+/// logging to `pool/fill.log`.
 pub fn spawn_fill(state_dir: &Path) -> Result<Child, PoolError> {
     let exe = std::env::current_exe().map_err(io(
         "finding host-ctl's own path at",
@@ -124,11 +129,14 @@ pub fn spawn_fill(state_dir: &Path) -> Result<Child, PoolError> {
         .stdout(log.try_clone().map_err(io("opening", &log_path))?)
         .stderr(log);
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls setsid, which is async-signal-safe.
+    // calls setsid and setpriority, which are async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::setpriority(libc::PRIO_PROCESS, 0, FILL_NICE) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }

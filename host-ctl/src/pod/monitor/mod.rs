@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kvmpod_api::layout::DEFAULT_VSOCK_PORT;
 use kvmpod_api::manifest::PodManifest;
-use kvmpod_api::protocol::{PodStatus, StatusRequest};
+use kvmpod_api::protocol::PodStatus;
 use nix::fcntl::Flock;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -150,15 +150,15 @@ impl Monitor {
         let until = Instant::now() + timeout;
         console::wait_until_ready(&dir.console_log(), &mut || vm.vm.exited().is_some(), until)
             .await;
-        let connected = agent::connect(
+        let connected = agent::connect_with_status(
             &launch.endpoint,
             DEFAULT_VSOCK_PORT,
             &mut || vm.vm.exited(),
             until,
         )
         .await;
-        let client = match connected {
-            Ok(client) => client,
+        let (client, status) = match connected {
+            Ok(c) => c,
             Err(e) => {
                 vm.kill().await;
                 return Err(boot_failure(dir, &vm.vm, e, timeout));
@@ -166,7 +166,7 @@ impl Monitor {
         };
         match publish(launch).await {
             Ok(published) => {
-                let boot = guest_boot_time(&client).await;
+                let boot = guest_boot_time(&status);
                 Ok((vm, client, boot, published))
             }
             Err(e) => {
@@ -194,14 +194,14 @@ impl Monitor {
             }
         };
         let until = Instant::now() + Duration::from_secs(30);
-        let connected = agent::connect(
+        let connected = agent::connect_with_status(
             &launch.endpoint,
             DEFAULT_VSOCK_PORT,
             &mut || vm.vm.exited(),
             until,
         )
         .await;
-        let Ok(client) = connected else {
+        let Ok((client, status)) = connected else {
             vm.kill().await;
             let reason = "its monitor died and its agent stopped answering".to_string();
             let _ = record_end(&dir, None, reason);
@@ -230,7 +230,7 @@ impl Monitor {
                 r.started = Some(record::now());
             }
         })?;
-        let guest_boot = guest_boot_time(&client).await;
+        let guest_boot = guest_boot_time(&status);
         Ok(Monitor {
             dir,
             pod,
@@ -290,16 +290,8 @@ fn adopt_processes(dir: &PodDir, rec: &PodRecord, launch: &VmLaunch) -> Result<V
     })
 }
 
-/// The guest's boot in wall-clock time: now minus its uptime.
-async fn guest_boot_time(client: &AgentClient) -> SystemTime {
-    match client
-        .status(
-            agent::deadline(Duration::from_secs(5)),
-            &StatusRequest::new(),
-        )
-        .await
-    {
-        Ok(st) => SystemTime::now() - Duration::from_nanos(st.now_ns),
-        Err(_) => SystemTime::now(),
-    }
+/// The guest's boot in wall-clock time: now minus its uptime (from a
+/// status just received).
+fn guest_boot_time(status: &PodStatus) -> SystemTime {
+    SystemTime::now() - Duration::from_nanos(status.now_ns)
 }
