@@ -103,7 +103,7 @@ fn baseline_vm(ctx: &Ctx, manifest: &Path) -> Result<BaselineVm> {
 /// share (`fs0`, the pod directory's `guest/`, which `args` does not
 /// create) pointed at the app's root, which the baseline mounts as the
 /// agent mounts a root's layer.
-fn baseline_args(words: &[String], initrd: &Path, console: &Path, root: &Path) -> Vec<String> {
+pub fn baseline_args(words: &[String], initrd: &Path, console: &Path, root: &Path) -> Vec<String> {
     let mut qemu = Vec::new();
     let mut i = 1;
     while i < words.len() {
@@ -231,7 +231,7 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
 }
 
 /// Splits a shell-quoted line as `host-ctl args` prints it.
-fn shell_words(line: &str) -> Vec<String> {
+pub fn shell_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;

@@ -13,6 +13,7 @@ mod chart;
 mod ctx;
 mod exec;
 mod images;
+mod limit;
 mod logs;
 mod memory;
 mod nested;
@@ -80,6 +81,9 @@ fn bench() -> Result<()> {
     }
     if wanted("scale") {
         scale::run(&ctx, &mut report)?;
+    }
+    if wanted("limit") {
+        limit::run(&ctx, &mut report)?;
     }
     if wanted("images") {
         images::run(&ctx, &mut report)?;

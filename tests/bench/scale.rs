@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
 
 /// A pod of `apps` apps that each mount all `volumes` volumes and exit;
 /// half the volumes are host directories (9p), half empty (tmpfs).
-fn manifest(ctx: &Ctx, volumes: usize, apps: usize) -> Result<Value> {
+pub fn manifest(ctx: &Ctx, volumes: usize, apps: usize) -> Result<Value> {
     let mut vols = Vec::new();
     for v in 0..volumes {
         if v % 2 == 0 {

@@ -1,0 +1,651 @@
+//! The limit: for the trivial pod and the 64 volumes × 16 apps pod, the
+//! agent's start-up beside a static C `/init` (`limit/init.c`) making the
+//! same system calls for the same pod, on the same kernel, QEMU command
+//! line and accelerator: the modules loaded, the root moved off the
+//! initramfs, the base and cgroup mounts, the pod's share, the vsock
+//! listeners, every app root (overlay, /proc, /sys, /dev and its nodes,
+//! the /etc binds) and volume (9p, tmpfs, each bind and read-only
+//! remount), then one fork+exec per app. The agent does more than that
+//! (each app in its own mount namespace, pivoted; its cgroup; the ttrpc
+//! server): the ratios say what that costs.
+//!
+//! The plan the C init runs is written here from the manifest, mirroring
+//! the agent's order; `plan_mirrors_the_agent` pins its shape.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kvmpod_api::layout;
+use kvmpod_api::manifest::{is_mount_read_only, PodManifest, VolumeKind};
+use kvmpod_api::tag::nine_p_tag;
+
+use crate::baseline::shell_words;
+use crate::ctx::{path_str, runs, stamp, stamps_with_prefix, Ctx};
+use crate::report::Report;
+use crate::scale;
+use crate::stats::Figure;
+
+const SECTION: &str = "limit";
+/// The issue's targets: the agent within 1.2× of the bare system calls.
+const RATIO: f64 = 1.2;
+
+const NOSUID: u64 = 2;
+const NODEV: u64 = 4;
+const NOEXEC: u64 = 8;
+const RDONLY: u64 = 1;
+
+pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
+    let init = compile_init(ctx)?;
+    let data = ctx.host_dir("limit-data")?;
+    let trivial = ctx.write_manifest(
+        "limit-trivial",
+        &serde_json::json!({
+            "volumes": [{"name": "data", "kind": "host", "source": data}],
+            "apps": [{"name": "writer", "rootfs": ctx.rootfs, "exec": ["/bin/sh", "-c", "echo hello > /data/out.txt"],
+                      "mountPoints": [{"volume": "data", "path": "/data"}]}],
+            "network": {"mode": "none"}
+        }),
+    )?;
+    let mut scale_m = scale::manifest(ctx, 64, 16)?;
+    scale_m["network"] = serde_json::json!({"mode": "none"});
+    let scale_m = ctx.write_manifest("limit-64x16", &scale_m)?;
+
+    let (mut agent_ready, mut c_ready) = (Vec::new(), Vec::new());
+    let lim = LimitVm::new(ctx, &trivial, &init, "limit-trivial")?;
+    for _ in 0..runs() {
+        let (_, rec, _) = ctx.run_attached(&trivial)?;
+        agent_ready.push(span(&rec, "agent-ready")? * 1000.0);
+        let marks = lim.boot()?;
+        c_ready.push(marks.span("ready")? * 1000.0);
+    }
+    ratio_figures(
+        report,
+        "trivial pod: /init → ready (vsock served)",
+        &agent_ready,
+        &c_ready,
+    );
+
+    let (mut agent_all, mut c_all) = (Vec::new(), Vec::new());
+    let lim = LimitVm::new(ctx, &scale_m, &init, "limit-64x16")?;
+    for _ in 0..3.min(runs()) {
+        let (_, rec, _) = ctx.run_attached(&scale_m)?;
+        let last = stamps_with_prefix(&rec, "app-started:")
+            .into_iter()
+            .fold(f64::NAN, f64::max);
+        agent_all.push((last - stamp(&rec, "init").unwrap_or(f64::NAN)) * 1000.0);
+        let marks = lim.boot()?;
+        c_all.push(marks.span("all-started")? * 1000.0);
+    }
+    ratio_figures(
+        report,
+        "64 volumes × 16 apps: /init → all apps started",
+        &agent_all,
+        &c_all,
+    );
+    Ok(())
+}
+
+fn ratio_figures(report: &mut Report, what: &str, agent: &[f64], limit: &[f64]) {
+    let a = Figure::of(&format!("{what}, agent"), "ms", agent);
+    let l = Figure::of(&format!("{what}, C init (the limit)"), "ms", limit);
+    let ratio = a.median / l.median;
+    report.add(SECTION, a);
+    report.add(SECTION, l);
+    report.add(
+        SECTION,
+        Figure::of(&format!("{what}: agent / limit (medians)"), "×", &[ratio]).target(RATIO, false),
+    );
+}
+
+/// Seconds from the agent's start to `mark` in a pod's record.
+fn span(rec: &serde_json::Value, mark: &str) -> Result<f64> {
+    match (stamp(rec, "init"), stamp(rec, mark)) {
+        (Some(a), Some(b)) => Ok(b - a),
+        _ => bail!("the pod's timeline lacks init or {mark}: {rec}"),
+    }
+}
+
+/// The C init, built static with the host's compiler.
+fn compile_init(ctx: &Ctx) -> Result<PathBuf> {
+    let src = ctx.repo.join("tests/bench/limit/init.c");
+    let out = ctx.work.join("limit-init");
+    let st = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .context("running cc (a C compiler: run `make deps`)")?;
+    if !st.success() {
+        bail!("compiling {} failed", src.display());
+    }
+    Ok(out)
+}
+
+/// The limit VM for one pod: host-ctl's command lines (vhost-device-vsock
+/// and QEMU, the same devices and memory backend) with the C init's
+/// initramfs, a pod share holding what the agent's holds, and the pod
+/// directory's paths moved to the limit's own.
+struct LimitVm {
+    program: String,
+    args: Vec<String>,
+    /// vhost-device-vsock and the socket QEMU connects to, for hybrid vsock.
+    backend: Option<(Vec<String>, PathBuf)>,
+    console: PathBuf,
+}
+
+/// The C init's timestamps, from the console.
+struct Marks(Vec<(String, u64)>);
+
+impl Marks {
+    fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+    }
+
+    /// Seconds from the C init's start to `name`.
+    fn span(&self, name: &str) -> Result<f64> {
+        match (self.get("init"), self.get(name)) {
+            (Some(a), Some(b)) => Ok((b - a) as f64 / 1e9),
+            _ => bail!("the limit init never reached {name}"),
+        }
+    }
+}
+
+impl LimitVm {
+    fn new(ctx: &Ctx, manifest: &Path, init: &Path, name: &str) -> Result<LimitVm> {
+        let pod = kvmpod_api::validate::load(manifest)?;
+        let dir = ctx.host_dir(name)?;
+        let share = dir.join("share");
+        let _ = fs::remove_dir_all(&share);
+        fs::create_dir_all(share.join(layout::ROOTS_DIR))?;
+        copy_tree(&ctx.rootfs, &share.join(layout::ROOTS_DIR).join("0"))?;
+        fs::write(
+            share.join(layout::AGENT_CONFIG_FILE),
+            serde_json::to_vec(&kvmpod_api::config::AgentConfig::default())?,
+        )?;
+        fs::write(share.join(layout::MANIFEST_FILE), serde_json::to_vec(&pod)?)?;
+        let args = ctx.ok(&["args", path_str(manifest)?])?;
+        let lines: Vec<Vec<String>> = args
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(shell_words)
+            .collect();
+        let words = lines
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow!("host-ctl args printed nothing"))?;
+        // `-name kvmpod-<pod id>`: the pod directory its paths are under.
+        let id = words
+            .windows(2)
+            .find(|w| w[0] == "-name")
+            .and_then(|w| w[1].strip_prefix("kvmpod-"))
+            .and_then(|n| n.split(',').next())
+            .ok_or_else(|| anyhow!("no -name in host-ctl's QEMU line"))?;
+        let pod_dir = ctx.state.join("pods").join(id);
+        let moved = |w: &String| w.replace(&*pod_dir.to_string_lossy(), &dir.to_string_lossy());
+        let microvm = words
+            .windows(2)
+            .any(|w| w[0] == "-machine" && w[1].starts_with("microvm"));
+        let transport = if microvm { "virtio_mmio" } else { "virtio_pci" };
+        let initrd = dir.join("initramfs.img");
+        let console = dir.join("console.log");
+        build_initramfs(&pod, transport, init, &initrd)?;
+        let backend = match lines.as_slice() {
+            [vhost, _qemu] => Some((vhost.iter().map(moved).collect(), dir.join("vhost.sock"))),
+            _ => None,
+        };
+        Ok(LimitVm {
+            program: words.first().cloned().unwrap_or_default(),
+            args: limit_args(&words, &initrd, &share)
+                .iter()
+                .map(moved)
+                .collect(),
+            backend,
+            console,
+        })
+    }
+
+    /// Boots it once; the C init's marks.
+    fn boot(&self) -> Result<Marks> {
+        let _ = fs::remove_file(&self.console);
+        let backend = match &self.backend {
+            Some((argv, socket)) => Some(Backend::start(argv, socket)?),
+            None => None,
+        };
+        let marks = self.boot_vm();
+        drop(backend);
+        marks
+    }
+
+    fn boot_vm(&self) -> Result<Marks> {
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {}", self.program))?;
+        let until = std::time::Instant::now() + Duration::from_secs(120);
+        let st = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                bail!("the limit VM did not power off in 2 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = fs::read_to_string(&self.console).unwrap_or_default();
+        if !st.success() || text.contains("limit: FATAL") || !text.contains("limit: all-started") {
+            bail!("the limit VM failed (status {st}); console:\n{text}");
+        }
+        let marks = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("limit: "))
+            .filter_map(|l| {
+                let (name, ns) = l.trim().rsplit_once(' ')?;
+                Some((name.to_string(), ns.parse().ok()?))
+            })
+            .collect();
+        Ok(Marks(marks))
+    }
+}
+
+/// vhost-device-vsock for one boot of the limit VM; killed when dropped.
+struct Backend(std::process::Child);
+
+impl Backend {
+    fn start(argv: &[String], socket: &Path) -> Result<Backend> {
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        for leftover in ["vhost.sock", "vsock.sock"] {
+            let _ = fs::remove_file(dir.join(leftover));
+        }
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {}", argv[0]))?;
+        let b = Backend(child);
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if std::time::Instant::now() > until {
+                bail!("vhost-device-vsock made no {}", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(b)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// host-ctl's QEMU arguments (after the program) with the limit's
+/// initramfs, and the pod's share (`fs0`) pointed at the limit's.
+fn limit_args(words: &[String], initrd: &Path, share: &Path) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut words = words.iter().skip(1).peekable();
+    while let Some(w) = words.next() {
+        out.push(w.clone());
+        match (w.as_str(), words.peek()) {
+            ("-initrd", Some(_)) => {
+                words.next();
+                out.push(initrd.display().to_string());
+            }
+            ("-fsdev", Some(next)) if next.starts_with("local,id=fs0,") => {
+                let rest = next.split_once(",security_model").map_or("", |(_, r)| r);
+                out.push(format!(
+                    "local,id=fs0,path={},security_model{rest}",
+                    share.display()
+                ));
+                words.next();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !st.success() {
+        bail!("copying {} to {}", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// The limit initramfs: the C init, the stage1 image's modules for the
+/// transport and its plan.
+fn build_initramfs(pod: &PodManifest, transport: &str, init: &Path, out: &Path) -> Result<()> {
+    use rootfs_builder::archive::{Archive, Entry};
+    let kernel = host_ctl::launch::host::kernel(None, None)?;
+    let modules_dir = kernel
+        .modules
+        .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;
+    let kver = modules_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
+    let wanted = rootfs_builder::initramfs::pod_modules()
+        .remove(transport)
+        .ok_or_else(|| anyhow!("no stage1 modules for transport {transport}"))?;
+    let mut a = Archive::new();
+    a.add("dev/console", Entry::console())?;
+    let mut paths = Vec::new();
+    for m in index.resolve(&wanted)? {
+        let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
+        a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
+        paths.push(format!("/{p}"));
+    }
+    a.add("init", Entry::file(fs::read(init)?, 0o755))?;
+    a.add(
+        "limit.plan",
+        Entry::file(plan(pod, &paths).into_bytes(), 0o644),
+    )?;
+    rootfs_builder::write_initramfs(&a, out, rootfs_builder::Compression::None)?;
+    Ok(())
+}
+
+/// The C init's plan for `pod`, in the agent's order (see the module
+/// docs).
+fn plan(pod: &PodManifest, modules: &[String]) -> String {
+    let mut p = String::new();
+    let mut op = |fields: &[&str]| {
+        let _ = writeln!(p, "{}", fields.join("\t"));
+    };
+    for m in modules {
+        op(&["insmod", m]);
+    }
+    op(&["mark", "modules-loaded"]);
+    op(&["switchroot"]);
+    op(&["mark", "root-switched"]);
+    let base: [(&str, &str, &str, u64, &str); 7] = [
+        ("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC, "-"),
+        ("sysfs", "/sys", "sysfs", NOSUID | NODEV | NOEXEC, "-"),
+        ("devtmpfs", "/dev", "devtmpfs", NOSUID, "mode=0755"),
+        (
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            NOSUID | NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),
+        ("shm", "/dev/shm", "tmpfs", NOSUID | NODEV, "mode=1777"),
+        ("run", "/run", "tmpfs", NOSUID | NODEV, "mode=0755"),
+        ("tmp", "/tmp", "tmpfs", NOSUID | NODEV, "mode=1777"),
+    ];
+    for (src, target, fstype, flags, data) in base {
+        op(&["mount", src, target, fstype, &flags.to_string(), data]);
+    }
+    op(&["write", "/proc/self/oom_score_adj", "-1000"]);
+    let cg = (NOSUID | NODEV | NOEXEC).to_string();
+    op(&[
+        "mount",
+        "cgroup2",
+        layout::CGROUP_ROOT,
+        "cgroup2",
+        &cg,
+        "nsdelegate",
+    ]);
+    let control = format!("{}/cgroup.subtree_control", layout::CGROUP_ROOT);
+    for controller in ["+memory", "+cpu", "+pids"] {
+        op(&["write", &control, controller]);
+    }
+    op(&["mark", "base-mounted"]);
+    let loose = "trans=virtio,version=9p2000.L,cache=loose,msize=512000";
+    let share = layout::POD_SHARE_DIR;
+    op(&[
+        "mount",
+        layout::POD_SHARE_TAG,
+        share,
+        "9p",
+        &RDONLY.to_string(),
+        loose,
+    ]);
+    op(&[
+        "read",
+        &layout::in_pod_share(layout::AGENT_CONFIG_FILE).to_string_lossy(),
+    ]);
+    op(&[
+        "read",
+        &layout::in_pod_share(layout::MANIFEST_FILE).to_string_lossy(),
+    ]);
+    op(&["mkdir", "/etc"]);
+    op(&["write", "/etc/hostname", "limit\\n"]);
+    op(&[
+        "write",
+        "/etc/hosts",
+        "127.0.0.1\\tlocalhost\\n::1\\tlocalhost\\n",
+    ]);
+    op(&["write", "/etc/resolv.conf", "\\n"]);
+    op(&["mark", "config-read"]);
+    for port in [
+        layout::DEFAULT_VSOCK_PORT,
+        layout::LOG_VSOCK_PORT,
+        layout::IO_VSOCK_PORT,
+        layout::FORWARD_VSOCK_PORT,
+    ] {
+        op(&["vsock", &port.to_string()]);
+    }
+    op(&["mark", "ready"]);
+
+    // The app roots, then the volumes (the agent's mount_all).
+    let upper = layout::UPPER_DIR;
+    op(&[
+        "mount",
+        "upper",
+        upper,
+        "tmpfs",
+        &(NOSUID | NODEV).to_string(),
+        "mode=0700",
+    ]);
+    for app in &pod.apps {
+        let u = format!("{upper}/{}/upper", app.name);
+        let w = format!("{upper}/{}/work", app.name);
+        op(&["mkdir", &u]);
+        op(&["mkdir", &w]);
+        let lower = layout::in_pod_share(layout::ROOTS_DIR).join("0");
+        let data = format!("lowerdir={},upperdir={u},workdir={w}", lower.display());
+        let root = layout::app_rootfs(&app.name);
+        op(&[
+            "mount",
+            "overlay",
+            &root.to_string_lossy(),
+            "overlay",
+            "0",
+            &data,
+        ]);
+    }
+    let mmap = "trans=virtio,version=9p2000.L,cache=mmap,msize=512000";
+    for v in &pod.volumes {
+        let dir = layout::volume_dir(&v.name);
+        let dir = dir.to_string_lossy();
+        match v.kind {
+            VolumeKind::Host => {
+                let flags = if pod.exported_read_only(v) { RDONLY } else { 0 };
+                op(&[
+                    "mount",
+                    &nine_p_tag(&v.name),
+                    &dir,
+                    "9p",
+                    &flags.to_string(),
+                    mmap,
+                ]);
+            }
+            VolumeKind::Empty => {
+                op(&[
+                    "mount",
+                    "tmpfs",
+                    &dir,
+                    "tmpfs",
+                    &(NOSUID | NODEV).to_string(),
+                    "mode=0755",
+                ]);
+            }
+        }
+    }
+    op(&["mark", "volumes-mounted"]);
+
+    // Each app's root assembled, then the app started (start_apps).
+    for app in &pod.apps {
+        let root = layout::app_rootfs(&app.name).to_string_lossy().into_owned();
+        let at = |path: &str| format!("{root}{path}");
+        op(&[
+            "mount",
+            "proc",
+            &at("/proc"),
+            "proc",
+            &(NOSUID | NODEV | NOEXEC).to_string(),
+            "-",
+        ]);
+        op(&[
+            "mount",
+            "sysfs",
+            &at("/sys"),
+            "sysfs",
+            &(NOSUID | NODEV | NOEXEC | RDONLY).to_string(),
+            "-",
+        ]);
+        op(&[
+            "mount",
+            "tmpfs",
+            &at("/dev"),
+            "tmpfs",
+            &(NOSUID | NOEXEC).to_string(),
+            "mode=0755,size=64k",
+        ]);
+        for (name, major, minor, mode) in [
+            ("null", 1, 3, "666"),
+            ("zero", 1, 5, "666"),
+            ("full", 1, 7, "666"),
+            ("random", 1, 8, "666"),
+            ("urandom", 1, 9, "666"),
+            ("tty", 5, 0, "666"),
+            ("console", 5, 1, "620"),
+        ] {
+            op(&[
+                "mknod",
+                &at(&format!("/dev/{name}")),
+                &major.to_string(),
+                &minor.to_string(),
+                mode,
+            ]);
+        }
+        for (name, target) in [
+            ("ptmx", "pts/ptmx"),
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            op(&["symlink", target, &at(&format!("/dev/{name}"))]);
+        }
+        op(&[
+            "mount",
+            "devpts",
+            &at("/dev/pts"),
+            "devpts",
+            &(NOSUID | NOEXEC).to_string(),
+            "newinstance,ptmxmode=0666,mode=0620",
+        ]);
+        op(&[
+            "mount",
+            "shm",
+            &at("/dev/shm"),
+            "tmpfs",
+            &(NOSUID | NODEV).to_string(),
+            "mode=1777",
+        ]);
+        for name in ["hosts", "hostname", "resolv.conf"] {
+            let target = at(&format!("/etc/{name}"));
+            op(&["bind", &format!("/etc/{name}"), &target]);
+            op(&["robind", &target]);
+        }
+        let mut mps: Vec<_> = app.mount_points.iter().collect();
+        mps.sort_by(|a, b| a.path.cmp(&b.path));
+        for mp in mps {
+            let Some(v) = pod.volume(&mp.volume) else {
+                continue;
+            };
+            let target = at(&mp.path);
+            op(&[
+                "bind",
+                &layout::volume_dir(&v.name).to_string_lossy(),
+                &target,
+            ]);
+            if is_mount_read_only(v, mp) {
+                op(&["robind", &target]);
+            }
+        }
+        op(&["exec", &root, "/bin/true"]);
+    }
+    op(&["mark", "all-started"]);
+    op(&["wait"]);
+    op(&["poweroff"]);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_mirrors_the_agent() {
+        let pod: PodManifest = serde_json::from_value(serde_json::json!({
+            "volumes": [
+                {"name": "h", "kind": "host", "source": "/tmp"},
+                {"name": "e", "kind": "empty"}
+            ],
+            "apps": [
+                {"name": "a", "rootfs": "/r", "exec": ["/bin/true"],
+                 "mountPoints": [{"volume": "h", "path": "/h", "readOnly": true}, {"volume": "e", "path": "/e"}]},
+                {"name": "b", "rootfs": "/r", "exec": ["/bin/true"]}
+            ]
+        }))
+        .unwrap();
+        let p = plan(&pod, &["/lib/modules/x/9p.ko".into()]);
+        let count = |op: &str| {
+            p.lines()
+                .filter(|l| l.split('\t').next() == Some(op))
+                .count()
+        };
+        assert_eq!(count("insmod"), 1);
+        // Per app: three /etc binds, and a's two volumes.
+        assert_eq!(count("bind"), 3 * 2 + 2);
+        // The /etc binds and the read-only mount point.
+        assert_eq!(count("robind"), 3 * 2 + 1);
+        assert_eq!(count("exec"), 2);
+        assert_eq!(count("vsock"), 4);
+        // Marks in order, and the plan ends the VM.
+        let marks: Vec<&str> = p.lines().filter_map(|l| l.strip_prefix("mark\t")).collect();
+        assert_eq!(
+            marks,
+            [
+                "modules-loaded",
+                "root-switched",
+                "base-mounted",
+                "config-read",
+                "ready",
+                "volumes-mounted",
+                "all-started"
+            ]
+        );
+        assert_eq!(p.lines().last(), Some("poweroff"));
+    }
+}
