@@ -362,13 +362,36 @@ fn build_initramfs(pod: &PodManifest, transport: &str, init: &Path, out: &Path) 
     Ok(())
 }
 
+/// One operation per line, fields separated by tabs.
+#[derive(Default)]
+struct Plan(String);
+
+impl Plan {
+    fn op(&mut self, fields: &[&str]) {
+        let _ = writeln!(self.0, "{}", fields.join("\t"));
+    }
+}
+
 /// The C init's plan for `pod`, in the agent's order (see the module
 /// docs).
 fn plan(pod: &PodManifest, modules: &[String]) -> String {
-    let mut p = String::new();
-    let mut op = |fields: &[&str]| {
-        let _ = writeln!(p, "{}", fields.join("\t"));
-    };
+    let mut p = Plan::default();
+    until_ready(&mut p, modules);
+    mount_all(&mut p, pod);
+    // Each app's root assembled, then the app started (start_apps).
+    for app in &pod.apps {
+        start_app(&mut p, pod, app);
+    }
+    p.op(&["mark", "all-started"]);
+    p.op(&["wait"]);
+    p.op(&["poweroff"]);
+    p.0
+}
+
+/// Modules, the root switch, the base mounts, the pod's share and the
+/// vsock listeners.
+fn until_ready(p: &mut Plan, modules: &[String]) {
+    let mut op = |fields: &[&str]| p.op(fields);
     for m in modules {
         op(&["insmod", m]);
     }
@@ -444,8 +467,11 @@ fn plan(pod: &PodManifest, modules: &[String]) -> String {
         op(&["vsock", &port.to_string()]);
     }
     op(&["mark", "ready"]);
+}
 
-    // The app roots, then the volumes (the agent's mount_all).
+/// The app roots, then the volumes (the agent's mount_all).
+fn mount_all(p: &mut Plan, pod: &PodManifest) {
+    let mut op = |fields: &[&str]| p.op(fields);
     let upper = layout::UPPER_DIR;
     op(&[
         "mount",
@@ -501,104 +527,83 @@ fn plan(pod: &PodManifest, modules: &[String]) -> String {
         }
     }
     op(&["mark", "volumes-mounted"]);
+}
 
-    // Each app's root assembled, then the app started (start_apps).
-    for app in &pod.apps {
-        let root = layout::app_rootfs(&app.name).to_string_lossy().into_owned();
-        let at = |path: &str| format!("{root}{path}");
-        op(&[
-            "mount",
-            "proc",
-            &at("/proc"),
-            "proc",
-            &(NOSUID | NODEV | NOEXEC).to_string(),
-            "-",
-        ]);
-        op(&[
-            "mount",
-            "sysfs",
-            &at("/sys"),
-            "sysfs",
-            &(NOSUID | NODEV | NOEXEC | RDONLY).to_string(),
-            "-",
-        ]);
-        op(&[
-            "mount",
-            "tmpfs",
-            &at("/dev"),
-            "tmpfs",
-            &(NOSUID | NOEXEC).to_string(),
-            "mode=0755,size=64k",
-        ]);
-        for (name, major, minor, mode) in [
-            ("null", 1, 3, "666"),
-            ("zero", 1, 5, "666"),
-            ("full", 1, 7, "666"),
-            ("random", 1, 8, "666"),
-            ("urandom", 1, 9, "666"),
-            ("tty", 5, 0, "666"),
-            ("console", 5, 1, "620"),
-        ] {
-            op(&[
-                "mknod",
-                &at(&format!("/dev/{name}")),
-                &major.to_string(),
-                &minor.to_string(),
-                mode,
-            ]);
-        }
-        for (name, target) in [
-            ("ptmx", "pts/ptmx"),
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            op(&["symlink", target, &at(&format!("/dev/{name}"))]);
-        }
-        op(&[
-            "mount",
-            "devpts",
-            &at("/dev/pts"),
-            "devpts",
-            &(NOSUID | NOEXEC).to_string(),
-            "newinstance,ptmxmode=0666,mode=0620",
-        ]);
-        op(&[
-            "mount",
-            "shm",
-            &at("/dev/shm"),
-            "tmpfs",
-            &(NOSUID | NODEV).to_string(),
-            "mode=1777",
-        ]);
-        for name in ["hosts", "hostname", "resolv.conf"] {
-            let target = at(&format!("/etc/{name}"));
-            op(&["bind", &format!("/etc/{name}"), &target]);
-            op(&["robind", &target]);
-        }
-        let mut mps: Vec<_> = app.mount_points.iter().collect();
-        mps.sort_by(|a, b| a.path.cmp(&b.path));
-        for mp in mps {
-            let Some(v) = pod.volume(&mp.volume) else {
-                continue;
-            };
-            let target = at(&mp.path);
-            op(&[
-                "bind",
-                &layout::volume_dir(&v.name).to_string_lossy(),
-                &target,
-            ]);
-            if is_mount_read_only(v, mp) {
-                op(&["robind", &target]);
-            }
-        }
-        op(&["exec", &root, "/bin/true"]);
+/// One app's root assembled, and the app started.
+fn start_app(p: &mut Plan, pod: &PodManifest, app: &kvmpod_api::manifest::App) {
+    let root = layout::app_rootfs(&app.name).to_string_lossy().into_owned();
+    let at = |path: &str| format!("{root}{path}");
+    app_kernel_mounts(p, &root);
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let target = at(&format!("/etc/{name}"));
+        p.op(&["bind", &format!("/etc/{name}"), &target]);
+        p.op(&["robind", &target]);
     }
-    op(&["mark", "all-started"]);
-    op(&["wait"]);
-    op(&["poweroff"]);
-    p
+    let mut mps: Vec<_> = app.mount_points.iter().collect();
+    mps.sort_by(|a, b| a.path.cmp(&b.path));
+    for mp in mps {
+        let Some(v) = pod.volume(&mp.volume) else {
+            continue;
+        };
+        let target = at(&mp.path);
+        let source = layout::volume_dir(&v.name);
+        p.op(&["bind", &source.to_string_lossy(), &target]);
+        if is_mount_read_only(v, mp) {
+            p.op(&["robind", &target]);
+        }
+    }
+    p.op(&["exec", &root, "/bin/true"]);
+}
+
+/// An app root's /proc, read-only /sys, and /dev (a tmpfs with the usual
+/// nodes and links, its own devpts, /dev/shm), as the agent's.
+fn app_kernel_mounts(p: &mut Plan, root: &str) {
+    let at = |path: &str| format!("{root}{path}");
+    let mut mount = |src: &str, path: &str, fstype: &str, flags: u64, data: &str| {
+        p.op(&["mount", src, &at(path), fstype, &flags.to_string(), data]);
+    };
+    mount("proc", "/proc", "proc", NOSUID | NODEV | NOEXEC, "-");
+    mount(
+        "sysfs",
+        "/sys",
+        "sysfs",
+        NOSUID | NODEV | NOEXEC | RDONLY,
+        "-",
+    );
+    mount(
+        "tmpfs",
+        "/dev",
+        "tmpfs",
+        NOSUID | NOEXEC,
+        "mode=0755,size=64k",
+    );
+    for (name, major, minor, mode) in [
+        ("null", 1, 3, "666"),
+        ("zero", 1, 5, "666"),
+        ("full", 1, 7, "666"),
+        ("random", 1, 8, "666"),
+        ("urandom", 1, 9, "666"),
+        ("tty", 5, 0, "666"),
+        ("console", 5, 1, "620"),
+    ] {
+        let (major, minor) = (major.to_string(), minor.to_string());
+        p.op(&["mknod", &at(&format!("/dev/{name}")), &major, &minor, mode]);
+    }
+    for (name, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        p.op(&["symlink", target, &at(&format!("/dev/{name}"))]);
+    }
+    let mut mount = |src: &str, path: &str, fstype: &str, flags: u64, data: &str| {
+        p.op(&["mount", src, &at(path), fstype, &flags.to_string(), data]);
+    };
+    let pts = "newinstance,ptmxmode=0666,mode=0620";
+    mount("devpts", "/dev/pts", "devpts", NOSUID | NOEXEC, pts);
+    mount("shm", "/dev/shm", "tmpfs", NOSUID | NODEV, "mode=1777");
 }
 
 #[cfg(test)]
