@@ -33,6 +33,16 @@ const SECTION: &str = "limit";
 /// The targets: the agent within 1.2× of the bare system calls.
 const RATIO: f64 = 1.2;
 
+/// The agent's timeline marks up to ready, and the limit's for the same
+/// moment.
+const STEPS: [(&str, &str); 5] = [
+    ("modules-loaded", "modules-loaded"),
+    ("root-switched", "root-switched"),
+    ("base-mounted", "base-mounted"),
+    ("config-read", "config-read"),
+    ("agent-ready", "ready"),
+];
+
 const NOSUID: u64 = 2;
 const NODEV: u64 = 4;
 const NOEXEC: u64 = 8;
@@ -55,12 +65,21 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
     let scale_m = ctx.write_manifest("limit-64x16", &scale_m)?;
 
     let (mut agent_ready, mut c_ready) = (Vec::new(), Vec::new());
+    // Each step's time, agent and limit, to show where the time goes.
+    let mut steps = vec![(Vec::new(), Vec::new()); STEPS.len()];
     let lim = LimitVm::new(ctx, &trivial, &init, "limit-trivial")?;
     for _ in 0..runs() {
         let (_, rec, _) = ctx.run_attached(&trivial)?;
         agent_ready.push(span(&rec, "agent-ready")? * 1000.0);
         let marks = lim.boot()?;
         c_ready.push(marks.span("ready")? * 1000.0);
+        let mut prev = (0.0, 0.0);
+        for (i, (agent_mark, limit_mark)) in STEPS.iter().enumerate() {
+            let now = (span(&rec, agent_mark)?, marks.span(limit_mark)?);
+            steps[i].0.push((now.0 - prev.0) * 1000.0);
+            steps[i].1.push((now.1 - prev.1) * 1000.0);
+            prev = now;
+        }
     }
     ratio_figures(
         report,
@@ -68,6 +87,11 @@ pub fn run(ctx: &Ctx, report: &mut Report) -> Result<()> {
         &agent_ready,
         &c_ready,
     );
+    for ((agent_mark, _), (agent, limit)) in STEPS.iter().zip(&steps) {
+        let what = format!("trivial pod: the step to {agent_mark}");
+        report.add(SECTION, Figure::of(&format!("{what}, agent"), "ms", agent));
+        report.add(SECTION, Figure::of(&format!("{what}, limit"), "ms", limit));
+    }
 
     let (mut agent_all, mut c_all) = (Vec::new(), Vec::new());
     let lim = LimitVm::new(ctx, &scale_m, &init, "limit-64x16")?;
