@@ -313,3 +313,75 @@ fn on_terminals(containerd: &Containerd, image: &str) {
     assert!(lines.contains("30 90\n/dev/pts/0\nxterm\n"), "{seen:?}");
     assert_eq!(code, Some(6), "{seen:?}");
 }
+
+/// With a warm pool in the shim's state directory, `ctr run` takes a VM
+/// from it: the container's output and exit status are a cold pod's, the
+/// pool's VM is gone from it (claimed, then removed with the pod) and a
+/// new one waits in its place.
+#[test]
+fn ctr_run_takes_a_vm_from_the_pool() {
+    let fx = Fixture::new();
+    let containerd = Containerd::start(&fx);
+    let archive = fx.path().join("test-image.tar");
+    kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
+    let import = containerd.ctr(&["images", "import", archive.to_str().unwrap()], CMD);
+    assert_eq!(import.code, Some(0), "{}", import.dump());
+    let pool = fx.host_ctl(
+        &["pool", "start", "--size", "1", "--net", "none"],
+        POD_LIMIT,
+    );
+    assert_eq!(pool.code, Some(0), "{}", pool.dump());
+    let waiting = |fx: &Fixture| -> Vec<String> {
+        let out = fx.host_ctl(&["pool", "status", "--format", "json"], CMD);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        v["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["state"] == "waiting")
+            .filter_map(|m| m["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = waiting(&fx);
+    assert_eq!(before.len(), 1, "{}", pool.dump());
+
+    let run = containerd.ctr(
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "docker.io/kvmpod/test:1",
+            "pooled",
+            "sh",
+            "-c",
+            "echo from the pool; cat /etc/motd; exit 4",
+        ],
+        POD_LIMIT,
+    );
+    assert_eq!(
+        run.stdout,
+        "from the pool\nfrom the image\n",
+        "{}\n{}",
+        run.dump(),
+        containerd.log()
+    );
+    assert_eq!(run.code, Some(4), "{}", run.dump());
+    assert!(
+        !fx.state_dir().join("pods").join(&before[0]).exists(),
+        "the pool's VM was not the pod's"
+    );
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = waiting(&fx);
+        if now.len() == 1 && now != before {
+            break;
+        }
+        assert!(Instant::now() < until, "the pool was not refilled: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stop = fx.host_ctl(&["pool", "stop"], POD_LIMIT);
+    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    drop(containerd);
+    fx.finish();
+}
