@@ -448,7 +448,7 @@ fn until_ready(p: &mut Plan, modules: &[String]) {
         layout::CGROUP_ROOT,
         "cgroup2",
         &cg,
-        "nsdelegate",
+        "nsdelegate,favordynmods",
     ]);
     let control = format!("{}/cgroup.subtree_control", layout::CGROUP_ROOT);
     for controller in ["+memory", "+cpu", "+pids"] {

@@ -20,13 +20,23 @@ use crate::error::{Context, SysError};
 /// controllers down to the apps' cgroups. A controller the kernel lacks is
 /// reported and left out; the pod still runs.
 pub fn setup() -> Result<(), SysError> {
-    match mount(
-        Some("cgroup2"),
-        CGROUP_ROOT,
-        Some("cgroup2"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("nsdelegate"),
-    ) {
+    let mount_with = |options: &str| {
+        mount(
+            Some("cgroup2"),
+            CGROUP_ROOT,
+            Some("cgroup2"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(options),
+        )
+    };
+    // `favordynmods`: moving a process into a cgroup (every app start)
+    // then skips an RCU grace period, at a small cost to fork and exit.
+    // Kernels before 6.0 do not know it.
+    let mounted = match mount_with("nsdelegate,favordynmods") {
+        Err(Errno::EINVAL) => mount_with("nsdelegate"),
+        other => other,
+    };
+    match mounted {
         Ok(()) | Err(Errno::EBUSY) => {}
         Err(errno) => {
             return Err(SysError {
