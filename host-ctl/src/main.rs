@@ -2,7 +2,7 @@
 //! guest initramfs, boots the pod's VM and talks to the agent inside.
 
 use host_ctl::commands::{self, run::EXIT_HOST_ERROR};
-use host_ctl::launch::{ImageRun, PodSource, RunOptions, VmOrigin};
+use host_ctl::launch::{ImageRun, PodSource, RunOptions};
 use host_ctl::logs::{parse_size, Rotation, Stream};
 use host_ctl::pod::DEFAULT_STATE_DIR;
 use host_ctl::pool::PoolSpec;
@@ -444,10 +444,9 @@ impl VmArgs {
     }
 
     fn options(mut self, state_dir: PathBuf) -> anyhow::Result<RunOptions> {
+        let source = self.source()?;
         Ok(RunOptions {
-            source: self.source()?,
             name: self.image.name.clone(),
-            state_dir,
             kernel: self.kernel,
             modules_dir: self.modules_dir,
             agent: self.agent,
@@ -456,17 +455,12 @@ impl VmArgs {
             vsock: self.vsock,
             memory_mib: self.memory,
             cpus: self.cpus,
-            boot_timeout: Duration::from_secs(60),
-            grace: Duration::from_secs(10),
-            linger: Duration::from_secs(300),
             debug: self.debug,
             gzip_initramfs: self.gzip_initramfs,
             stage1: self.stage1,
-            detach: false,
-            log_rotation: Rotation::default(),
             network: self.net,
             publish: self.publish,
-            origin: VmOrigin::Cold,
+            ..RunOptions::new(source, state_dir)
         })
     }
 }

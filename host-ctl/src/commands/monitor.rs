@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::pod::monitor::spawn::{spawn_keeper, KeeperStart};
-use crate::pod::monitor::{self, read_manifest};
+use crate::pod::monitor::{self, read_manifest, Adoption};
 use crate::pod::record;
 use crate::pod::{Monitor, PodDir, VmLaunch};
 
@@ -21,7 +21,7 @@ pub async fn run(dir: &Path, adopt: bool) -> Result<i32> {
             dir.id,
             record::now()
         );
-        Monitor::adopt(dir).await?
+        Monitor::adopt(dir, Adoption::Orphan).await?
     } else {
         let launch = VmLaunch::read(&dir)?;
         let pod = read_manifest(&dir)?;

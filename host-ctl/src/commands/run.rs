@@ -19,7 +19,7 @@ use super::exec::{follow_resizes, window};
 use crate::agent::{iostream, Endpoint};
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
-use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart};
+use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart, Adoption};
 use crate::pod::record::{self, State};
 use crate::pod::{store, Monitor, PodDir};
 use crate::ui::terminal::{self, RawMode};
@@ -109,7 +109,7 @@ async fn run_pod(
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
     let interrupts = monitor::interrupts()?;
     let monitor = if pooled {
-        Monitor::adopt(prepared.dir).await?
+        Monitor::adopt(prepared.dir, Adoption::Claimed).await?
     } else {
         clock.mark("vm-starting");
         Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?

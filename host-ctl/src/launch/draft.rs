@@ -150,7 +150,7 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
         )?),
     };
     let net_helper = network_host(&pod, routed, hv, check, &mut notes)?;
-    let machine = hv.machine(shares.len(), accel.accel);
+    let machine = hv.machine(shares.len(), accel.accel, o.tsc_khz);
     notes.extend(machine.notes.iter().cloned());
     Ok(Draft {
         dir,
@@ -328,6 +328,7 @@ pub(super) fn finish(o: &RunOptions, d: Draft, cid: u32) -> Result<PodPlan, Laun
         boot_timeout_secs: o.boot_timeout.as_secs(),
         grace_ms: u32::try_from(o.grace.as_millis()).unwrap_or(u32::MAX),
         accel: d.accel.accel,
+        tsc_khz: d.machine.tsc_khz,
         log_rotation: o.log_rotation,
     };
     Ok(PodPlan {

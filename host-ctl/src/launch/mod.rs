@@ -73,6 +73,9 @@ pub struct RunOptions {
     pub publish: Vec<PortMapping>,
     /// Whether the VM is (or was) booted for the warm pool.
     pub origin: VmOrigin,
+    /// The host's TSC rate, when measured already: a claim plans with
+    /// its pool VM's. `None`: measured when the machine needs it.
+    pub tsc_khz: Option<u64>,
 }
 
 /// How a pod's VM comes to be.
@@ -150,6 +153,38 @@ impl From<kvmpod_api::validate::ManifestError> for LaunchError {
 }
 
 impl RunOptions {
+    /// `host-ctl run`'s defaults for a pod from `source`: a VM of 512 MiB
+    /// and one CPU on the QEMU backend, accelerator and vsock chosen for
+    /// this host, 60 s to boot, 10 s of grace on stop, 300 s for the agent
+    /// to linger, log files rotated at their defaults.
+    pub fn new(source: PodSource, state_dir: PathBuf) -> Self {
+        RunOptions {
+            source,
+            name: None,
+            state_dir,
+            kernel: None,
+            modules_dir: None,
+            agent: None,
+            accel: AccelRequest::Auto,
+            hypervisor: HypervisorKind::Qemu,
+            vsock: VsockMode::Auto,
+            memory_mib: 512,
+            cpus: 1,
+            boot_timeout: Duration::from_secs(60),
+            grace: Duration::from_secs(10),
+            linger: Duration::from_secs(300),
+            debug: false,
+            gzip_initramfs: false,
+            stage1: None,
+            detach: false,
+            log_rotation: Rotation::default(),
+            network: None,
+            publish: Vec::new(),
+            origin: VmOrigin::Cold,
+            tsc_khz: None,
+        }
+    }
+
     /// How errors name what the user gave: the manifest's path, or the
     /// command line.
     pub fn shown_source(&self) -> PathBuf {

@@ -13,11 +13,11 @@ use kvmpod_api::manifest::VolumeKind;
 use kvmpod_api::tag::nine_p_tag;
 
 use super::draft::{draft, finish, Check};
-use super::prepare::record_plan;
-use super::{guest, network, LaunchError, PodPlan, PodSource, RunOptions, VmOrigin};
+use super::prepare::{prepare_as, record_plan, Role};
+use super::{guest, LaunchError, PodPlan, PodSource, RunOptions, VmOrigin};
 use crate::image::ImageStore;
-use crate::pod::record::{self, PodRecord, State};
-use crate::pod::{cids, names, store, PodDir, VmLaunch};
+use crate::pod::record;
+use crate::pod::{names, PodDir, VmLaunch};
 use crate::vmm::{self, Alias, Program};
 
 /// Prepares pool member `dir`: its directory, record (pooled), CID lease,
@@ -29,28 +29,7 @@ pub fn prepare_member(o: &RunOptions, dir: PodDir) -> Result<PodPlan, LaunchErro
             "a pool member is planned with no pod, in the pooled layout".into(),
         ));
     }
-    let d = draft(o, dir, Check::Strict)?;
-    finish(o, d.clone(), cids::FIRST)?;
-    let dir = d.dir.clone();
-    dir.make(&o.state_dir)?;
-    let mut rec = PodRecord::new(&dir, &o.shown_source(), true);
-    rec.state = State::Pooled;
-    record::create(&dir, &rec)?;
-    let result = (|| {
-        let cid = cids::allocate(&o.state_dir, &dir.id)?;
-        let plan = finish(o, d, cid)?;
-        plan.launch.write(&dir)?;
-        record_plan(&plan)?;
-        network::set_up(&plan)?;
-        for path in [dir.guest_dir(), dir.pool_volumes()] {
-            std::fs::create_dir_all(&path).map_err(|source| LaunchError::Write { path, source })?;
-        }
-        Ok(plan)
-    })();
-    if result.is_err() {
-        let _ = store::remove(&dir);
-    }
-    result
+    prepare_as(o, dir, Role::PoolMember, &mut |_| {})
 }
 
 /// Why a pod could not be prepared into a pool member.
@@ -90,6 +69,12 @@ fn plan_claim(o: &RunOptions, dir: PodDir) -> Result<PodPlan, LaunchError> {
     let cid = record::read(&dir)?
         .cid
         .ok_or_else(|| LaunchError::NotFit(format!("pool member {} has no CID", dir.id)))?;
+    // The rate the member's guest was told, not a new measurement that
+    // would differ from it by a few kHz.
+    let o = &RunOptions {
+        tsc_khz: member.tsc_khz,
+        ..o.clone()
+    };
     let d = draft(o, dir, Check::Strict)?;
     let mut plan = finish(o, d, cid)?;
     fits(&plan, &member)?;
@@ -147,7 +132,7 @@ fn fits(plan: &PodPlan, member: &VmLaunch) -> Result<(), LaunchError> {
         || launch.net_backend != member.net_backend
     {
         Some("the pod's network is not the pool's (published ports, a tap or another mode)".into())
-    } else if comparable(&launch.vm) != comparable(&member.vm) {
+    } else if launch.vm != member.vm {
         Some(format!(
             "the pod's VM differs from the pool's (memory, vCPUs, kernel, stage1 image or accelerator): {}",
             first_difference(&launch.vm, &member.vm)
@@ -163,30 +148,9 @@ fn fits(plan: &PodPlan, member: &VmLaunch) -> Result<(), LaunchError> {
     }
 }
 
-/// A VM's command line without what is measured anew for each VM of the
-/// same shape: the TSC frequency given to the guest kernel (see
-/// `vmm::qemu::tsc`), which varies by a few kHz between measurements.
-fn comparable(vm: &Program) -> Program {
-    let args = vm
-        .args
-        .iter()
-        .map(|a| {
-            a.split(' ')
-                .filter(|w| !w.starts_with("tsc_early_khz="))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    Program {
-        program: vm.program.clone(),
-        args,
-    }
-}
-
 /// The first argument where the pod's VM and the pool's differ, for the
 /// note that says why the pod boots its own.
 fn first_difference(pod: &Program, pool: &Program) -> String {
-    let (pod, pool) = (&comparable(pod), &comparable(pool));
     if pod.program != pool.program {
         return format!(
             "{} rather than {}",
@@ -238,12 +202,14 @@ mod tests {
     }
 
     #[test]
-    fn only_the_measured_tsc_frequency_is_ignored() {
+    fn the_first_difference_is_named() {
         let pool = vm(&["-m", "512", "-append", "quiet tsc_early_khz=2596131 x=1"]);
-        let same = vm(&["-m", "512", "-append", "quiet tsc_early_khz=2596166 x=1"]);
-        assert_eq!(comparable(&pool), comparable(&same));
-        let other = vm(&["-m", "256", "-append", "quiet tsc_early_khz=2596166 x=1"]);
-        assert_ne!(comparable(&pool), comparable(&other));
+        let other = vm(&["-m", "256", "-append", "quiet tsc_early_khz=2596131 x=1"]);
         assert_eq!(first_difference(&other, &pool), "256 rather than 512");
+        let tsc = vm(&["-m", "512", "-append", "quiet tsc_early_khz=2596166 x=1"]);
+        assert_eq!(
+            first_difference(&tsc, &pool),
+            "quiet tsc_early_khz=2596166 x=1 rather than quiet tsc_early_khz=2596131 x=1"
+        );
     }
 }

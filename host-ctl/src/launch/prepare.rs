@@ -11,6 +11,16 @@ use crate::pod::{cids, names, store, PodDir};
 use crate::ui::text::error_chain;
 use crate::vmm;
 
+/// What is being prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A pod, to boot in a VM of its own.
+    Pod,
+    /// A warm pool's VM: no pod yet, its record `pooled`, its shares
+    /// empty until a claim fills them.
+    PoolMember,
+}
+
 /// Validates, creates the pod's directory `dir` (planned by the caller, so
 /// that it can remove it whatever happens) and record, leases its CID,
 /// writes its share and mounts its layers and share aliases. `mark` is
@@ -18,6 +28,18 @@ use crate::vmm;
 pub fn prepare(
     o: &RunOptions,
     dir: PodDir,
+    mark: &mut dyn FnMut(&'static str),
+) -> Result<PodPlan, LaunchError> {
+    prepare_as(o, dir, Role::Pod, mark)
+}
+
+/// [`prepare`] for a pod or a pool member. A pod that fails keeps its
+/// directory with the reason in its record (as `status` shows it); a
+/// member that fails leaves nothing.
+pub(super) fn prepare_as(
+    o: &RunOptions,
+    dir: PodDir,
+    role: Role,
     mark: &mut dyn FnMut(&'static str),
 ) -> Result<PodPlan, LaunchError> {
     // Every check first, with nothing created: the CID is not leased yet.
@@ -35,6 +57,9 @@ pub fn prepare(
         rec.manifest = dir.manifest();
         rec.image = Some(run.image.clone());
     }
+    if role == Role::PoolMember {
+        rec.state = State::Pooled;
+    }
     record::create(&dir, &rec)?;
     let result = (|| {
         let cid = cids::allocate(&o.state_dir, &dir.id)?;
@@ -50,7 +75,17 @@ pub fn prepare(
         // First: a failure from here on is undone by `store::release`,
         // which reads it (a CNI namespace's wiring).
         plan.launch.write(&dir)?;
-        create_files(o, &plan)?;
+        record_plan(&plan)?;
+        network::set_up(&plan)?;
+        match role {
+            Role::Pod => guest::create(o, &plan)?,
+            Role::PoolMember => {
+                for path in [dir.guest_dir(), dir.pool_volumes()] {
+                    std::fs::create_dir_all(&path)
+                        .map_err(|source| LaunchError::Write { path, source })?;
+                }
+            }
+        }
         mark("share-ready");
         // After the layers: a recursive alias of the share carries them.
         vmm::mount_aliases(&plan.aliases)?;
@@ -58,22 +93,22 @@ pub fn prepare(
         Ok(plan)
     })();
     if let Err(e) = &result {
-        let msg = error_chain(e);
-        let _ = record::update(&dir, |r| {
-            r.state = State::Exited;
-            r.finished = Some(record::now());
-            r.exit_reason = Some(format!("preparing failed: {msg}"));
-        });
-        store::release(&dir);
+        match role {
+            Role::Pod => {
+                let msg = error_chain(e);
+                let _ = record::update(&dir, |r| {
+                    r.state = State::Exited;
+                    r.finished = Some(record::now());
+                    r.exit_reason = Some(format!("preparing failed: {msg}"));
+                });
+                store::release(&dir);
+            }
+            Role::PoolMember => {
+                let _ = store::remove(&dir);
+            }
+        }
     }
     result
-}
-
-/// The pod's record filled in, and its share.
-fn create_files(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
-    record_plan(plan)?;
-    network::set_up(plan)?;
-    guest::create(o, plan)
 }
 
 /// What the plan decided, in the pod's record.

@@ -7,6 +7,7 @@
 pub mod apps_share;
 pub mod cids;
 pub mod dir;
+pub mod lockfile;
 pub mod monitor;
 pub mod names;
 pub mod record;

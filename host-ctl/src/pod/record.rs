@@ -5,16 +5,17 @@
 //! half a record.
 
 use kvmpod_api::network::Network;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use kvmpod_api::protocol::{AppState, AppStatus, TimelineEvent};
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
 
 use super::dir::PodDir;
+use super::lockfile;
 use super::PodError;
 use crate::agent::Endpoint;
 use crate::vmm::process::ProcRef;
@@ -184,6 +185,10 @@ pub struct PodRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub created: String,
+    /// When the pod took this VM from the warm pool: its VM runs before a
+    /// monitor adopts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +262,14 @@ pub fn now() -> String {
 }
 
 impl PodRecord {
+    /// The host processes of the pod's VM that are running or were: the
+    /// hypervisor, then its vsock and network backends.
+    pub fn processes(&self) -> impl Iterator<Item = ProcRef> {
+        [self.vm, self.vsock_backend, self.net_backend]
+            .into_iter()
+            .flatten()
+    }
+
     /// The published ports, as `list` and `status` show them.
     pub fn ports(&self) -> String {
         let ports: Vec<String> = self
@@ -279,6 +292,7 @@ impl PodRecord {
             state: State::Prepared,
             manifest: manifest.to_path_buf(),
             created: now(),
+            claimed: None,
             started: None,
             finished: None,
             detached,
@@ -327,20 +341,10 @@ pub fn read(dir: &PodDir) -> Result<PodRecord> {
 }
 
 /// Opens (creating) a lock file.
-fn lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io("opening", path))
-}
-
 /// The pod's lock, held for the duration of a read-modify-write.
 fn lock(dir: &PodDir) -> Result<Flock<File>> {
     let path = dir.record_lock();
-    Flock::lock(lock_file(&path)?, FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("locking", &path)(e.into()))
+    lockfile::lock(&path).map_err(io("locking", &path))
 }
 
 /// Writes `record` atomically (the caller holds the lock).
@@ -381,38 +385,19 @@ pub fn update(dir: &PodDir, change: impl FnOnce(&mut PodRecord)) -> Result<PodRe
 /// sandbox pod (held across the agent's request, unlike the record's).
 pub fn lock_apps(dir: &PodDir) -> Result<Flock<File>> {
     let path = dir.path.join("apps.lock");
-    Flock::lock(lock_file(&path)?, FlockArg::LockExclusive)
-        .map_err(|(_, e)| io("locking", &path)(e.into()))
+    lockfile::lock(&path).map_err(io("locking", &path))
 }
 
 /// Takes the monitor lock, waiting up to 2 s (a probe may hold it for an
 /// instant); None when another monitor has it.
 pub fn take_monitor_lock(dir: &PodDir) -> Result<Option<Flock<File>>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let path = dir.monitor_lock();
-    let mut file = lock_file(&path)?;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(Some(lock)),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
-                file = f;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, e)) => return Err(io("locking", &path)(e.into())),
-        }
-    }
+    lockfile::try_lock(&path, std::time::Duration::from_secs(2)).map_err(io("locking", &path))
 }
 
 /// Whether a monitor (or an attached `run`) owns the pod right now.
 pub fn monitor_alive(dir: &PodDir) -> bool {
-    let Ok(file) = lock_file(&dir.monitor_lock()) else {
-        return false;
-    };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(_probe) => false,
-        Err(_) => true,
-    }
+    lockfile::held(&dir.monitor_lock())
 }
 
 #[cfg(test)]

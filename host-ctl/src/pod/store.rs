@@ -151,8 +151,12 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
         wait_for_monitor(dir, None);
         return record::read(dir);
     }
-    // Its VM may be starting, or be a pooled one being handed over.
-    if rec.state == State::Prepared && age(&rec.created) < PREPARE_GRACE {
+    // Being prepared, its monitor starting; or a pool VM its pod has
+    // claimed and its monitor is about to adopt.
+    if rec.state == State::Prepared
+        && age(&rec.created) < PREPARE_GRACE
+        && (!vm_alive || rec.claimed.is_some())
+    {
         return Ok(rec);
     }
     abandon(dir, rec)
@@ -161,10 +165,7 @@ pub fn reconcile(dir: &PodDir) -> Result<PodRecord> {
 /// A pod with no monitor, and no VM or one nobody will adopt, ended
 /// without anyone recording it: says so, and cleans up what is left.
 pub fn abandon(dir: &PodDir, rec: PodRecord) -> Result<PodRecord> {
-    for p in [rec.vm, rec.vsock_backend, rec.net_backend]
-        .into_iter()
-        .flatten()
-    {
+    for p in rec.processes() {
         p.kill();
     }
     let reason = match (rec.state, rec.vm, rec.monitor) {
@@ -262,6 +263,7 @@ pub fn remove(dir: &PodDir) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vmm::process::ProcRef;
 
     #[test]
     fn pods_are_found_by_unique_prefix() {
@@ -274,5 +276,37 @@ mod tests {
             .to_string()
             .contains("no pod"));
         assert!(find(state.path(), "../x").is_err());
+    }
+
+    /// A young `prepared` pod with a live VM and no monitor is left alone
+    /// only when it claimed that VM from the pool (its monitor is about
+    /// to adopt it); otherwise its monitor died mid-boot and it ends now.
+    #[test]
+    fn only_a_claimed_vm_waits_for_its_monitor() {
+        let state = tempfile::tempdir().unwrap();
+        for claimed in [true, false] {
+            let mut vm = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let dir = PodDir::create(state.path()).unwrap();
+            let mut rec = PodRecord::new(&dir, Path::new("p"), true);
+            rec.vm = ProcRef::of(vm.id());
+            rec.claimed = claimed.then(record::now);
+            record::create(&dir, &rec).unwrap();
+            let after = reconcile(&dir).unwrap();
+            if claimed {
+                assert_eq!(after.state, State::Prepared);
+                assert!(vm.try_wait().unwrap().is_none(), "the claimed VM runs on");
+                vm.kill().unwrap();
+            } else {
+                assert_eq!(after.state, State::Exited);
+                assert!(after
+                    .exit_reason
+                    .unwrap()
+                    .contains("abandoned while starting"));
+                assert!(!vm.wait().unwrap().success(), "the VM was killed");
+            }
+        }
     }
 }

@@ -48,6 +48,11 @@ pub struct VmLaunch {
     pub boot_timeout_secs: u64,
     pub grace_ms: u32,
     pub accel: Accel,
+    /// The host's TSC rate the guest was told (see `vmm::qemu::tsc`): a
+    /// pod claiming this VM plans with it, so that its command line is
+    /// this one's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsc_khz: Option<u64>,
     /// How big the apps' log files may grow (`run --log-max-size`,
     /// `--log-max-files`); pods from before rotation get the defaults.
     #[serde(default)]

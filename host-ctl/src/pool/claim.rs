@@ -76,7 +76,7 @@ pub async fn claim(o: &RunOptions, mark: &mut dyn FnMut(&'static str)) -> Option
     // The VM was booted in the background, at a fill's niceness: its pod
     // runs in the foreground.
     unnice(&member);
-    let handed = hand_over(&plan).await;
+    let handed = hand_over(&plan, &member).await;
     refill(&o.state_dir);
     match handed {
         Ok(()) => {
@@ -106,6 +106,7 @@ fn take(state_dir: &Path) -> Result<Option<Member>, PoolError> {
                 record::update(&m.dir, |r| {
                     r.state = State::Prepared;
                     r.created = record::now();
+                    r.claimed = Some(r.created.clone());
                 })?;
                 return Ok(Some(m));
             }
@@ -118,14 +119,19 @@ fn take(state_dir: &Path) -> Result<Option<Member>, PoolError> {
 
 /// Returns an untouched member to the pool.
 fn give_back(m: &Member) {
-    if let Err(e) = record::update(&m.dir, |r| r.state = State::Pooled) {
+    let back = record::update(&m.dir, |r| {
+        r.state = State::Pooled;
+        r.claimed = None;
+    });
+    if let Err(e) = back {
         note(format!("returning VM {} to the pool: {e}", m.dir.id));
         m.discard();
     }
 }
 
-/// Claims the VM: the agent answers, then serves its API.
-async fn hand_over(plan: &PodPlan) -> Result<(), String> {
+/// Claims member `m`'s VM for `plan`: the agent answers, then serves its
+/// API.
+async fn hand_over(plan: &PodPlan, m: &Member) -> Result<(), String> {
     let until = Instant::now() + HAND_OVER;
     let endpoint = &plan.launch.endpoint;
     let exchange = async {
@@ -141,12 +147,11 @@ async fn hand_over(plan: &PodPlan) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("claiming it: {e}")),
         Err(_) => return Err(format!("no answer to its claim in {HAND_OVER:?}")),
     }
-    let vm = plan.dir.clone();
-    let rec = record::read(&vm).map_err(|e| e.to_string())?;
+    let vm = &m.dir;
     let ready = console::wait_until_stage(
         &vm.console_log(),
         Stage::AgentReady,
-        &mut || !rec.vm.is_some_and(|p| p.alive()),
+        &mut || !m.record.vm.is_some_and(|p| p.alive()),
         until,
     )
     .await;
@@ -164,10 +169,7 @@ async fn hand_over(plan: &PodPlan) -> Result<(), String> {
 
 /// Sets every thread of the member's processes back to niceness 0.
 fn unnice(m: &Member) {
-    for p in [m.record.vm, m.record.vsock_backend, m.record.net_backend]
-        .into_iter()
-        .flatten()
-    {
+    for p in m.record.processes() {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", p.pid));
         for tid in tasks.into_iter().flatten().flatten() {
             let Some(tid) = tid.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else {

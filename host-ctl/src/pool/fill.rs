@@ -3,7 +3,7 @@
 //! the VMs it starts belong to no terminal.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use kvmpod_api::timeline::Stage;
@@ -13,6 +13,7 @@ use super::spec::{pool_dir, PoolSpec};
 use super::{io, PoolError};
 use crate::agent::console;
 use crate::launch::pooled::prepare_member;
+use crate::pod::monitor::spawn;
 use crate::pod::record;
 use crate::pod::{store, PodDir};
 use crate::vmm::Supervised;
@@ -109,31 +110,16 @@ pub const FILL_NICE: i32 = 10;
 /// Starts `host-ctl pool fill` in a session of its own, at [`FILL_NICE`],
 /// logging to `pool/fill.log`.
 pub fn spawn_fill(state_dir: &Path) -> Result<Child, PoolError> {
-    let exe = std::env::current_exe().map_err(io(
-        "finding host-ctl's own path at",
-        Path::new("/proc/self/exe"),
-    ))?;
     let dir = pool_dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let log_path = dir.join("fill.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(io("opening", &log_path))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--state-dir")
-        .arg(state_dir)
-        .args(["pool", "fill"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(io("opening", &log_path))?)
-        .stderr(log);
+    let mut cmd = spawn::host_ctl(state_dir, &["pool", "fill"], &log_path)?;
+    spawn::in_own_session(&mut cmd);
     // SAFETY: the closure runs in the child between fork and exec and only
-    // calls setsid and setpriority, which are async-signal-safe.
+    // calls setpriority, which is async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
             if libc::setpriority(libc::PRIO_PROCESS, 0, FILL_NICE) != 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -1,17 +1,17 @@
 //! The pool's VMs: pod directories whose record says `pooled`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
 
 use kvmpod_api::timeline::Stage;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::spec::{pool_dir, PoolSpec};
 use super::{io, PoolError};
 use crate::agent::console;
 use crate::pod::record::{self, PodRecord, State};
-use crate::pod::{store, PodDir};
+use crate::pod::{lockfile, store, PodDir};
 
 /// One VM of the pool.
 #[derive(Debug, Clone)]
@@ -46,14 +46,7 @@ impl Member {
         match self.record.vm {
             Some(vm) if !vm.alive() => Readiness::Dead,
             // A VM, and every backend it was started with, alive.
-            Some(_)
-                if [self.record.vsock_backend, self.record.net_backend]
-                    .into_iter()
-                    .flatten()
-                    .any(|b| !b.alive()) =>
-            {
-                Readiness::Dead
-            }
+            Some(_) if self.record.processes().any(|p| !p.alive()) => Readiness::Dead,
             Some(_) if console::file_reached(&self.dir.console_log(), Stage::PoolWaiting) => {
                 Readiness::Waiting
             }
@@ -64,14 +57,7 @@ impl Member {
     /// Kills its processes and removes it, with what it holds (CID lease,
     /// mounts).
     pub fn discard(&self) {
-        for p in [
-            self.record.vm,
-            self.record.vsock_backend,
-            self.record.net_backend,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for p in self.record.processes() {
             p.kill();
         }
         if let Err(e) = store::remove(&self.dir) {
@@ -101,24 +87,7 @@ pub(super) fn lock(
     let dir = pool_dir(state_dir);
     std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
     let path = dir.join(format!("{name}.lock"));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("opening", &path))?;
-    let until = std::time::Instant::now() + wait;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(Some(l)),
-            Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < until => {
-                file = f;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, e)) => return Err(io("locking", &path)(e.into())),
-        }
-    }
+    lockfile::try_lock(&path, wait).map_err(io("locking", &path))
 }
 
 /// Ends the pool: no more fills or claims, then every member removed (once

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{io, PoolError};
 use crate::launch::{PodSource, RunOptions, VmOrigin};
-use crate::logs::Rotation;
 use crate::vmm::accel::AccelRequest;
 use crate::vmm::vsock::VsockMode;
 use crate::vmm::HypervisorKind;
@@ -89,9 +88,6 @@ impl PoolSpec {
     /// What a member is booted with: no pod, in the pooled layout.
     pub fn member_options(&self, state_dir: &Path) -> RunOptions {
         RunOptions {
-            source: PodSource::PoolMember,
-            name: None,
-            state_dir: state_dir.to_path_buf(),
             kernel: self.kernel.clone(),
             modules_dir: self.modules_dir.clone(),
             agent: self.agent.clone(),
@@ -101,16 +97,12 @@ impl PoolSpec {
             memory_mib: self.memory_mib,
             cpus: self.cpus,
             boot_timeout: std::time::Duration::from_secs(self.boot_timeout_secs),
-            grace: std::time::Duration::from_secs(10),
-            linger: std::time::Duration::from_secs(300),
             debug: self.debug,
-            gzip_initramfs: false,
             stage1: self.stage1.clone(),
             detach: true,
-            log_rotation: Rotation::default(),
             network: self.network.clone(),
-            publish: Vec::new(),
             origin: VmOrigin::Pooled,
+            ..RunOptions::new(PodSource::PoolMember, state_dir.to_path_buf())
         }
     }
 

@@ -122,8 +122,11 @@ pub trait Hypervisor: Sync {
     /// vhost-user process (hybrid vsock) rather than the host kernel.
     fn supports_hybrid_vsock(&self) -> bool;
 
-    /// The machine for a pod with `shares` host volumes.
-    fn machine(&self, shares: usize, accel: Accel) -> MachineChoice;
+    /// The machine for a pod with `shares` host volumes. `known_tsc_khz`
+    /// is the host's TSC rate when it was measured already (a pod claiming
+    /// a pool VM plans with the rate that VM was booted with); a backend
+    /// that needs it and is given `None` measures it.
+    fn machine(&self, shares: usize, accel: Accel, known_tsc_khz: Option<u64>) -> MachineChoice;
 
     /// Kernel parameters the backend's virtual hardware needs.
     fn kernel_params(&self) -> &'static [&'static str];

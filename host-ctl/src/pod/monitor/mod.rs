@@ -178,7 +178,7 @@ impl Monitor {
 
     /// Takes over a running pod whose monitor died, or a VM of the warm
     /// pool its pod just claimed (still `prepared`: it runs from now).
-    pub async fn adopt(dir: PodDir) -> Result<Monitor> {
+    pub async fn adopt(dir: PodDir, adoption: Adoption) -> Result<Monitor> {
         let Some(lock) = record::take_monitor_lock(&dir)? else {
             return Err(already_monitored(&dir));
         };
@@ -193,7 +193,7 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let until = Instant::now() + Duration::from_secs(30);
+        let until = Instant::now() + adoption.agent_wait();
         let connected = agent::connect_with_status(
             &launch.endpoint,
             DEFAULT_VSOCK_PORT,
@@ -203,8 +203,7 @@ impl Monitor {
         .await;
         let Ok((client, status)) = connected else {
             vm.kill().await;
-            let reason = "its monitor died and its agent stopped answering".to_string();
-            let _ = record_end(&dir, None, reason);
+            let _ = record_end(&dir, None, adoption.silent_agent().to_string());
             return Err(PodError::NotRunning(format!(
                 "pod {}: the agent does not answer; the VM was killed",
                 dir.id
@@ -243,6 +242,34 @@ impl Monitor {
             _published: published,
             _lock: lock,
         })
+    }
+}
+
+/// Whose VM a monitor adopts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// A pod whose monitor died: its agent may be busy for a while.
+    Orphan,
+    /// A pool VM its pod just claimed, whose agent said on the console
+    /// that it serves: it answers at once, or it will not.
+    Claimed,
+}
+
+impl Adoption {
+    /// How long the agent may take to answer.
+    fn agent_wait(self) -> Duration {
+        match self {
+            Adoption::Orphan => Duration::from_secs(30),
+            Adoption::Claimed => Duration::from_secs(5),
+        }
+    }
+
+    /// The pod's end when it does not.
+    fn silent_agent(self) -> &'static str {
+        match self {
+            Adoption::Orphan => "its monitor died and its agent stopped answering",
+            Adoption::Claimed => "the agent of the pool VM it claimed did not answer",
+        }
     }
 }
 

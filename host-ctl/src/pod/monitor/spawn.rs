@@ -42,32 +42,45 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PodErro
     move |source| PodError::Io { what, path, source }
 }
 
-/// `host-ctl --state-dir <state> <sub> [flag] <pod dir>`, logging to
-/// `<pod dir>/monitor.log`.
-fn host_ctl(dir: &PodDir, sub: &str, flags: &[&str]) -> Result<Command, PodError> {
+/// `host-ctl --state-dir <state_dir> <args>`, with no stdin and stdout
+/// and stderr appended to `log_path`: how host-ctl starts the processes
+/// that work for it in the background (a pod's keeper and monitor, the
+/// pool's fill).
+pub fn host_ctl<S: AsRef<std::ffi::OsStr>>(
+    state_dir: &Path,
+    args: &[S],
+    log_path: &Path,
+) -> Result<Command, PodError> {
     let exe = std::env::current_exe().map_err(io(
         "finding host-ctl's own path at",
         "/proc/self/exe".as_ref(),
     ))?;
-    let log_path = dir.monitor_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&log_path)
-        .map_err(io("opening", &log_path))?;
+        .open(log_path)
+        .map_err(io("opening", log_path))?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("--state-dir").arg(dir.state_dir()).arg(sub);
-    cmd.args(flags);
-    cmd.arg(&dir.path)
+    cmd.arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(io("opening", &log_path))?)
+        .stdout(log.try_clone().map_err(io("opening", log_path))?)
         .stderr(log);
     Ok(cmd)
 }
 
-/// Starts `host-ctl keeper <start> <pod dir>` in a session of its own.
-pub fn spawn_keeper(dir: &PodDir, start: KeeperStart) -> Result<Child, PodError> {
-    let mut cmd = host_ctl(dir, "keeper", &["--start", start.name()])?;
+/// `host-ctl <sub> [flag] <pod dir>`, logging to `<pod dir>/monitor.log`.
+fn pod_command(dir: &PodDir, sub: &str, flags: &[&str]) -> Result<Command, PodError> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![sub.as_ref()];
+    args.extend(flags.iter().map(std::ffi::OsStr::new));
+    args.push(dir.path.as_os_str());
+    host_ctl(&dir.state_dir(), &args, &dir.monitor_log())
+}
+
+/// Makes `cmd`'s child lead a session of its own, so that it outlives the
+/// terminal and the process that started it.
+pub fn in_own_session(cmd: &mut Command) {
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls setsid, which is async-signal-safe.
     unsafe {
@@ -77,6 +90,12 @@ pub fn spawn_keeper(dir: &PodDir, start: KeeperStart) -> Result<Child, PodError>
             Ok(())
         });
     }
+}
+
+/// Starts `host-ctl keeper <start> <pod dir>` in a session of its own.
+pub fn spawn_keeper(dir: &PodDir, start: KeeperStart) -> Result<Child, PodError> {
+    let mut cmd = pod_command(dir, "keeper", &["--start", start.name()])?;
+    in_own_session(&mut cmd);
     cmd.spawn()
         .map_err(io("starting the pod's keeper", &dir.monitor_log()))
 }
@@ -85,7 +104,7 @@ pub fn spawn_keeper(dir: &PodDir, start: KeeperStart) -> Result<Child, PodError>
 /// it gets SIGHUP when the keeper dies.
 pub fn spawn_monitor(dir: &PodDir, adopt: bool) -> Result<tokio::process::Child, PodError> {
     let flags: &[&str] = if adopt { &["--adopt"] } else { &[] };
-    let cmd = host_ctl(dir, "monitor", flags)?;
+    let cmd = pod_command(dir, "monitor", flags)?;
     let mut cmd = tokio::process::Command::from(cmd);
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls prctl, which is async-signal-safe.

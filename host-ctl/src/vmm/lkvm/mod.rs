@@ -69,7 +69,7 @@ impl Hypervisor for Lkvm {
     }
 
     /// kvmtool's virtio devices are on PCI.
-    fn machine(&self, _shares: usize, accel: Accel) -> MachineChoice {
+    fn machine(&self, _shares: usize, accel: Accel, _known_tsc_khz: Option<u64>) -> MachineChoice {
         MachineChoice {
             machine: Machine::Q35,
             tsc_khz: None,

@@ -53,14 +53,14 @@ impl Hypervisor for Qemu {
     /// A TCG guest on microvm must be told its TSC rate (see [`tsc`]);
     /// where the host's cannot be measured, a machine with timers it can
     /// calibrate against does instead.
-    fn machine(&self, shares: usize, accel: Accel) -> MachineChoice {
+    fn machine(&self, shares: usize, accel: Accel, known_tsc_khz: Option<u64>) -> MachineChoice {
         let machine = if shares <= MICROVM_MAX_SHARES {
             Machine::Microvm
         } else {
             Machine::Q35
         };
         if machine == Machine::Microvm && accel == Accel::Tcg {
-            if let Some(khz) = tsc::host_tsc_khz() {
+            if let Some(khz) = known_tsc_khz.or_else(tsc::host_tsc_khz) {
                 return MachineChoice {
                     machine,
                     tsc_khz: Some(khz),
