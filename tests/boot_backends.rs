@@ -24,18 +24,12 @@ fn four_pods_at_once_each_have_their_own_cid_and_agent() {
             .write(&format!("pod{i}.json"))
         })
         .collect();
-    let runs: Vec<_> = manifests
+    let runs: Vec<[&str; 3]> = manifests
         .iter()
-        .map(|m| fx.spawn(&["--detach", "--vsock", "hybrid", m.to_str().unwrap()]))
+        .map(|m| ["--vsock", "hybrid", m.to_str().unwrap()])
         .collect();
-    let ids: Vec<String> = runs
-        .into_iter()
-        .map(|r| {
-            let out = r.finish(POD_LIMIT);
-            assert_eq!(out.code, Some(0), "{}", out.dump());
-            out.stdout.trim().to_string()
-        })
-        .collect();
+    let runs: Vec<&[&str]> = runs.iter().map(|r| r.as_slice()).collect();
+    let ids = fx.detach_all(&runs);
     let mut cids = Vec::new();
     let mut sockets = Vec::new();
     for (i, id) in ids.iter().enumerate() {

@@ -6,68 +6,8 @@
 //! again from the pool.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
-use kvmpod_tests::{Fixture, Outcome, CMD, POD_LIMIT};
-use serde_json::Value;
-
-fn start_pool(fx: &Fixture, size: u32) -> Vec<String> {
-    let size = size.to_string();
-    let out = fx.host_ctl(
-        &["pool", "start", "--size", &size, "--net", "none"],
-        POD_LIMIT,
-    );
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    let members = waiting(fx);
-    assert_eq!(members.len().to_string(), size, "{}", out.dump());
-    members
-}
-
-fn stop_pool(fx: &Fixture) {
-    let out = fx.host_ctl(&["pool", "stop"], POD_LIMIT);
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    let status = fx.host_ctl(&["pool", "status"], CMD);
-    assert!(status.stdout.contains("no pool"), "{}", status.dump());
-}
-
-/// `pool status --format json`.
-fn status(fx: &Fixture) -> Value {
-    let out = fx.host_ctl(&["pool", "status", "--format", "json"], CMD);
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    serde_json::from_str(&out.stdout).expect("pool status is JSON")
-}
-
-/// The IDs of the pool's members that wait for a pod.
-fn waiting(fx: &Fixture) -> Vec<String> {
-    status(fx)["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["state"] == "waiting")
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect()
-}
-
-/// Waits (up to 2 minutes) until `n` members wait; their IDs.
-fn wait_for_waiting(fx: &Fixture, n: usize) -> Vec<String> {
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let w = waiting(fx);
-        if w.len() >= n {
-            return w;
-        }
-        assert!(
-            Instant::now() < until,
-            "the pool was not refilled: {}",
-            status(fx)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn ran_in_the_pool(out: &Outcome) -> bool {
-    out.stderr.contains("  claimed") && !out.stderr.contains("host-ctl: pool:")
-}
+use kvmpod_tests::{pool, Fixture, Outcome, CMD, POD_LIMIT};
 
 /// What a pod can see of its VM: hostname, mounts with their options,
 /// what the read-only rules do; and an exit code of its own.
@@ -99,10 +39,10 @@ fn a_pooled_pod_is_indistinguishable_from_a_cold_one() {
     assert!(!cold.stderr.contains("claimed"), "{}", cold.dump());
     let cold_id = kvmpod_tests::fixture_pods(&fx).pop().expect("a pod");
 
-    let members = start_pool(&fx, 1);
+    let members = pool::start(&fx, 1);
     let pooled = fx.run(&["--net", "none", "--timings", m], POD_LIMIT);
     assert_eq!(pooled.code, Some(3), "{}", pooled.dump());
-    assert!(ran_in_the_pool(&pooled), "{}", pooled.dump());
+    assert!(pool::served(&pooled), "{}", pooled.dump());
     let pods = kvmpod_tests::fixture_pods(&fx);
     assert!(pods.contains(&members[0]), "{pods:?} {members:?}");
     let pooled_id = members[0].clone();
@@ -138,14 +78,14 @@ fn a_pooled_pod_is_indistinguishable_from_a_cold_one() {
     // The pod's output is in its logs, as a cold pod's.
     let logs = fx.host_ctl(&["logs", &pooled_id, "probe"], CMD);
     assert_eq!(logs.stdout, pooled.stdout, "{}", logs.dump());
-    stop_pool(&fx);
+    pool::stop(&fx);
     fx.finish();
 }
 
 #[test]
 fn a_dead_pool_vm_is_replaced_and_never_handed_out() {
     let fx = Fixture::new();
-    let members = start_pool(&fx, 1);
+    let members = pool::start(&fx, 1);
     let dead = &members[0];
     let vm = fx.record(dead)["vm"]["pid"].as_i64().expect("a VM pid");
     kvmpod_tests::send_signal(vm as i32, nix::sys::signal::Signal::SIGKILL);
@@ -155,7 +95,7 @@ fn a_dead_pool_vm_is_replaced_and_never_handed_out() {
     assert!(out.stdout.contains("ran"), "{}", out.dump());
     let pods = kvmpod_tests::fixture_pods(&fx);
     assert!(!pods.contains(dead), "the dead VM was handed out: {pods:?}");
-    let fresh = wait_for_waiting(&fx, 1);
+    let fresh = pool::wait_for_waiting(&fx, 1, std::slice::from_ref(dead));
     assert!(!fresh.contains(dead), "{fresh:?}");
     // The replacement serves the next pod.
     let out = fx.run(
@@ -163,29 +103,20 @@ fn a_dead_pool_vm_is_replaced_and_never_handed_out() {
         POD_LIMIT,
     );
     assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert!(ran_in_the_pool(&out), "{}", out.dump());
-    stop_pool(&fx);
+    assert!(pool::served(&out), "{}", out.dump());
+    pool::stop(&fx);
     fx.finish();
 }
 
 #[test]
 fn concurrent_runs_never_share_a_vm() {
     let fx = Fixture::new();
-    let members = start_pool(&fx, 2);
+    let members = pool::start(&fx, 2);
     let m = fx.one_app("app", "seq 1 20000; hostname").write("pod.json");
     let m = m.to_str().unwrap().to_string();
     // Both started before either is done.
-    let runs: Vec<_> = (0..2)
-        .map(|_| fx.spawn(&["--detach", "--net", "none", &m]))
-        .collect();
-    let ids: Vec<String> = runs
-        .into_iter()
-        .map(|r| {
-            let out = r.finish(POD_LIMIT);
-            assert_eq!(out.code, Some(0), "{}", out.dump());
-            out.stdout.trim().to_string()
-        })
-        .collect();
+    let run: &[&str] = &["--net", "none", &m];
+    let ids = fx.detach_all(&[run, run]);
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), 2, "{ids:?}");
     let cids: BTreeSet<String> = ids
@@ -200,6 +131,6 @@ fn concurrent_runs_never_share_a_vm() {
         let logs = fx.host_ctl(&["logs", id, "app"], CMD);
         assert_eq!(logs.stdout, format!("{want}{}\n", &id[..12]), "{id}");
     }
-    stop_pool(&fx);
+    pool::stop(&fx);
     fx.finish();
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use kvmpod_tests::{assert_checks, check, equals, erofs, repo, Fixture, POD_LIMIT};
+use kvmpod_tests::{assert_checks, check, equals, erofs, pool, repo, Fixture, POD_LIMIT};
 use serde_json::json;
 
 /// The demo pod of `make demo`, from its own manifest: two apps, a host
@@ -93,19 +93,14 @@ fn volumes_read_only_rules_and_exit_codes() {
 #[test]
 fn volumes_read_only_rules_and_exit_codes_from_the_pool() {
     let fx = Fixture::new();
-    let pool = fx.host_ctl(
-        &["pool", "start", "--size", "1", "--net", "none"],
-        POD_LIMIT,
-    );
-    assert_eq!(pool.code, Some(0), "{}", pool.dump());
+    pool::start(&fx, 1);
     let out = volume_rules(&fx, &["--net", "none", "--timings"]);
     assert!(
-        out.stderr.contains("claimed") && !out.stderr.contains("host-ctl: pool:"),
+        pool::served(&out),
         "the pod did not run in the pool's VM\n{}",
         out.dump()
     );
-    let stop = fx.host_ctl(&["pool", "stop"], POD_LIMIT);
-    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    pool::stop(&fx);
     fx.finish();
 }
 

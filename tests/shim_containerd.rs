@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kvmpod_tests::containerd::{Containerd, RUNTIME};
 use kvmpod_tests::terminal::{on_a_terminal, Typed};
-use kvmpod_tests::{Fixture, CMD, POD_LIMIT};
+use kvmpod_tests::{pool, Fixture, CMD, POD_LIMIT};
 
 /// `ctr run --rm` prints the app's output and exits with its status;
 /// `ctr run -d` leaves a task that `ctr task ls` shows running, that `ctr
@@ -326,24 +326,7 @@ fn ctr_run_takes_a_vm_from_the_pool() {
     kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
     let import = containerd.ctr(&["images", "import", archive.to_str().unwrap()], CMD);
     assert_eq!(import.code, Some(0), "{}", import.dump());
-    let pool = fx.host_ctl(
-        &["pool", "start", "--size", "1", "--net", "none"],
-        POD_LIMIT,
-    );
-    assert_eq!(pool.code, Some(0), "{}", pool.dump());
-    let waiting = |fx: &Fixture| -> Vec<String> {
-        let out = fx.host_ctl(&["pool", "status", "--format", "json"], CMD);
-        let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-        v["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| m["state"] == "waiting")
-            .filter_map(|m| m["id"].as_str().map(str::to_string))
-            .collect()
-    };
-    let before = waiting(&fx);
-    assert_eq!(before.len(), 1, "{}", pool.dump());
+    let before = pool::start(&fx, 1);
 
     let run = containerd.ctr(
         &[
@@ -371,17 +354,8 @@ fn ctr_run_takes_a_vm_from_the_pool() {
         !fx.state_dir().join("pods").join(&before[0]).exists(),
         "the pool's VM was not the pod's"
     );
-    let until = Instant::now() + Duration::from_secs(120);
-    loop {
-        let now = waiting(&fx);
-        if now.len() == 1 && now != before {
-            break;
-        }
-        assert!(Instant::now() < until, "the pool was not refilled: {now:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let stop = fx.host_ctl(&["pool", "stop"], POD_LIMIT);
-    assert_eq!(stop.code, Some(0), "{}", stop.dump());
+    pool::wait_for_waiting(&fx, 1, &before);
+    pool::stop(&fx);
     drop(containerd);
     fx.finish();
 }

@@ -180,32 +180,13 @@ fn run_baseline(vm: &BaselineVm, data: &Path) -> Result<f64> {
 fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &Path) -> Result<()> {
     use rootfs_builder::archive::{Archive, Entry};
     kvmpod_api::validate::load(manifest)?;
-    let kernel = host_ctl::launch::host::kernel(None, None)?;
-    let modules_dir = kernel
-        .modules
-        .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;
-    let kver = modules_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
     let mut a = Archive::new();
     rootfs_builder::tree::add_dir(&mut a, &ctx.rootfs, "")?;
     a.add("dev/console", Entry::console())?;
     for d in ["proc", "mnt/data"] {
         a.add(d, Entry::dir(0o755))?;
     }
-    let mut paths = Vec::new();
-    // The modules the stage1 image loads for this transport.
-    let wanted = rootfs_builder::initramfs::pod_modules()
-        .remove(transport)
-        .ok_or_else(|| anyhow!("no stage1 modules for transport {transport}"))?;
-    for m in index.resolve(&wanted)? {
-        let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
-        a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
-        paths.push(format!("/{p}"));
-    }
+    let paths = add_stage1_modules(&mut a, transport)?;
     // The agent's work for the trivial pod: modules, the root's layer
     // over 9p under a tmpfs upper (overlayfs), the host volume, one shell.
     let init = format!(
@@ -228,6 +209,35 @@ fn build_baseline_initramfs(ctx: &Ctx, manifest: &Path, transport: &str, out: &P
     // Uncompressed, as host-ctl writes its own by default.
     rootfs_builder::write_initramfs(&a, out, rootfs_builder::Compression::None)?;
     Ok(())
+}
+
+/// Adds the kernel modules the stage1 image loads for `transport`, from
+/// this host's kernel, to `a`; their paths in the guest, in load order.
+pub fn add_stage1_modules(
+    a: &mut rootfs_builder::archive::Archive,
+    transport: &str,
+) -> Result<Vec<String>> {
+    use rootfs_builder::archive::Entry;
+    let kernel = host_ctl::launch::host::kernel(None, None)?;
+    let modules_dir = kernel
+        .modules
+        .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;
+    let kver = modules_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
+    let wanted = rootfs_builder::initramfs::pod_modules()
+        .remove(transport)
+        .ok_or_else(|| anyhow!("no stage1 modules for transport {transport}"))?;
+    let mut paths = Vec::new();
+    for m in index.resolve(&wanted)? {
+        let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
+        a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
+        paths.push(format!("/{p}"));
+    }
+    Ok(paths)
 }
 
 /// Splits a shell-quoted line as `host-ctl args` prints it.

@@ -356,27 +356,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 /// transport and its plan.
 fn build_initramfs(pod: &PodManifest, transport: &str, init: &Path, out: &Path) -> Result<()> {
     use rootfs_builder::archive::{Archive, Entry};
-    let kernel = host_ctl::launch::host::kernel(None, None)?;
-    let modules_dir = kernel
-        .modules
-        .ok_or_else(|| anyhow!("the kernel has no modules directory"))?;
-    let kver = modules_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    let index = rootfs_builder::modules::ModuleIndex::load(&modules_dir)?;
-    let wanted = rootfs_builder::initramfs::pod_modules()
-        .remove(transport)
-        .ok_or_else(|| anyhow!("no stage1 modules for transport {transport}"))?;
     let mut a = Archive::new();
     a.add("dev/console", Entry::console())?;
-    let mut paths = Vec::new();
-    for m in index.resolve(&wanted)? {
-        let p = format!("lib/modules/{kver}/{}", m.guest_rel_path());
-        a.add(&p, Entry::file(index.read_module(&m)?, 0o644))?;
-        paths.push(format!("/{p}"));
-    }
+    let paths = crate::baseline::add_stage1_modules(&mut a, transport)?;
     a.add("init", Entry::file(fs::read(init)?, 0o755))?;
     a.add(
         "limit.plan",

@@ -202,6 +202,27 @@ impl Fixture {
         self.spawn_host_ctl(&all)
     }
 
+    /// Runs `host-ctl run --detach <args>` once for each of `runs`, all
+    /// started before any is waited for; the pods' IDs, in that order.
+    pub fn detach_all(&self, runs: &[&[&str]]) -> Vec<String> {
+        let started: Vec<Running> = runs
+            .iter()
+            .map(|args| {
+                let mut all = vec!["--detach"];
+                all.extend_from_slice(args);
+                self.spawn(&all)
+            })
+            .collect();
+        started
+            .into_iter()
+            .map(|r| {
+                let out = r.finish(crate::POD_LIMIT);
+                assert_eq!(out.code, Some(0), "{}", out.dump());
+                out.stdout.trim().to_string()
+            })
+            .collect()
+    }
+
     /// Starts `host-ctl <args>` without waiting for it.
     pub fn spawn_host_ctl(&self, args: &[&str]) -> Running {
         Running::start(self.command(args))

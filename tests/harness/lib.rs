@@ -15,6 +15,7 @@ pub mod images;
 pub mod leftovers;
 pub mod net;
 pub mod pod;
+pub mod pool;
 pub mod process;
 pub mod programs;
 pub mod terminal;
