@@ -91,6 +91,10 @@ impl FromStr for Stage {
 /// What happened to one app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AppMoment {
+    /// Its root is assembled: every mount of it made.
+    Assembled,
+    /// Its user, groups and program are found in its root.
+    Resolved,
     Started,
     Exited,
     /// It could not be started (its mounts, user or program).
@@ -98,8 +102,18 @@ pub enum AppMoment {
 }
 
 impl AppMoment {
+    pub const ALL: [AppMoment; 5] = [
+        AppMoment::Assembled,
+        AppMoment::Resolved,
+        AppMoment::Started,
+        AppMoment::Exited,
+        AppMoment::Failed,
+    ];
+
     fn name(self) -> &'static str {
         match self {
+            AppMoment::Assembled => "app-assembled",
+            AppMoment::Resolved => "app-resolved",
             AppMoment::Started => "app-started",
             AppMoment::Exited => "app-exited",
             AppMoment::Failed => "app-failed",
@@ -145,7 +159,7 @@ impl FromStr for Mark {
     type Err = UnknownMark;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some((kind, app)) = s.split_once(':') {
-            let moment = [AppMoment::Started, AppMoment::Exited, AppMoment::Failed]
+            let moment = AppMoment::ALL
                 .into_iter()
                 .find(|m| m.name() == kind)
                 .ok_or_else(|| UnknownMark(s.to_string()))?;
@@ -163,6 +177,10 @@ mod tests {
     fn marks_round_trip_through_their_names() {
         for st in Stage::ALL {
             let m = Mark::from(st);
+            assert_eq!(m.to_string().parse::<Mark>().unwrap(), m);
+        }
+        for moment in AppMoment::ALL {
+            let m = Mark::app(moment, "web");
             assert_eq!(m.to_string().parse::<Mark>().unwrap(), m);
         }
         let m = Mark::app(AppMoment::Exited, "web");

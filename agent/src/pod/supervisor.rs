@@ -99,7 +99,12 @@ pub(super) fn start_app(pod: &Arc<Pod>, app: &Arc<AppRecord>) {
 /// Assembles the app's root and works out its command and identity.
 fn prepare(pod: &Pod, app: &AppRecord) -> Result<AppLaunch, PodError> {
     storage::assemble(&pod.manifest_for(&app.manifest), &app.manifest)?;
-    Ok(AppLaunch::prepare(&app.manifest)?)
+    pod.timeline
+        .mark(Mark::app(AppMoment::Assembled, app.name()));
+    let launch = AppLaunch::prepare(&app.manifest)?;
+    pod.timeline
+        .mark(Mark::app(AppMoment::Resolved, app.name()));
+    Ok(launch)
 }
 
 /// Starts the app's process once.

@@ -84,8 +84,8 @@ pub fn launch(
     let isolation = Isolation::for_app(app, Enter::Join { ns: ns.as_raw_fd() });
     match io {
         ExecIo::Pipes { stdin } => {
-            let command = launch.command(Stdio3::Pipes { stdin }, procs, isolation)?;
-            stdio::with_pipes(reaper, &launch.program, command, Some(OUTPUT_PIPE_SIZE))
+            let spawn = launch.prepare_spawn(Stdio3::Pipes { stdin }, procs, isolation)?;
+            stdio::with_pipes(reaper, &launch.program, spawn, Some(OUTPUT_PIPE_SIZE))
         }
         ExecIo::Pty {
             master,
@@ -93,8 +93,8 @@ pub fn launch(
             stdin,
         } => {
             stdio::nonblocking(&master)?;
-            let command = launch.command(Stdio3::Pty(slave), procs, isolation)?;
-            stdio::on_terminal(reaper, &launch.program, command, master, stdin)
+            let spawn = launch.prepare_spawn(Stdio3::Pty(slave), procs, isolation)?;
+            stdio::on_terminal(reaper, &launch.program, spawn, master, stdin)
         }
     }
 }

@@ -79,9 +79,9 @@ impl Isolation {
     /// as root, before `setgroups`/`setgid`/`setuid`).
     ///
     /// # Safety
-    /// Only for the forked child of a `Command`: it changes the process's
-    /// namespaces, root and limits. It makes only async-signal-safe system
-    /// calls and does not allocate.
+    /// Only for a child before its exec (see `vfork`): it changes the
+    /// process's namespaces, root and limits. It makes only system calls
+    /// and does not allocate.
     pub unsafe fn apply_as_root(&self) -> io::Result<()> {
         self.set_oom_score_adj()?;
         for &(resource, soft, hard) in &self.rlimits {
@@ -89,8 +89,18 @@ impl Isolation {
                 rlim_cur: soft,
                 rlim_max: hard,
             };
-            // SAFETY: setrlimit reads the rlimit on our stack.
-            check(unsafe { libc::setrlimit(resource as _, &lim) })?;
+            // SAFETY: prlimit64 reads the rlimit on our stack. The raw
+            // system call: musl's setrlimit may fall back to acting on every
+            // thread (see `vfork`).
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    0,
+                    resource as libc::c_long,
+                    &lim as *const libc::rlimit,
+                    std::ptr::null_mut::<libc::rlimit>(),
+                )
+            } as libc::c_int)?;
         }
         match &self.enter {
             Enter::Pivot { root } => pivot_into(root)?,

@@ -20,6 +20,7 @@ mod signal;
 mod spawn;
 mod stdio;
 mod users;
+mod vfork;
 
 pub use cgroups::{setup as setup_cgroups, AppCgroup};
 pub use error::{SpawnError, EXIT_SETUP_FAILED};

@@ -6,7 +6,6 @@
 //! reaper can collect it, so its exit is never mistaken for an orphan's.
 
 use std::collections::HashMap;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
@@ -40,6 +39,17 @@ impl Exit {
     }
 }
 
+/// A started process, as the reaper registers it.
+pub trait HasPid {
+    fn pid(&self) -> i32;
+}
+
+impl HasPid for super::spawn::Started {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
 #[derive(Default)]
 pub struct Reaper {
     waiting: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
@@ -56,15 +66,19 @@ impl Reaper {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `cmd` and registers it; the receiver yields its exit. The
-    /// table is locked across the fork, so the reaper cannot collect the
-    /// child first (nor can std's own wait for a child whose exec failed
-    /// lose its status to the reaper).
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(Child, oneshot::Receiver<Exit>)> {
+    /// Starts a process with `start` (which returns once it has exec'd)
+    /// and registers it; the receiver yields its exit. The table is locked
+    /// across the start, so the reaper cannot collect the child first (nor
+    /// the status of a child whose exec failed, which `start` reaps
+    /// itself).
+    pub fn spawn<C: HasPid>(
+        &self,
+        start: impl FnOnce() -> std::io::Result<C>,
+    ) -> std::io::Result<(C, oneshot::Receiver<Exit>)> {
         let mut table = self.table();
-        let child = cmd.spawn()?;
+        let child = start()?;
         let (tx, rx) = oneshot::channel();
-        table.insert(child.id() as i32, tx);
+        table.insert(child.pid(), tx);
         Ok((child, rx))
     }
 
@@ -110,8 +124,28 @@ impl Reaper {
 
 #[cfg(test)]
 mod tests {
+    use super::super::vfork::{self, BeforeExec, Exec};
     use super::*;
     use std::time::Duration;
+
+    struct Plain(i32);
+    impl HasPid for Plain {
+        fn pid(&self) -> i32 {
+            self.0
+        }
+    }
+
+    struct Nothing;
+    impl BeforeExec for Nothing {
+        fn run(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn start(argv: &[&str]) -> std::io::Result<Plain> {
+        let exec = Exec::new(argv[0], argv.iter().copied(), []).unwrap();
+        vfork::spawn(&exec, [None, None, None], &Nothing).map(|p| Plain(p.as_raw()))
+    }
 
     // Reaping waits for any child of the test process, so these run on a
     // fresh, single reaper in one test.
@@ -120,7 +154,7 @@ mod tests {
         let reaper = Reaper::new();
         reaper.start().unwrap();
         let (_c, rx) = reaper
-            .spawn(Command::new("/bin/sh").args(["-c", "exit 7"]))
+            .spawn(|| start(&["/bin/sh", "-c", "exit 7"]))
             .unwrap();
         let exit = tokio::time::timeout(Duration::from_secs(10), rx)
             .await
@@ -129,7 +163,7 @@ mod tests {
         assert_eq!(exit, Exit { code: 7, signal: 0 });
 
         let (_c, rx) = reaper
-            .spawn(Command::new("/bin/sh").args(["-c", "kill -9 $$"]))
+            .spawn(|| start(&["/bin/sh", "-c", "kill -9 $$"]))
             .unwrap();
         let exit = tokio::time::timeout(Duration::from_secs(10), rx)
             .await
@@ -143,12 +177,10 @@ mod tests {
             }
         );
 
-        // A failed exec is std's to wait for; the shared lock keeps the
-        // reaper from stealing that status (which would panic std).
+        // A failed exec is reaped by the start itself; the shared lock
+        // keeps the reaper from taking that status first.
         for _ in 0..20 {
-            assert!(reaper
-                .spawn(&mut Command::new("/nonexistent/program"))
-                .is_err());
+            assert!(reaper.spawn(|| start(&["/nonexistent/program"])).is_err());
         }
     }
 }

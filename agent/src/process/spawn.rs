@@ -4,14 +4,13 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use super::isolation::{Enter, Isolation};
 use super::stdio::{self, Launched};
 use super::users::{self, Identity};
+use super::vfork::{self, BeforeExec, Exec, NulError};
 use super::{pty, Reaper, SpawnError};
 use crate::error::Context;
 use crate::storage::{open_in_root, open_root};
@@ -20,7 +19,7 @@ use kvmpod_api::manifest::App;
 use kvmpod_api::validate::normalize_guest_path;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, SFlag};
-use nix::unistd::{setgid, setgroups, setsid, setuid, Gid, Uid};
+use nix::unistd::setsid;
 
 /// `PATH` for apps that do not set one (appc's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -155,113 +154,176 @@ impl Launch {
         })
     }
 
-    /// The command. In the child, just before `exec`: join the app's
-    /// cgroup (through `cgroup_procs`), apply `isolation` (enter the app's
-    /// root in a mount namespace, limits, the capability bounding set),
-    /// change to the working directory, start a new session (so signals
-    /// reach the whole process group; with a pty, take it as controlling
-    /// terminal), drop to the app's groups, gid and uid, then cut root's
-    /// capabilities down and set `no_new_privs`. The command holds the
-    /// descriptors its child needs until it is dropped.
-    pub(super) fn command(
+    /// The process, ready to start. In the child, just before `exec`: join
+    /// the app's cgroup (through `cgroup_procs`), apply `isolation` (enter
+    /// the app's root in a mount namespace, limits, the capability
+    /// bounding set), change to the working directory, start a new session
+    /// (so signals reach the whole process group; with a pty, take it as
+    /// controlling terminal), drop to the app's groups, gid and uid, then
+    /// cut root's capabilities down and set `no_new_privs`. It holds the
+    /// descriptors its child needs until it has started.
+    pub(super) fn prepare_spawn(
         &self,
         io: Stdio3,
         cgroup_procs: Option<OwnedFd>,
         isolation: Isolation,
-    ) -> Result<Command, SpawnError> {
-        let cwd = self.check_strings()?;
-        let mut cmd = Command::new(&self.program);
-        cmd.arg0(&self.argv0)
-            .args(&self.args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)));
-        if matches!(io, Stdio3::Pty(_)) && lacks_term(&self.env) {
-            cmd.env("TERM", DEFAULT_TERM);
+    ) -> Result<Spawn, SpawnError> {
+        let cwd = CString::new(self.cwd.as_bytes())
+            .map_err(|_| SpawnError::Nul("workingDirectory".into()))?;
+        let tty = matches!(io, Stdio3::Pty(_));
+        let mut env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if tty && lacks_term(&self.env) {
+            env.push(format!("TERM={DEFAULT_TERM}"));
         }
-        let tty = connect(&mut cmd, io)?;
-        let child = ChildSetup {
+        let argv = std::iter::once(self.argv0.as_str()).chain(self.args.iter().map(String::as_str));
+        let exec = Exec::new(&self.program, argv, env).map_err(|e| {
+            SpawnError::Nul(
+                match e {
+                    NulError::Program | NulError::Argument => "argument",
+                    NulError::Environment => "environment",
+                }
+                .into(),
+            )
+        })?;
+        let fds = ChildFds::new(io)?;
+        let setup = ChildSetup {
             cgroup_procs,
             isolation,
             cwd,
             tty,
-            uid: Uid::from_raw(self.identity.uid),
-            gid: Gid::from_raw(self.identity.gid),
-            groups: self
-                .identity
-                .groups
-                .iter()
-                .copied()
-                .map(Gid::from_raw)
-                .collect(),
+            uid: self.identity.uid,
+            gid: self.identity.gid,
+            groups: self.identity.groups.clone(),
         };
-        // SAFETY: the closure runs in the forked child before exec, where
-        // only async-signal-safe calls are sound: `ChildSetup::run` makes
-        // nothing but system calls on data prepared here (see it).
-        unsafe {
-            cmd.pre_exec(move || child.run());
-        }
-        Ok(cmd)
-    }
-
-    /// Refuses strings the kernel cannot take (NUL bytes); returns the
-    /// working directory as the C string the child changes to.
-    fn check_strings(&self) -> Result<CString, SpawnError> {
-        let cstr =
-            |s: &[u8], what: &str| CString::new(s).map_err(|_| SpawnError::Nul(what.to_string()));
-        let cwd = cstr(self.cwd.as_bytes(), "workingDirectory")?;
-        for a in std::iter::once(&self.program).chain(&self.args) {
-            cstr(a.as_bytes(), "argument")?;
-        }
-        for (k, v) in &self.env {
-            cstr(k.as_bytes(), "environment")?;
-            cstr(v.as_bytes(), "environment")?;
-        }
-        Ok(cwd)
+        Ok(Spawn { exec, fds, setup })
     }
 }
 
-/// Connects the command's stdio as `io` says; returns whether it is a
-/// terminal.
-fn connect(cmd: &mut Command, io: Stdio3) -> Result<bool, SpawnError> {
-    match io {
-        Stdio3::Pipes { stdin } => {
-            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            Ok(false)
-        }
-        Stdio3::Pty(slave) => {
-            let dup = |fd: &OwnedFd| fd.try_clone().context(|| "duplicating the terminal".into());
-            cmd.stdin(Stdio::from(dup(&slave)?))
-                .stdout(Stdio::from(dup(&slave)?))
-                .stderr(Stdio::from(slave));
-            Ok(true)
-        }
+/// A process ready to start: everything it is started with prepared, so
+/// that its child only makes system calls (see `vfork`).
+pub(super) struct Spawn {
+    exec: Exec,
+    fds: ChildFds,
+    setup: ChildSetup,
+}
+
+/// A started process and the agent's ends of its pipes.
+pub(super) struct Started {
+    pub pid: i32,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+impl Spawn {
+    /// Starts the process; returns once it has called `execve` (an error
+    /// before that, its `exec` included, is returned). The child's ends of
+    /// its descriptors are closed here, on either path.
+    pub(super) fn start(self) -> io::Result<Started> {
+        let pid = vfork::spawn(&self.exec, self.fds.stdio(), &self.setup)?;
+        let ChildFds { agent, .. } = self.fds;
+        let [stdin, stdout, stderr] = agent;
+        Ok(Started {
+            pid: pid.as_raw(),
+            stdin,
+            stdout,
+            stderr,
+        })
     }
 }
 
-/// What the child does between `fork` and `exec`, prepared before `fork`.
-/// `run` makes only async-signal-safe system calls on this data, without
-/// allocating or locking, as `pre_exec` requires.
+/// A process's descriptors 0, 1 and 2: the child's ends and the agent's.
+struct ChildFds {
+    /// What the child gets as 0, 1 and 2 (a terminal: one descriptor,
+    /// three times).
+    child: Vec<OwnedFd>,
+    stdio: [usize; 3],
+    /// The agent's ends of the pipes: stdin's writer, stdout's and
+    /// stderr's readers.
+    agent: [Option<OwnedFd>; 3],
+}
+
+impl ChildFds {
+    fn new(io: Stdio3) -> Result<ChildFds, SpawnError> {
+        match io {
+            Stdio3::Pipes { stdin } => {
+                let input = if stdin {
+                    let (r, w) = pipe()?;
+                    (r, Some(w))
+                } else {
+                    let null = nix::fcntl::open(
+                        "/dev/null",
+                        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .context(|| "opening /dev/null".into())?;
+                    (above_stdio(null)?, None)
+                };
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                Ok(ChildFds {
+                    child: vec![input.0, out_w, err_w],
+                    stdio: [0, 1, 2],
+                    agent: [input.1, Some(out_r), Some(err_r)],
+                })
+            }
+            Stdio3::Pty(slave) => Ok(ChildFds {
+                child: vec![above_stdio(slave)?],
+                stdio: [0, 0, 0],
+                agent: [None, None, None],
+            }),
+        }
+    }
+
+    fn stdio(&self) -> [Option<RawFd>; 3] {
+        self.stdio
+            .map(|i| self.child.get(i).map(|fd| fd.as_raw_fd()))
+    }
+}
+
+/// A pipe, both ends close-on-exec and above the standard descriptors.
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context(|| "creating a pipe".into())?;
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// `fd`, or a close-on-exec copy of it numbered 3 or above when it is one
+/// of the standard descriptors (the agent's are the console, so this is
+/// for tests that run without them).
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, SpawnError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    let n = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .context(|| "moving a descriptor".into())?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else
+    // owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// What the child does between the clone and `exec`, prepared before.
+/// `run` makes only system calls on this data, without allocating or
+/// locking, and never through a libc function that acts on every thread
+/// (see `vfork`): identity changes are raw system calls.
 struct ChildSetup {
     /// The app's `cgroup.procs`, which the child joins by writing "0".
     cgroup_procs: Option<OwnedFd>,
     isolation: Isolation,
     cwd: CString,
     tty: bool,
-    uid: Uid,
-    gid: Gid,
-    groups: Vec<Gid>,
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
 }
 
-impl ChildSetup {
+impl BeforeExec for ChildSetup {
     fn run(&self) -> io::Result<()> {
         if let Some(procs) = &self.cgroup_procs {
             if nix::unistd::write(procs, b"0")? != 1 {
                 return Err(io::Error::last_os_error());
             }
         }
-        // SAFETY: this is the forked child before exec, which is what
+        // SAFETY: this is the child before exec, which is what
         // `apply_as_root` is for.
         unsafe { self.isolation.apply_as_root() }?;
         // Mark every inherited descriptor close-on-exec: the process gets
@@ -279,15 +341,32 @@ impl ChildSetup {
         nix::unistd::chdir(self.cwd.as_c_str())?;
         setsid()?;
         // SAFETY: TIOCSCTTY takes an int by value; descriptor 0 is the
-        // terminal the command was given.
+        // terminal the process was given.
         if self.tty && unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        setgroups(&self.groups)?;
-        setgid(self.gid)?;
-        setuid(self.uid)?;
-        // SAFETY: as above, the forked child before exec.
-        unsafe { self.isolation.apply_after_identity(self.uid.as_raw()) }
+        // SAFETY: raw system calls on integers and on `groups`, which
+        // outlives them; they change this process's credentials only.
+        unsafe {
+            sys(libc::syscall(
+                libc::SYS_setgroups,
+                self.groups.len(),
+                self.groups.as_ptr(),
+            ))?;
+            sys(libc::syscall(libc::SYS_setgid, self.gid))?;
+            sys(libc::syscall(libc::SYS_setuid, self.uid))?;
+        }
+        // SAFETY: as above, the child before exec.
+        unsafe { self.isolation.apply_after_identity(self.uid) }
+    }
+}
+
+/// A raw system call's result as an `io::Result`.
+fn sys(ret: libc::c_long) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -328,16 +407,16 @@ impl AppLaunch {
         );
         if !app.terminal {
             let io = Stdio3::Pipes { stdin: app.stdin };
-            let command = self.launch.command(io, cgroup_procs, isolation)?;
-            return stdio::with_pipes(reaper, &self.launch.program, command, None);
+            let spawn = self.launch.prepare_spawn(io, cgroup_procs, isolation)?;
+            return stdio::with_pipes(reaper, &self.launch.program, spawn, None);
         }
         let root = open_root(&layout::app_rootfs(&app.name)).map_err(SpawnError::Root)?;
         let pty = pty::open_in_app(&root, None)?;
         stdio::nonblocking(&pty.master)?;
-        let command = self
+        let spawn = self
             .launch
-            .command(Stdio3::Pty(pty.slave), cgroup_procs, isolation)?;
-        stdio::on_terminal(reaper, &self.launch.program, command, pty.master, app.stdin)
+            .prepare_spawn(Stdio3::Pty(pty.slave), cgroup_procs, isolation)?;
+        stdio::on_terminal(reaper, &self.launch.program, spawn, pty.master, app.stdin)
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Child, Command};
 use std::sync::Arc;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -16,6 +15,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::error::exec_error;
+use super::spawn::{Spawn, Started};
 use super::{pty, Exit, Reaper, SpawnError};
 use crate::error::Context;
 
@@ -143,20 +143,20 @@ pub(super) fn nonblocking(master: &OwnedFd) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// Spawns a command (its errors name `program`) whose stdio are pipes;
+/// Spawns a process (its errors name `program`) whose stdio are pipes;
 /// its output pipes get `pipe_size` bytes when given.
 pub(super) fn with_pipes(
     reaper: &Reaper,
     program: &str,
-    mut command: Command,
+    spawn: Spawn,
     pipe_size: Option<i32>,
 ) -> Result<Launched, SpawnError> {
     let (mut child, exit) = reaper
-        .spawn(&mut command)
+        .spawn(|| spawn.start())
         .map_err(|e| exec_error(program, &e))?;
     match watch_pipes(&mut child, pipe_size) {
         Ok((input, outputs)) => Ok(Launched {
-            pid: pid(&child),
+            pid: child.pid,
             exit,
             outputs,
             input,
@@ -165,7 +165,10 @@ pub(super) fn with_pipes(
         Err(e) => {
             // Nobody could read it or write to it: it must not run on
             // untracked (the reaper collects it).
-            let _ = child.kill();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             Err(e)
         }
     }
@@ -173,20 +176,19 @@ pub(super) fn with_pipes(
 
 /// The child's pipes, watched by tokio.
 fn watch_pipes(
-    child: &mut Child,
+    child: &mut Started,
     pipe_size: Option<i32>,
 ) -> Result<(Input, Vec<(Which, Output)>), SpawnError> {
     let input = match child.stdin.take() {
         Some(s) => Input::Pipe(
-            pipe::Sender::from_owned_fd(OwnedFd::from(s))
-                .context(|| "watching the command's stdin".into())?,
+            pipe::Sender::from_owned_fd(s).context(|| "watching the command's stdin".into())?,
         ),
         None => Input::None,
     };
     let mut outputs = Vec::new();
     for (which, out) in [
-        (Which::Stdout, child.stdout.take().map(OwnedFd::from)),
-        (Which::Stderr, child.stderr.take().map(OwnedFd::from)),
+        (Which::Stdout, child.stdout.take()),
+        (Which::Stderr, child.stderr.take()),
     ] {
         if let Some(fd) = out {
             if let Some(size) = pipe_size {
@@ -203,11 +205,11 @@ fn watch_pipes(
     Ok((input, outputs))
 }
 
-/// Spawns a command on the terminal whose master side is `master`.
+/// Spawns a process on the terminal whose master side is `master`.
 pub(super) fn on_terminal(
     reaper: &Reaper,
     program: &str,
-    mut command: Command,
+    spawn: Spawn,
     master: OwnedFd,
     stdin: bool,
 ) -> Result<Launched, SpawnError> {
@@ -219,14 +221,13 @@ pub(super) fn on_terminal(
         .map_err(|e| e.into_parts().1)
         .context(|| "watching the terminal".into())?;
     let master = Arc::new(master);
+    // Starting it closes the agent's copy of the terminal's slave side,
+    // without which the master would never see the process's end.
     let (child, exit) = reaper
-        .spawn(&mut command)
+        .spawn(|| spawn.start())
         .map_err(|e| exec_error(program, &e))?;
-    // The parent's copies of the terminal's slave side must go, or the
-    // master never sees the command's end.
-    drop(command);
     Ok(Launched {
-        pid: pid(&child),
+        pid: child.pid,
         exit,
         outputs: vec![(Which::Stdout, Output::Pty(Arc::clone(&master)))],
         input: if stdin {
@@ -236,10 +237,6 @@ pub(super) fn on_terminal(
         },
         terminal: Some(Terminal(master)),
     })
-}
-
-fn pid(child: &Child) -> i32 {
-    child.id() as i32
 }
 
 async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<usize> {

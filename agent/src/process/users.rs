@@ -12,7 +12,7 @@ use nix::fcntl::OFlag;
 
 use super::SpawnError;
 use crate::error::SysError;
-use crate::storage::{fd_path, open_in_root, StorageError};
+use crate::storage::{open_in_root, StorageError};
 
 /// Who an app runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,9 +150,11 @@ fn read_image_file(root: &OwnedFd, path: &'static str) -> Result<String, SpawnEr
     match open_in_root(root, path, OFlag::O_RDONLY) {
         Ok(fd) => {
             let mut text = String::new();
-            // Read through the handle's own path: it names the file opened.
-            std::fs::File::open(fd_path(&fd))
-                .and_then(|mut f| f.read_to_string(&mut text))
+            // Read from the descriptor the resolution opened: opening it
+            // again (through /proc/self/fd) would cost a second open of the
+            // file in the image's layer, over 9p.
+            std::fs::File::from(fd)
+                .read_to_string(&mut text)
                 .map_err(|e| SpawnError::ReadImage {
                     file: path,
                     source: StorageError::Sys(SysError {

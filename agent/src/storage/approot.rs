@@ -286,7 +286,8 @@ fn kernel_file_systems(root: &OwnedFd) -> Result<(), StorageError> {
 fn pod_etc_files(root: &OwnedFd, app: &App) -> Result<(), StorageError> {
     for name in ["hosts", "hostname", "resolv.conf"] {
         let src = Path::new(ETC_DIR).join(name);
-        let Err(e) = bind_into_root(root, &src, &format!("/etc/{name}"), true) else {
+        let Err(e) = bind_into_root(root, &src, Some(Kind::File), &format!("/etc/{name}"), true)
+        else {
             continue;
         };
         match dangling_target(&e) {
@@ -364,8 +365,11 @@ fn volume_mounts(root: &OwnedFd, manifest: &PodManifest, app: &App) -> Result<()
             ),
             None => None,
         };
+        // The volume itself is a directory; what a sub-path names is
+        // looked at.
+        let kind = inner.is_none().then_some(Kind::Dir);
         let source = inner.as_ref().map_or(dir, fd_path);
-        bind_into_root(root, &source, &path, is_mount_read_only(volume, mp))
+        bind_into_root(root, &source, kind, &path, is_mount_read_only(volume, mp))
             .map_err(StorageError::in_step(step()))?;
     }
     Ok(())

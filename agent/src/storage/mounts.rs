@@ -30,14 +30,18 @@ fn sys(context: impl Into<String>) -> impl FnOnce(Errno) -> StorageError {
 
 /// Bind-mounts `source` (a guest path) onto `path` inside the app root
 /// `root`, creating the target to match the source's kind, and makes it
-/// read-only when `read_only`.
+/// read-only when `read_only`. `kind` is the source's when the caller
+/// knows it: a volume is a directory, and learning that from the source
+/// would cost a 9p round trip per bind (a `cache=mmap` mount does not
+/// cache attributes); `None` looks.
 pub(super) fn bind_into_root(
     root: &OwnedFd,
     source: &Path,
+    kind: Option<Kind>,
     path: &str,
     read_only: bool,
 ) -> Result<(), StorageError> {
-    bind_with(root, source, path, read_only, MountApi::New)
+    bind_with(root, source, kind, path, read_only, MountApi::New)
 }
 
 /// Which kernel interface a bind uses.
@@ -55,16 +59,15 @@ enum MountApi {
 fn bind_with(
     root: &OwnedFd,
     source: &Path,
+    kind: Option<Kind>,
     path: &str,
     read_only: bool,
     api: MountApi,
 ) -> Result<(), StorageError> {
-    let meta = fs::metadata(source).map_err(|e| {
-        sys(format!("bind source {}", source.display()))(Errno::from_raw(
-            e.raw_os_error().unwrap_or(libc::EIO),
-        ))
-    })?;
-    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let kind = match kind {
+        Some(kind) => kind,
+        None => source_kind(source)?,
+    };
     let target = ensure_target(root, path, kind).map_err(StorageError::target)?;
     let what = format!("bind-mounting {} at {path}", source.display());
     let attached = match api {
@@ -95,6 +98,16 @@ fn bind_with(
         }
         Err(errno) => Err(sys(what)(errno)),
     }
+}
+
+/// Whether `source` is a directory or something else.
+fn source_kind(source: &Path) -> Result<Kind, StorageError> {
+    let meta = fs::metadata(source).map_err(|e| {
+        sys(format!("bind source {}", source.display()))(Errno::from_raw(
+            e.raw_os_error().unwrap_or(libc::EIO),
+        ))
+    })?;
+    Ok(if meta.is_dir() { Kind::Dir } else { Kind::File })
 }
 
 /// open_tree + mount_setattr + move_mount, as described in the module docs.
@@ -217,7 +230,7 @@ mod tests {
             (MountApi::New, "/new/ro"),
             (MountApi::Classic, "/classic/ro"),
         ] {
-            bind_with(&root, &vol, at, true, api).unwrap();
+            bind_with(&root, &vol, None, at, true, api).unwrap();
             let target = app.join(&at[1..]);
             assert!(is_erofs(&target.join("f")), "{api:?}: writable");
             let st = statvfs(&target).unwrap();
@@ -235,7 +248,7 @@ mod tests {
                 "{api:?}: sub-mount"
             );
         }
-        bind_with(&root, &vol, "/rw", false, MountApi::New).unwrap();
+        bind_with(&root, &vol, None, "/rw", false, MountApi::New).unwrap();
         fs::write(app.join("rw/f"), "x").unwrap();
         assert_eq!(fs::read_to_string(vol.join("f")).unwrap(), "x");
         // The read-only views never let the write through to their source
@@ -273,7 +286,7 @@ mod tests {
         let root = open_root(&app).unwrap();
         // An absolute link out of the root resolves inside it, where its
         // target does not exist: refused, not followed.
-        let e = bind_into_root(&root, &vol, "/data", false).unwrap_err();
+        let e = bind_into_root(&root, &vol, None, "/data", false).unwrap_err();
         assert_eq!(
             e,
             StorageError::DanglingSymlink {
@@ -282,12 +295,12 @@ mod tests {
             .target()
         );
         // Links that resolve inside the root get the mount there.
-        bind_into_root(&root, &vol, "/etclink", false).unwrap();
+        bind_into_root(&root, &vol, None, "/etclink", false).unwrap();
         assert_eq!(
             fs::read_to_string(app.join("etc/marker")).unwrap(),
             "volume"
         );
-        bind_into_root(&root, &vol, "/up/x", false).unwrap();
+        bind_into_root(&root, &vol, Some(Kind::Dir), "/up/x", false).unwrap();
         assert_eq!(fs::read_to_string(app.join("x/marker")).unwrap(), "volume");
         // Nothing was mounted over (or created in) the directory outside,
         // nor over the host's /etc.

@@ -10,7 +10,9 @@
  *   switchroot                         a tmpfs moved over / (as the agent)
  *   mkdir    PATH                      mkdir -p
  *   mount    SRC TARGET FSTYPE FLAGS DATA
- *   bind     SRC TARGET                MS_BIND|MS_REC (target made to match)
+ *   bind     SRC TARGET KIND           MS_BIND|MS_REC, the target made a
+ *                                      "dir" or a "file" (the agent knows
+ *                                      which, without a stat)
  *   robind   TARGET                    bind remount read-only
  *   mknod    PATH MAJOR MINOR MODE     a character device
  *   symlink  TARGET PATH
@@ -20,7 +22,11 @@
  *   vsock    PORT                      socket, bind, listen
  *   exec     ROOT PROGRAM              fork; the child chroots and execs;
  *                                      returns once the exec happened
- *   mark     NAME
+ *   mark     NAME                      a timestamp, on the console now
+ *                                      (as the agent prints its stages)
+ *   stamp    NAME                      a timestamp kept in memory and
+ *                                      printed at poweroff (as the agent
+ *                                      keeps its apps' moments)
  *   wait                               every child reaped
  *   poweroff
  *
@@ -62,6 +68,27 @@ static void mark(const char *name)
 	dprintf(2, "limit: %s %llu\n", name, boottime_ns());
 }
 
+#define MAX_STAMPS 256
+static struct {
+	char name[64];
+	unsigned long long ns;
+} stamps[MAX_STAMPS];
+static int n_stamps;
+
+static void stamp(const char *name)
+{
+	if (n_stamps == MAX_STAMPS)
+		return;
+	snprintf(stamps[n_stamps].name, sizeof stamps[n_stamps].name, "%s", name);
+	stamps[n_stamps++].ns = boottime_ns();
+}
+
+static void print_stamps(void)
+{
+	for (int i = 0; i < n_stamps; i++)
+		dprintf(2, "limit: %s %llu\n", stamps[i].name, stamps[i].ns);
+}
+
 static void fatal(const char *fmt, ...)
 {
 	va_list ap;
@@ -70,6 +97,7 @@ static void fatal(const char *fmt, ...)
 	vdprintf(2, fmt, ap);
 	va_end(ap);
 	dprintf(2, ": %s\n", strerror(errno));
+	print_stamps();
 	sync();
 	reboot(RB_POWER_OFF);
 	_exit(1);
@@ -114,12 +142,9 @@ static void switch_root(void)
 		fatal("moving the root");
 }
 
-static void bind_mount(const char *src, const char *target)
+static void bind_mount(const char *src, const char *target, const char *kind)
 {
-	struct stat st;
-	if (stat(src, &st))
-		fatal("stat %s", src);
-	if (S_ISDIR(st.st_mode)) {
+	if (!strcmp(kind, "dir")) {
 		mkdir_p(target);
 	} else {
 		int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -240,8 +265,8 @@ static void run(char **f, int n)
 		mkdir_p(f[2]);
 		if (mount(opt(f[1]), f[2], opt(f[3]), strtoul(f[4], NULL, 10), opt(f[5])))
 			fatal("mount %s %s", f[3], f[2]);
-	} else if (!strcmp(op, "bind") && n == 3) {
-		bind_mount(f[1], f[2]);
+	} else if (!strcmp(op, "bind") && n == 4) {
+		bind_mount(f[1], f[2], f[3]);
 	} else if (!strcmp(op, "robind") && n == 2) {
 		ro_bind(f[1]);
 	} else if (!strcmp(op, "mknod") && n == 5) {
@@ -262,10 +287,13 @@ static void run(char **f, int n)
 		exec_app(f[1], f[2]);
 	} else if (!strcmp(op, "mark") && n == 2) {
 		mark(f[1]);
+	} else if (!strcmp(op, "stamp") && n == 2) {
+		stamp(f[1]);
 	} else if (!strcmp(op, "wait")) {
 		while (wait(NULL) > 0 || errno == EINTR)
 			;
 	} else if (!strcmp(op, "poweroff")) {
+		print_stamps();
 		sync();
 		reboot(RB_POWER_OFF);
 	} else {
