@@ -11,7 +11,8 @@ use kvmpod_api::manifest::App;
 use nix::pty::Winsize;
 
 use super::isolation::{Enter, Isolation};
-use super::spawn::{Launch, Stdio3};
+use super::spawn::Launch;
+use super::start::Stdio3;
 use super::stdio::{self, Launched};
 use super::{pty, users, AppCgroup, Reaper, SpawnError};
 use crate::storage::open_root;

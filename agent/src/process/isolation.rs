@@ -2,10 +2,11 @@
 //! pivoted into the app's root (or, for `exec`, the running app's
 //! namespace), its capability set, `no_new_privs`, rlimits and OOM score.
 //!
-//! Everything is prepared before `fork`; [`Isolation::apply_as_root`] and
-//! [`Isolation::apply_after_identity`] run in the child between `fork` and
-//! `exec` and only make system calls (through nix where its wrappers do
-//! not allocate: a path given as a `CStr` is passed on as it is).
+//! Everything is prepared before the clone (see `vfork`);
+//! [`Isolation::apply_as_root`] and [`Isolation::apply_after_identity`] run
+//! in the child before `exec` and only make system calls (through nix
+//! where its wrappers do not allocate: a path given as a `CStr` is passed
+//! on as it is), none of them a libc call that acts on every thread.
 
 use std::ffi::{CStr, CString};
 use std::io;

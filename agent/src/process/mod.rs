@@ -5,10 +5,10 @@
 //! own `PATH`, its identity from the app's own `/etc/passwd`, its cgroup
 //! with the manifest's limits, and its confinement (a mount namespace
 //! pivoted into the app's root, capabilities, rlimits, `no_new_privs`),
-//! all prepared before `fork` so the child only makes system calls. It
-//! also owns `waitpid`: PID 1 reaps every orphan, and one reaper must see
-//! every exit. It reads app roots through storage and knows nothing of the
-//! pod or of RPC.
+//! all prepared before the clone (`vfork`) so the child only makes system
+//! calls. It also owns `waitpid`: PID 1 reaps every orphan, and one reaper
+//! must see every exit. It reads app roots through storage and knows
+//! nothing of the pod or of RPC.
 
 mod cgroups;
 mod error;
@@ -18,6 +18,7 @@ mod pty;
 mod reaper;
 mod signal;
 mod spawn;
+mod start;
 mod stdio;
 mod users;
 mod vfork;

@@ -44,7 +44,7 @@ pub trait HasPid {
     fn pid(&self) -> i32;
 }
 
-impl HasPid for super::spawn::Started {
+impl HasPid for super::start::Started {
     fn pid(&self) -> i32 {
         self.pid
     }

@@ -15,7 +15,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::error::exec_error;
-use super::spawn::{Spawn, Started};
+use super::start::{Spawn, Started};
 use super::{pty, Exit, Reaper, SpawnError};
 use crate::error::Context;
 
