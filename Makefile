@@ -86,12 +86,20 @@ bench: deps build
 	    $(CARGO) run --locked --release -p kvmpod-tests --bin kvmpod-bench
 
 # host-ctl and the containerd shim on PATH (containerd finds the shim there
-# as runtime io.containerd.kvmpod.v2), the agent where host-ctl looks.
+# as runtime io.containerd.kvmpod.v2), the agent where host-ctl looks, and
+# host-ctl's shell completions and manual pages (made from its --help).
 PREFIX ?= /usr/local
+SHARE   = $(DESTDIR)$(PREFIX)/share
 install: build
 	install -D -m 0755 $(HOST_CTL) $(DESTDIR)$(PREFIX)/bin/host-ctl
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-kvmpod-v2
 	install -D -m 0755 $(AGENT) $(DESTDIR)$(PREFIX)/lib/kvmpod/kvmpod-agent
+	install -d $(SHARE)/bash-completion/completions $(SHARE)/zsh/site-functions \
+	    $(SHARE)/fish/vendor_completions.d $(SHARE)/man/man1
+	$(HOST_CTL) completion bash > $(SHARE)/bash-completion/completions/host-ctl
+	$(HOST_CTL) completion zsh > $(SHARE)/zsh/site-functions/_host-ctl
+	$(HOST_CTL) completion fish > $(SHARE)/fish/vendor_completions.d/host-ctl.fish
+	$(HOST_CTL) manpages $(SHARE)/man/man1
 
 clean:
 	$(CARGO) clean

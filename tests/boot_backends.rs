@@ -147,6 +147,76 @@ fn accel_auto_says_what_it_picked_and_why() {
     fx.finish_without_pods();
 }
 
+/// The accelerator and vsock choices are said by the first `run` and not
+/// again while they stay the same; `--verbose` says them every time and
+/// `--quiet` never; `host-ctl info` always shows them, in a table and in
+/// JSON, as `run` said them.
+#[test]
+fn choices_are_said_once_and_info_always_shows_them() {
+    let fx = Fixture::new();
+    let m = fx.one_app("a", "echo ran").write("pod.json");
+    let m = m.to_str().unwrap();
+    let choice_lines = |out: &kvmpod_tests::Outcome| -> Vec<String> {
+        out.stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("host-ctl: accelerator ") || l.starts_with("host-ctl: vsock ")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let first = fx.run(&["--net", "none", m], POD_LIMIT);
+    assert_eq!(first.code, Some(0), "{}", first.dump());
+    assert_eq!(first.stdout, "ran\n", "{}", first.dump());
+    let said = choice_lines(&first);
+    assert_eq!(said.len(), 2, "{}", first.dump());
+    let again = fx.run(&["--net", "none", m], POD_LIMIT);
+    assert_eq!(again.code, Some(0), "{}", again.dump());
+    assert!(choice_lines(&again).is_empty(), "{}", again.dump());
+    let verbose = fx.run(&["--verbose", "--net", "none", m], POD_LIMIT);
+    assert_eq!(choice_lines(&verbose), said, "{}", verbose.dump());
+    let quiet = fx.run(&["-q", "--net", "none", m], POD_LIMIT);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.dump());
+    assert!(!quiet.stderr.contains("host-ctl:"), "{}", quiet.dump());
+    assert_eq!(quiet.stdout, "ran\n", "{}", quiet.dump());
+
+    let table = fx.host_ctl(&["info"], CMD);
+    assert_eq!(table.code, Some(0), "{}", table.dump());
+    let json = fx.host_ctl(&["info", "--format", "json"], CMD);
+    assert_eq!(json.code, Some(0), "{}", json.dump());
+    let info: Value = serde_json::from_str(&json.stdout).expect("info is JSON");
+    for (topic, line) in ["accelerator", "vsock"].iter().zip(&said) {
+        let (choice, reason) = (
+            info[topic]["choice"].as_str().unwrap_or_default(),
+            info[topic]["reason"].as_str().unwrap_or_default(),
+        );
+        assert_eq!(
+            line,
+            &format!("host-ctl: {topic} {choice}: {reason}"),
+            "{}",
+            json.stdout
+        );
+        assert!(
+            table
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(topic) && l.ends_with(reason)),
+            "{}",
+            table.stdout
+        );
+    }
+    assert_eq!(info["pods"], 4, "{}", json.stdout);
+    assert!(
+        info["hypervisors"][0]["path"].is_string(),
+        "{}",
+        json.stdout
+    );
+    assert!(info["stage1Images"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+    fx.finish();
+}
+
 /// `--accel kvm` where KVM cannot boot the guest (a PVM host) ends with a
 /// clear error within the boot deadline instead of hanging; where KVM
 /// works, the pod runs under it.

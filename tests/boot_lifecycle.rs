@@ -198,3 +198,64 @@ fn programs_that_cannot_run_exit_126_and_127() {
     assert!(!out.stdout.contains("ran"), "{}", out.dump());
     fx.finish();
 }
+
+/// `wait` blocks until a detached pod has exited and prints its status
+/// (the first failing app's, in manifest order); `inspect` prints what is
+/// known of it as a JSON array: its record, live state while it runs, the
+/// manifest it runs and its VM's command lines; `prune` removes it once
+/// it has exited.
+#[test]
+fn wait_inspect_and_prune_a_detached_pod() {
+    let fx = Fixture::new();
+    let m = fx
+        .one_app("first", "sleep 3; exit 3")
+        .app("second", "sleep 1; exit 4")
+        .write("pod.json");
+    let id = fx.detach(&m, &["--net", "none"]);
+
+    let inspect = fx.host_ctl(&["inspect", &id[..8]], kvmpod_tests::CMD);
+    assert_eq!(inspect.code, Some(0), "{}", inspect.dump());
+    let all: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("JSON");
+    let pod = &all[0];
+    assert_eq!(pod["id"], id.as_str(), "{pod}");
+    assert_eq!(pod["state"], "running", "{pod}");
+    assert_eq!(
+        pod["live"]["apps"].as_array().map(Vec::len),
+        Some(2),
+        "{pod}"
+    );
+    assert_eq!(pod["pod"]["apps"][1]["name"], "second", "{pod}");
+    assert!(
+        pod["launch"]["vm"]["program"]
+            .as_str()
+            .is_some_and(|p| p.contains("qemu")),
+        "{pod}"
+    );
+    assert!(pod["directory"].as_str().is_some_and(|d| d.ends_with(&id)));
+
+    let wait = fx.host_ctl(&["wait", &id], POD_LIMIT);
+    assert_eq!(wait.code, Some(0), "{}", wait.dump());
+    assert_eq!(wait.stdout, "3\n", "{}", wait.dump());
+    assert_eq!(fx.record(&id)["state"], "exited");
+    // An exited pod is waited for at once; an unknown one is an error.
+    let again = fx.host_ctl(&["wait", &id, &id[..8]], kvmpod_tests::CMD);
+    assert_eq!(again.stdout, "3\n3\n", "{}", again.dump());
+    let unknown = fx.host_ctl(&["wait", "nosuchpod"], kvmpod_tests::CMD);
+    assert_eq!(unknown.code, Some(125), "{}", unknown.dump());
+    assert!(unknown.stderr.contains("no pod"), "{}", unknown.dump());
+    let after: serde_json::Value =
+        serde_json::from_str(&fx.host_ctl(&["inspect", &id], kvmpod_tests::CMD).stdout)
+            .expect("JSON");
+    assert!(after[0].get("live").is_none(), "{after}");
+    assert_eq!(after[0]["apps"][0]["exitCode"], 3, "{after}");
+    // prune takes the exited pod.
+    let prune = fx.host_ctl(&["prune"], kvmpod_tests::CMD);
+    assert_eq!(prune.code, Some(0), "{}", prune.dump());
+    assert!(
+        prune.stdout.contains(&format!("removed {id}")),
+        "{}",
+        prune.dump()
+    );
+    assert_eq!(fx.pods_created(), 0);
+    fx.finish();
+}

@@ -6,6 +6,7 @@ use host_ctl::launch::{ImageRun, PodSource, RunOptions};
 use host_ctl::logs::{parse_size, Rotation, Stream};
 use host_ctl::pod::DEFAULT_STATE_DIR;
 use host_ctl::pool::PoolSpec;
+use host_ctl::ui::notes::Verbosity;
 use host_ctl::ui::signals;
 use host_ctl::vmm::accel::AccelRequest;
 use host_ctl::vmm::vsock::VsockMode;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use commands::Format;
 
 #[derive(Parser)]
@@ -32,8 +33,25 @@ struct Cli {
     /// Where pods keep their state.
     #[arg(long, global = true, env = "KVMPOD_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Say every choice made about this host (accelerator, vsock,
+    /// machine) on every command, not only when it changes.
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
+    /// Say nothing but errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (_, true) => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,6 +68,13 @@ enum Command {
     /// shell-quoted, without starting anything. Paths under the pod's
     /// directory are created by `run`.
     Args(VmArgs),
+    /// Show what this host gives pods: the accelerator and vsock transport
+    /// `run` would choose and why, the hypervisors, kernel and agent found,
+    /// the stage1 images, and what the state directory holds.
+    Info {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// List the pods.
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -61,49 +86,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Print everything known of pods, as JSON: their records, a running
+    /// pod's live state, the manifest it runs and how its VM was started.
+    Inspect {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Wait until pods have exited, and print each one's exit status (the
+    /// first non-zero app status in manifest order; 125 when a pod ended
+    /// before its apps did).
+    Wait {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
     /// Print apps' output (while the pod runs and after it exited).
-    Logs {
-        pod: String,
-        /// One app; all apps when omitted (each line prefixed by its app).
-        app: Option<String>,
-        /// Keep printing new output until the pod ends.
-        #[arg(short, long)]
-        follow: bool,
-        /// Only the last N lines.
-        #[arg(long, value_name = "N")]
-        tail: Option<usize>,
-        /// Prefix each line with the time it was written.
-        #[arg(long)]
-        timestamps: bool,
-        /// Only one stream.
-        #[arg(long, value_enum)]
-        stream: Option<Stream>,
-    },
+    Logs(LogsArgs),
     /// Run a command in an app's root, with its environment and user.
-    Exec {
-        /// Pass stdin to the command.
-        #[arg(short, long)]
-        interactive: bool,
-        /// Give the command a terminal.
-        #[arg(short, long)]
-        tty: bool,
-        /// Set an environment variable for the command (K=V, or K for
-        /// this host's value).
-        #[arg(short = 'e', long = "env", value_name = "K=V")]
-        env: Vec<String>,
-        /// Run as this user (name or uid in the app's root), with this
-        /// group, instead of the app's.
-        #[arg(short, long, value_name = "USER[:GROUP]")]
-        user: Option<String>,
-        /// Start in this directory of the app's root.
-        #[arg(short, long, value_name = "DIR")]
-        workdir: Option<String>,
-        pod: String,
-        app: String,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Follow an app's output (and feed its stdin, if it has one).
     Attach { pod: String, app: String },
     /// Send a signal to an app, or to every app.
@@ -153,6 +152,8 @@ enum Command {
     /// Remove every exited pod, after marking pods whose VM died (and the
     /// warm pool's dead VMs).
     Gc,
+    /// Everything `gc` removes, then everything `image prune` removes.
+    Prune,
     /// The warm pool: VMs booted ahead, which `run` takes when a pod fits
     /// (same hypervisor, memory, vCPUs, kernel, network) instead of booting.
     #[command(subcommand)]
@@ -166,6 +167,16 @@ enum Command {
     /// The stage1 guest images: the agent and kernel modules pods boot.
     #[command(subcommand)]
     Stage1(commands::stage1::Stage1Command),
+    /// Print a shell's completion script (`make install` installs them):
+    /// `source <(host-ctl completion bash)` for this shell.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// (internal) Write host-ctl's manual pages, one per command, into a
+    /// directory (`make install` does, under share/man/man1).
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// (internal) Run a hypervisor in its filesystem jail.
     #[command(hide = true)]
     VmmJail {
@@ -187,6 +198,79 @@ enum Command {
         adopt: bool,
         dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    pod: String,
+    /// One app; all apps when omitted (each line prefixed by its app).
+    app: Option<String>,
+    /// Keep printing new output until the pod ends.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+    /// Prefix each line with the time it was written.
+    #[arg(long)]
+    timestamps: bool,
+    /// Only one stream.
+    #[arg(long, value_enum)]
+    stream: Option<Stream>,
+}
+
+impl LogsArgs {
+    fn options(self) -> (String, commands::logs::Options) {
+        let o = commands::logs::Options {
+            app: self.app,
+            follow: self.follow,
+            tail: self.tail,
+            timestamps: self.timestamps,
+            stream: self.stream,
+        };
+        (self.pod, o)
+    }
+}
+
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable for the command (K=V, or K for
+    /// this host's value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Run as this user (name or uid in the app's root), with this
+    /// group, instead of the app's.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Start in this directory of the app's root.
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    pod: String,
+    app: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+impl ExecArgs {
+    fn options(self) -> (String, commands::exec::Options) {
+        let o = commands::exec::Options {
+            app: self.app,
+            argv: self.command,
+            env: self.env,
+            interactive: self.interactive,
+            tty: self.tty,
+            user: self.user,
+            workdir: self.workdir,
+        };
+        (self.pod, o)
+    }
 }
 
 fn parse_signal(s: &str) -> Result<i32, signals::BadSignal> {
@@ -466,7 +550,7 @@ impl VmArgs {
 }
 
 /// `host-ctl run`: its flags as options.
-async fn run(a: RunArgs, state: PathBuf) -> anyhow::Result<i32> {
+async fn run(a: RunArgs, state: PathBuf, verbosity: Verbosity) -> anyhow::Result<i32> {
     let interactive = a.vm.image.interactive;
     let options = RunOptions {
         boot_timeout: Duration::from_secs(a.boot_timeout),
@@ -477,6 +561,7 @@ async fn run(a: RunArgs, state: PathBuf) -> anyhow::Result<i32> {
             max_size: a.log_max_size,
             max_files: a.log_max_files - 1,
         },
+        verbosity,
         ..a.vm.options(state)?
     };
     let attached = commands::run::Attached {
@@ -488,48 +573,22 @@ async fn run(a: RunArgs, state: PathBuf) -> anyhow::Result<i32> {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let verbosity = cli.verbosity();
     let state = cli.state_dir;
     match cli.command {
-        Command::Run(a) => run(a, state).await,
+        Command::Run(a) => run(a, state, verbosity).await,
         Command::Args(a) => commands::args::run(&a.options(state)?),
+        Command::Info { format } => commands::info::run(&state, format),
         Command::List { format } => commands::list::run(&state, format),
+        Command::Inspect { pods } => commands::inspect::run(&state, &pods).await,
+        Command::Wait { pods } => commands::wait::run(&state, &pods).await,
         Command::Status { pod, format } => commands::status::run(&state, &pod, format).await,
-        Command::Logs {
-            pod,
-            app,
-            follow,
-            tail,
-            timestamps,
-            stream,
-        } => {
-            let o = commands::logs::Options {
-                app,
-                follow,
-                tail,
-                timestamps,
-                stream,
-            };
+        Command::Logs(a) => {
+            let (pod, o) = a.options();
             commands::logs::run(&state, &pod, o).await
         }
-        Command::Exec {
-            interactive,
-            tty,
-            env,
-            user,
-            workdir,
-            pod,
-            app,
-            command,
-        } => {
-            let o = commands::exec::Options {
-                app,
-                argv: command,
-                env,
-                interactive,
-                tty,
-                user,
-                workdir,
-            };
+        Command::Exec(a) => {
+            let (pod, o) = a.options();
             commands::exec::run(&state, &pod, o).await
         }
         Command::Attach { pod, app } => commands::attach::run(&state, &pod, &app).await,
@@ -550,6 +609,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Rm { pods, force } => commands::rm::rm(&state, &pods, force).await,
         Command::Gc => commands::rm::gc(&state),
+        Command::Prune => commands::prune::run(&state),
         Command::Pool(c) => match c {
             PoolCommand::Start(a) => commands::pool::start(&state, a.spec()),
             PoolCommand::Status { format } => commands::pool::status(&state, format),
@@ -559,6 +619,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(c) => commands::image::run(&state, c),
         Command::App(c) => commands::app::run(&state, c).await,
         Command::Stage1(c) => commands::stage1::run(&state, c),
+        Command::Completion { shell } => commands::generate::completion(&Cli::command(), shell),
+        Command::Manpages { dir } => commands::generate::manpages(&Cli::command(), &dir),
         Command::VmmJail { args } => commands::vmm_jail::run(&args),
         Command::Keeper { start, dir } => commands::keeper::run(&dir, start).await,
         Command::Monitor { adopt, dir } => commands::monitor::run(&dir, adopt).await,

@@ -656,8 +656,10 @@ fn qemu_kvm_af_vsock() {
     let runs: Vec<_> = manifests
         .iter()
         // One vCPU of an emulated host runs four guests: boots are slow.
+        // --verbose: each says its choices (otherwise said once).
         .map(|m| {
             fx.spawn(&[
+                "--verbose",
                 "--detach",
                 "--boot-timeout",
                 "240",

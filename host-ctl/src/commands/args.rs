@@ -31,7 +31,7 @@ pub fn command_line(cmd: &Program) -> String {
 
 pub fn run(s: &RunOptions) -> Result<i32> {
     let plan = launch::plan(s)?;
-    for n in &plan.notes {
+    for n in plan.notes.lines() {
         eprintln!("host-ctl: {n}");
     }
     eprintln!(

@@ -102,19 +102,23 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         ImageCommand::Rm { references, force } => return rm(&store, &references, force),
-        ImageCommand::Prune => {
-            let r = store.prune()?;
-            println!(
-                "removed {} image(s), {} snapshot(s), {} blob(s), {} leftover(s): {} freed",
-                r.images.len(),
-                r.snapshots,
-                r.blobs,
-                r.tmp,
-                table::bytes(r.bytes_freed)
-            );
-        }
+        ImageCommand::Prune => prune(&store)?,
     }
     Ok(0)
+}
+
+/// Prunes `store` (see `ImageStore::prune`) and says what went.
+pub(super) fn prune(store: &ImageStore) -> Result<()> {
+    let r = store.prune()?;
+    println!(
+        "removed {} image(s), {} snapshot(s), {} blob(s), {} leftover(s): {} freed",
+        r.images.len(),
+        r.snapshots,
+        r.blobs,
+        r.tmp,
+        table::bytes(r.bytes_freed)
+    );
+    Ok(())
 }
 
 /// Pulls, with a progress line per blob on stderr and `<name> <digest>`

@@ -18,7 +18,7 @@ use crate::ui::table;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct StatusView {
+pub(super) struct StatusView {
     #[serde(flatten)]
     record: PodRecord,
     /// From launch.json (absent when the pod failed before writing it).
@@ -48,7 +48,18 @@ fn live_view(st: &PodStatus) -> LiveView {
 }
 
 pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
-    let pod = StoredPod::open(state_dir, id)?;
+    let view = view(&StoredPod::open(state_dir, id)?).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print_view(&view);
+    }
+    Ok(0)
+}
+
+/// What `status` shows of `pod`: its record, and a running pod's agent's
+/// own account.
+pub(super) async fn view(pod: &StoredPod) -> Result<StatusView> {
     let live = if pod.record.state == State::Running {
         let client = pod.client().await?;
         let st = client
@@ -64,17 +75,11 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
     } else {
         None
     };
-    let view = StatusView {
+    Ok(StatusView {
         log_rotation: VmLaunch::read(&pod.dir).ok().map(|l| l.log_rotation),
-        record: pod.record,
+        record: pod.record.clone(),
         live,
-    };
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
-    } else {
-        print_view(&view);
-    }
-    Ok(0)
+    })
 }
 
 fn print_view(view: &StatusView) {

@@ -12,6 +12,7 @@ use super::{host, network, LaunchError, PodPlan, RunOptions, VmOrigin};
 use crate::agent::Endpoint;
 use crate::pod::{cache_dir, cids, names, PodDir, PodError, VmLaunch};
 use crate::stage1::{Stage1, Stage1Store};
+use crate::ui::notes::Notes;
 use crate::vmm::accel::{self, Choice};
 use crate::vmm::vsock::{self, VsockKind, VsockMode, VHOST_VSOCK_DEV};
 use crate::vmm::{
@@ -40,7 +41,7 @@ pub(super) struct Draft {
     shares: Vec<Share>,
     aliases: Vec<Alias>,
     machine: MachineChoice,
-    notes: Vec<String>,
+    notes: Notes,
 }
 
 /// How strictly the host is checked.
@@ -56,7 +57,7 @@ pub(super) enum Check {
 /// A program this host lacks: an error when strict, else a note and its
 /// bare name.
 fn lacking(
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
     check: Check,
     found: Result<PathBuf, VmmError>,
     bare: &str,
@@ -64,7 +65,7 @@ fn lacking(
     match found {
         Ok(p) => Ok(p),
         Err(e) if check == Check::Show => {
-            notes.push(format!("cannot run here: {e}"));
+            notes.warn(format!("cannot run here: {e}"));
             Ok(PathBuf::from(bare))
         }
         Err(e) => Err(e),
@@ -76,7 +77,7 @@ fn choose_vsock(
     o: &RunOptions,
     hv: &dyn Hypervisor,
     check: Check,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<VsockKind, VmmError> {
     let wanted = if !hv.supports_hybrid_vsock() && check == Check::Show {
         VsockMode::Vhost
@@ -86,7 +87,7 @@ fn choose_vsock(
     let (kind, why) = match vsock::choose(wanted, Path::new(VHOST_VSOCK_DEV)) {
         Ok(c) => c,
         Err(e) if check == Check::Show => {
-            notes.push(format!("cannot run here: {e}"));
+            notes.warn(format!("cannot run here: {e}"));
             (VsockKind::Vhost, format!("{} needs it", hv.display_name()))
         }
         Err(e) => return Err(e),
@@ -97,7 +98,7 @@ fn choose_vsock(
             hv.display_name()
         )));
     }
-    notes.push(format!("vsock {}: {why}", kind.describe()));
+    notes.choose("vsock", format!("{}: {why}", kind.describe()));
     Ok(kind)
 }
 
@@ -117,11 +118,11 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     let kernel = host::kernel(o.kernel.as_deref(), o.modules_dir.as_deref())?;
     let hv = hypervisor(o.hypervisor);
     let accel = accel::choose(o.accel)?;
-    let mut notes = vec![format!(
-        "accelerator {}: {}",
-        accel.accel.name(),
-        accel.reason
-    )];
+    let mut notes = Notes::default();
+    notes.choose(
+        "accelerator",
+        format!("{}: {}", accel.accel.name(), accel.reason),
+    );
     let routed = network::host_has_default_route();
     apply_network_options(&mut pod, o, hv, routed, &mut notes);
     let kind = choose_vsock(o, hv, check, &mut notes)?;
@@ -151,7 +152,9 @@ pub(super) fn draft(o: &RunOptions, dir: PodDir, check: Check) -> Result<Draft, 
     };
     let net_helper = network_host(&pod, routed, hv, check, &mut notes)?;
     let machine = hv.machine(shares.len(), accel.accel, o.tsc_khz);
-    notes.extend(machine.notes.iter().cloned());
+    for n in &machine.notes {
+        notes.choose("machine", n.clone());
+    }
     Ok(Draft {
         dir,
         pod,
@@ -216,7 +219,7 @@ fn network_host(
     routed: bool,
     hv: &dyn Hypervisor,
     check: Check,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) -> Result<Option<PathBuf>, LaunchError> {
     let net = &pod.network;
     let helper = match (net.mode, hv.user_net()) {
@@ -229,7 +232,7 @@ fn network_host(
             Some(lacking(notes, check, network::passt(), "passt")?)
         }
         (NetworkMode::User, UserNet::Builtin) if !net.host_loopback && !routed => {
-            notes.push(format!(
+            notes.warn(format!(
                 "network user: no outbound connections from {}'s network, as this host has no IPv4 default route",
                 hv.display_name()
             ));
@@ -256,7 +259,7 @@ fn apply_network_options(
     o: &RunOptions,
     hv: &dyn Hypervisor,
     routed: bool,
-    notes: &mut Vec<String>,
+    notes: &mut Notes,
 ) {
     let chosen = !pod.network.is_default() || o.network.is_some() || !o.publish.is_empty();
     if let Some(net) = &o.network {
@@ -267,8 +270,8 @@ fn apply_network_options(
     pod.network.ports.extend(o.publish.iter().copied());
     if !chosen && !routed && hv.user_net() == UserNet::Passt {
         pod.network.mode = NetworkMode::None;
-        notes.push(
-            "network none: this host has no IPv4 default route, which user-mode networking (passt) needs; --net user makes that an error".into(),
+        notes.warn(
+            "network none: this host has no IPv4 default route, which user-mode networking (passt) needs (--net none chooses this and says nothing; --net user makes it an error)",
         );
     }
 }

@@ -30,6 +30,7 @@ use crate::image::ImageError;
 use crate::logs::Rotation;
 use crate::pod::{PodDir, PodError, VmLaunch};
 use crate::stage1::{Stage1, Stage1Error};
+use crate::ui::notes::{Notes, Verbosity};
 use crate::vmm::accel::AccelRequest;
 use crate::vmm::vsock::VsockMode;
 use crate::vmm::{Alias, HypervisorKind, VmmError};
@@ -76,6 +77,8 @@ pub struct RunOptions {
     /// The host's TSC rate, when measured already: a claim plans with
     /// its pool VM's. `None`: measured when the machine needs it.
     pub tsc_khz: Option<u64>,
+    /// How much to tell about the choices made (`--quiet`, `--verbose`).
+    pub verbosity: Verbosity,
 }
 
 /// How a pod's VM comes to be.
@@ -108,7 +111,7 @@ pub struct PodPlan {
     /// The network's host side, which `prepare` sets up.
     pub net: network::NetPlan,
     /// What was chosen and why, for the user.
-    pub notes: Vec<String>,
+    pub notes: Notes,
 }
 
 /// Why a pod cannot be prepared.
@@ -182,6 +185,7 @@ impl RunOptions {
             publish: Vec::new(),
             origin: VmOrigin::Cold,
             tsc_khz: None,
+            verbosity: Verbosity::Normal,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io, PoolError};
 use crate::launch::{PodSource, RunOptions, VmOrigin};
+use crate::ui::notes::Verbosity;
 use crate::vmm::accel::AccelRequest;
 use crate::vmm::vsock::VsockMode;
 use crate::vmm::HypervisorKind;
@@ -102,6 +103,8 @@ impl PoolSpec {
             detach: true,
             network: self.network.clone(),
             origin: VmOrigin::Pooled,
+            // Its choices are the pod's to say, when it claims the VM.
+            verbosity: Verbosity::Quiet,
             ..RunOptions::new(PodSource::PoolMember, state_dir.to_path_buf())
         }
     }

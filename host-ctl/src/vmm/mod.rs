@@ -70,7 +70,7 @@ pub struct MachineChoice {
     pub machine: Machine,
     /// The host's TSC rate, for guests that must not calibrate it.
     pub tsc_khz: Option<u64>,
-    /// What was chosen and why, for the user.
+    /// What was chosen and why, for the user (said as `machine <note>`).
     pub notes: Vec<String>,
 }
 

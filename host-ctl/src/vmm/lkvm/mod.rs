@@ -76,7 +76,7 @@ impl Hypervisor for Lkvm {
             notes: if accel == Accel::Kvm {
                 Vec::new()
             } else {
-                vec!["lkvm always uses KVM".into()]
+                vec!["lkvm's: it runs on KVM whatever the accelerator (it has no emulator)".into()]
             },
         }
     }
