@@ -115,6 +115,29 @@ fn list_and_status(fx: &Fixture, id: &str) {
         .unwrap()
         .iter()
         .any(|e| e["name"] == "agent-ready"));
+
+    // --format templates: the same fields as the JSON, a line per item.
+    let line = fx.host_ctl(&["list", "--format", "{{.ID}} {{.State}}"], CMD);
+    assert_eq!(line.stdout, format!("{id} running\n"), "{}", line.dump());
+    let state = fx.host_ctl(
+        &["status", id, "--format", "{{.State}}/{{.Live.PodState}}"],
+        CMD,
+    );
+    assert!(state.stdout.starts_with("running/"), "{}", state.dump());
+    let names = fx.host_ctl(&["stats", id, "--format", "{{.App}}"], CMD);
+    assert!(
+        names.stdout.lines().all(|l| !l.is_empty()),
+        "{}",
+        names.dump()
+    );
+    assert!(
+        names.stdout.lines().any(|l| l == "ticker"),
+        "{}",
+        names.dump()
+    );
+    let bad = fx.host_ctl(&["list", "--format", "{{range .Apps}}"], CMD);
+    assert_eq!(bad.code, Some(2), "{}", bad.dump());
+    assert!(bad.stderr.contains("only fields"), "{}", bad.dump());
 }
 
 /// `logs -f` shows the first line, then (after the gate opens) the rest as

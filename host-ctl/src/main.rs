@@ -72,18 +72,18 @@ enum Command {
     /// `run` would choose and why, the hypervisors, kernel and agent found,
     /// the stage1 images, and what the state directory holds.
     Info {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// List the pods.
     List {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Show a pod's state, its apps and its boot timeline.
     Status {
         pod: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Print everything known of pods, as JSON: their records, a running
@@ -123,7 +123,7 @@ enum Command {
     /// Show each app's memory, CPU and process figures.
     Stats {
         pod: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Stream a pod's events.
@@ -132,7 +132,7 @@ enum Command {
         /// Print the events so far and stop.
         #[arg(long)]
         no_follow: bool,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Forward a TCP port on the host's loopback to a port in the pod.
@@ -395,7 +395,7 @@ enum PoolCommand {
     Start(PoolArgs),
     /// The pool's shape and its VMs: booting, waiting or dead.
     Status {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Remove the pool and every VM waiting in it.

@@ -76,7 +76,9 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
                 })
                 .collect(),
         };
-        if format == Format::Json {
+        if let Format::Template(t) = &format {
+            println!("{}", t.render(&serde_json::to_value(&view)?));
+        } else if format == Format::Json {
             println!("{}", serde_json::to_string(&view)?);
         } else {
             let mut line = format!("{:>9.3}s  {:<15} {}", view.seconds, view.kind, view.app);

@@ -38,7 +38,7 @@ pub enum ImageCommand {
     },
     /// List the images.
     Ls {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
     /// Print an image's record, config defaults and layer directories (JSON).
@@ -147,8 +147,7 @@ fn pull(store: &ImageStore, reference: &str, insecure: bool) -> Result<()> {
 
 fn ls(store: &ImageStore, format: Format) -> Result<()> {
     let records = store.list()?;
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+    if format.print_data(&records)? {
         return Ok(());
     }
     let rows: Vec<Vec<String>> = records

@@ -97,9 +97,8 @@ impl Found {
 
 pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
     let info = gather(state_dir)?;
-    match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&info)?),
-        Format::Table => print_table(&info),
+    if !format.print_data(&info)? {
+        print_table(&info);
     }
     Ok(0)
 }

@@ -10,8 +10,7 @@ use crate::ui::table;
 
 pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
     let records = store::all(state_dir)?;
-    if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+    if format.print_data(&records)? {
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = records

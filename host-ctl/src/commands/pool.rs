@@ -51,7 +51,7 @@ pub async fn fill(state_dir: &Path) -> Result<i32> {
 
 /// `pool status`.
 pub fn status(state_dir: &Path, format: Format) -> Result<i32> {
-    if format == Format::Json {
+    if format != Format::Table {
         let members: Vec<serde_json::Value> = pool::members(state_dir)?
             .iter()
             .map(|m| {
@@ -63,11 +63,16 @@ pub fn status(state_dir: &Path, format: Format) -> Result<i32> {
                 })
             })
             .collect();
+        if let Format::Template(_) = format {
+            // A line per member.
+            format.print_data(&members)?;
+            return Ok(0);
+        }
         let out = serde_json::json!({
             "pool": PoolSpec::read(state_dir)?,
             "members": members,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        format.print_data(&out)?;
         return Ok(0);
     }
     status_table(state_dir)

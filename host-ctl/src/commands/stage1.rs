@@ -30,7 +30,7 @@ pub enum Stage1Command {
     },
     /// List the stage1 images.
     Ls {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
+        #[arg(long, default_value = "table")]
         format: Format,
     },
 }
@@ -51,23 +51,20 @@ pub fn run(state_dir: &Path, cmd: Stage1Command) -> Result<i32> {
         }
         Stage1Command::Ls { format } => {
             let list = store.list()?;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = list
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                format!("{}:{}", s.name, s.version),
-                                s.digest.chars().skip(7).take(12).collect(),
-                                s.kernel.clone(),
-                                table::bytes(s.size),
-                                s.path.display().to_string(),
-                            ]
-                        })
-                        .collect();
-                    table::print(&["NAME", "DIGEST", "KERNEL", "SIZE", "PATH"], &rows);
-                }
+            if !format.print_data(&list)? {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            format!("{}:{}", s.name, s.version),
+                            s.digest.chars().skip(7).take(12).collect(),
+                            s.kernel.clone(),
+                            table::bytes(s.size),
+                            s.path.display().to_string(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["NAME", "DIGEST", "KERNEL", "SIZE", "PATH"], &rows);
             }
         }
     }

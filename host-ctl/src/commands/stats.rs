@@ -80,13 +80,21 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
             tx_dropped: i.tx_dropped,
         })
         .collect();
-    if format == Format::Json {
-        let view = StatsView {
-            apps: views,
-            interfaces,
-        };
-        println!("{}", serde_json::to_string_pretty(&view)?);
-        return Ok(0);
+    match &format {
+        // A line per app.
+        Format::Template(_) => {
+            format.print_data(&views)?;
+            return Ok(0);
+        }
+        Format::Json => {
+            let view = StatsView {
+                apps: views,
+                interfaces,
+            };
+            format.print_data(&view)?;
+            return Ok(0);
+        }
+        Format::Table => {}
     }
     let rows: Vec<Vec<String>> = views
         .iter()

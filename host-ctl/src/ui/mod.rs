@@ -5,5 +5,6 @@
 pub mod notes;
 pub mod signals;
 pub mod table;
+pub mod template;
 pub mod terminal;
 pub mod text;
