@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use kvmpod_tests::terminal::{on_a_terminal, Typed};
+use kvmpod_tests::terminal::{on_a_terminal, typing_on_a_terminal, Typed};
 use kvmpod_tests::{Fixture, CMD, POD_LIMIT};
 
 /// `host-ctl exec <pod> <app> -- sh -c <script>`: its stdout, after
@@ -238,7 +238,8 @@ fn images_run_with_their_config_and_layers() {
 /// own devpts, whose output reaches the host as the terminal wrote it.
 /// With `-i` on a terminal of the host's, the keys reach the app as typed,
 /// the app's terminal has the host's size, and run exits with the app's
-/// status; `attach` to a detached one does the same.
+/// status; `attach` to a detached one does the same, and its detach keys
+/// leave the app running.
 #[test]
 fn run_t_gives_the_app_a_terminal() {
     let fx = Fixture::new();
@@ -283,17 +284,36 @@ fn run_t_gives_the_app_a_terminal() {
     let id = kvmpod_tests::run_with_limit(detach, POD_LIMIT);
     assert_eq!(id.code, Some(0), "{}", id.dump());
     let id = id.stdout.trim().to_string();
+    // The detach keys (docker's default, ctrl-p ctrl-q) end an attach and
+    // leave the shell running; what was typed before them reached it.
+    // (Typed once attach shows the shell's answer: by then it has put this
+    // terminal in raw mode, where ^Q is a key, not flow control.)
+    let first = fx.command(&["attach", &id, "test"]);
+    let (code, seen) = typing_on_a_terminal(
+        first,
+        (20, 70),
+        &[
+            Typed::now(b"echo typed-$((40+2)) > /tmp/before-detach; echo done-$((1+1))\n"),
+            Typed::after("done-2", b"\x10\x11"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{seen:?}");
+    assert!(
+        seen.contains("detached from test; it keeps running"),
+        "{seen:?}"
+    );
+    assert_eq!(fx.record(&id)["state"], "running");
     let mut cmd = fx.command(&["attach", &id, "test"]);
     cmd.env("TERM", "vt220");
     let (code, seen) = on_a_terminal(
         cmd,
         (20, 70),
-        Typed::now(b"stty size; tty; echo $TERM; exit 4\n"),
+        Typed::now(b"cat /tmp/before-detach; stty size; tty; echo $TERM; exit 4\n"),
     );
     // The terminal type is the one the pod was started with (as docker's
     // attach: the app's environment was set at its start).
     assert!(
-        seen.contains("20 70\r\n/dev/pts/0\r\nxterm\r\n"),
+        seen.contains("typed-42\r\n20 70\r\n/dev/pts/0\r\nxterm\r\n"),
         "{seen:?}"
     );
     assert_eq!(code, Some(4), "{seen:?}");

@@ -104,7 +104,15 @@ enum Command {
     /// Run a command in an app's root, with its environment and user.
     Exec(ExecArgs),
     /// Follow an app's output (and feed its stdin, if it has one).
-    Attach { pod: String, app: String },
+    Attach {
+        pod: String,
+        app: String,
+        /// The keys that leave an app on a terminal running and end the
+        /// session (docker's spelling: ctrl-<c> or a character, separated
+        /// by commas; empty: none).
+        #[arg(long, value_name = "KEYS", default_value = host_ctl::ui::detach_keys::DEFAULT)]
+        detach_keys: String,
+    },
     /// Send a signal to an app, or to every app.
     Kill {
         pod: String,
@@ -591,7 +599,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let (pod, o) = a.options();
             commands::exec::run(&state, &pod, o).await
         }
-        Command::Attach { pod, app } => commands::attach::run(&state, &pod, &app).await,
+        Command::Attach {
+            pod,
+            app,
+            detach_keys,
+        } => commands::attach::run(&state, &pod, &app, &detach_keys).await,
         Command::Kill { pod, app, signal } => {
             commands::kill::run(&state, &pod, app.as_deref(), signal).await
         }

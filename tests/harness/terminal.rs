@@ -34,9 +34,19 @@ impl<'a> Typed<'a> {
 /// `rows` × `cols`, typing `typed` on it; its exit code and everything the
 /// terminal showed. Fails after POD_LIMIT.
 pub fn on_a_terminal(
-    mut cmd: Command,
+    cmd: Command,
     (rows, cols): (u16, u16),
     typed: Typed<'_>,
+) -> (Option<i32>, String) {
+    typing_on_a_terminal(cmd, (rows, cols), &[typed])
+}
+
+/// [`on_a_terminal`], typing each of `steps` in turn, each once the
+/// terminal shows what it waits for.
+pub fn typing_on_a_terminal(
+    mut cmd: Command,
+    (rows, cols): (u16, u16),
+    steps: &[Typed<'_>],
 ) -> (Option<i32>, String) {
     let size = nix::pty::Winsize {
         ws_row: rows,
@@ -70,14 +80,16 @@ pub fn on_a_terminal(
     });
     let shown =
         |seen: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
-    let mut pending = Some(typed);
+    let mut pending = steps.iter();
+    let mut next = pending.next();
     let until = Instant::now() + POD_LIMIT;
     let status = loop {
-        if let Some(t) = pending.as_ref() {
-            if t.after.is_none_or(|p| shown(&seen).contains(p)) {
-                keyboard.write_all(t.keys).unwrap();
-                pending = None;
+        while let Some(t) = next {
+            if !t.after.is_none_or(|p| shown(&seen).contains(p)) {
+                break;
             }
+            keyboard.write_all(t.keys).unwrap();
+            next = pending.next();
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;

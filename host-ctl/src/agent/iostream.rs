@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use super::vsock::{connect_stream, Endpoint, GuestStream};
 use super::AgentError;
+use crate::ui::detach_keys::DetachKeys;
 
 /// The longest reply line accepted from the agent.
 const MAX_REPLY: u64 = 4096;
@@ -102,7 +103,27 @@ impl<S: AsyncWrite> InputSender<S> {
     /// terminal's is left open: the end of a local stdin is not a user
     /// typing ^D); stops when the connection is gone. Each read becomes
     /// one frame, sent with one write.
-    pub async fn pump_stdin<R: AsyncRead + Unpin>(&self, mut from: R, close_at_end: bool) {
+    pub async fn pump_stdin<R: AsyncRead + Unpin>(&self, from: R, close_at_end: bool) {
+        self.pump(from, close_at_end, None).await;
+    }
+
+    /// [`InputSender::pump_stdin`] until `keys` are typed: they are not
+    /// sent, and the remote stdin stays open for the next attach.
+    pub async fn pump_stdin_until<R: AsyncRead + Unpin>(
+        &self,
+        from: R,
+        close_at_end: bool,
+        keys: DetachKeys,
+    ) -> Pumped {
+        self.pump(from, close_at_end, Some(keys)).await
+    }
+
+    async fn pump<R: AsyncRead + Unpin>(
+        &self,
+        mut from: R,
+        close_at_end: bool,
+        mut keys: Option<DetachKeys>,
+    ) -> Pumped {
         let mut buf = vec![0u8; HEADER_LEN + STDIN_CHUNK];
         loop {
             let n = match from.read(&mut buf[HEADER_LEN..]).await {
@@ -110,22 +131,57 @@ impl<S: AsyncWrite> InputSender<S> {
                     if close_at_end {
                         let _ = self.send(Input::CloseStdin).await;
                     }
-                    return;
+                    return Pumped::Ended;
                 }
                 Ok(n) => n,
             };
-            // At most STDIN_CHUNK, which fits a u32.
-            buf[..HEADER_LEN].copy_from_slice(&Input::Stdin(n as u32).encode());
-            let mut w = self.0.lock().await;
-            let sent = match w.write_all(&buf[..HEADER_LEN + n]).await {
-                Ok(()) => w.flush().await,
-                Err(e) => Err(e),
+            let sent = match keys.as_mut() {
+                None => self.write_frame(&mut buf, n).await,
+                Some(k) => {
+                    let (typed, detached) = k.feed(&buf[HEADER_LEN..HEADER_LEN + n]);
+                    let sent = self.send_stdin(&typed).await;
+                    if detached {
+                        return Pumped::Detached;
+                    }
+                    sent
+                }
             };
             if sent.is_err() {
-                return;
+                return Pumped::Ended;
             }
         }
     }
+
+    /// Sends the `n` bytes after the header room at the start of `buf` as
+    /// one frame, with one write.
+    async fn write_frame(&self, buf: &mut [u8], n: usize) -> io::Result<()> {
+        // At most STDIN_CHUNK, which fits a u32.
+        buf[..HEADER_LEN].copy_from_slice(&Input::Stdin(n as u32).encode());
+        let mut w = self.0.lock().await;
+        w.write_all(&buf[..HEADER_LEN + n]).await?;
+        w.flush().await
+    }
+
+    /// Sends `data` for the remote stdin, in frames of at most
+    /// STDIN_CHUNK.
+    async fn send_stdin(&self, data: &[u8]) -> io::Result<()> {
+        for chunk in data.chunks(STDIN_CHUNK) {
+            let mut frame = Vec::with_capacity(HEADER_LEN + chunk.len());
+            frame.extend_from_slice(&[0u8; HEADER_LEN]);
+            frame.extend_from_slice(chunk);
+            self.write_frame(&mut frame, chunk.len()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How a pump of stdin ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pumped {
+    /// Its end of file, or the connection's.
+    Ended,
+    /// The detach keys were typed.
+    Detached,
 }
 
 const _: () = assert!(STDIN_CHUNK <= MAX_FRAME_DATA);
@@ -215,6 +271,25 @@ mod tests {
         let mut want = Input::Stdin(5).encode().to_vec();
         want.extend_from_slice(b"typed");
         want.extend_from_slice(&Input::CloseStdin.encode());
+        assert_eq!(sent, want);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn detach_keys_end_the_pump_and_are_not_sent() {
+        let (host, fake) = agent(b"OK\n".to_vec());
+        let (tx, rx) = start(host, &attach()).await.unwrap();
+        let keys = DetachKeys::parse(crate::ui::detach_keys::DEFAULT)
+            .unwrap()
+            .unwrap();
+        let pumped = tx
+            .pump_stdin_until(&b"ls\n\x10\x11after"[..], true, keys)
+            .await;
+        assert_eq!(pumped, Pumped::Detached);
+        drop((tx, rx));
+        let (_, sent) = fake.await.unwrap();
+        // The typed line, and no end of stdin: the app's stays open.
+        let mut want = Input::Stdin(3).encode().to_vec();
+        want.extend_from_slice(b"ls\n");
         assert_eq!(sent, want);
     }
 

@@ -3,8 +3,8 @@
 //! on an io stream of its own. Ctrl-C detaches and leaves the app running;
 //! when the app exits, so does attach, with the app's status. An app on a
 //! terminal gets this terminal's size and, with stdin, its keys in raw
-//! mode: Ctrl-C then reaches the app, and closing this terminal detaches
-//! (detach keys are not there yet).
+//! mode: Ctrl-C then reaches the app, and the detach keys (`ctrl-p,ctrl-q`
+//! unless `--detach-keys` says otherwise) leave it running.
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -14,11 +14,13 @@ use kvmpod_api::iostream::{Input, Request};
 use kvmpod_api::manifest::PodManifest;
 
 use super::exec::{agent_endpoint, follow_resizes, print_output, window};
-use crate::agent::iostream;
+use crate::agent::iostream::{self, Pumped};
 use crate::pod::StoredPod;
+use crate::ui::detach_keys::DetachKeys;
 use crate::ui::terminal::{self, RawMode};
 
-pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
+pub async fn run(state_dir: &Path, id: &str, app: &str, detach_keys: &str) -> Result<i32> {
+    let keys = DetachKeys::parse(detach_keys).map_err(|e| anyhow!("--detach-keys: {e}"))?;
     let pod = StoredPod::open(state_dir, id)?;
     let manifest: PodManifest = serde_json::from_slice(&std::fs::read(pod.dir.manifest())?)?;
     let Some(spec) = manifest.apps.iter().find(|a| a.name == app) else {
@@ -33,10 +35,11 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
     // An app on a terminal: this terminal's keys go to it as they are
     // typed (raw mode, restored however attach ends), and its size follows
     // this one's.
-    let _raw = (spec.terminal && spec.stdin && terminal::is_terminal(std::io::stdin().as_fd()))
+    let raw = (spec.terminal && spec.stdin && terminal::is_terminal(std::io::stdin().as_fd()))
         .then(RawMode::enter)
         .flatten();
     let mut feeders = Vec::new();
+    let mut detached = None;
     if spec.terminal {
         if let Some(w) = window() {
             tx.send(Input::Resize(w))
@@ -49,17 +52,44 @@ pub async fn run(state_dir: &Path, id: &str, app: &str) -> Result<i32> {
         // The end of this stdin ends a piped app's stdin; a terminal app's
         // stays open for the next attach.
         let close_at_end = !spec.terminal;
-        feeders.push(tokio::spawn(async move {
-            tx.pump_stdin(tokio::io::stdin(), close_at_end).await;
-        }));
+        match keys.filter(|_| spec.terminal) {
+            // Typed on a terminal: the detach keys end the session.
+            Some(keys) => {
+                detached = Some(tokio::spawn(async move {
+                    tx.pump_stdin_until(tokio::io::stdin(), close_at_end, keys)
+                        .await
+                }));
+            }
+            None => feeders.push(tokio::spawn(async move {
+                tx.pump_stdin(tokio::io::stdin(), close_at_end).await;
+            })),
+        }
     }
+    let keys_typed = async {
+        match detached.as_mut() {
+            Some(pump) => {
+                if !matches!(pump.await, Ok(Pumped::Detached)) {
+                    // Its stdin ended: only the app's end (or Ctrl-C)
+                    // ends the session now.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
     let ended = tokio::select! {
         status = print_output(&mut rx, "attach") => Some(status),
         _ = tokio::signal::ctrl_c() => None,
+        _ = keys_typed => None,
     };
+    if let Some(pump) = detached {
+        pump.abort();
+    }
     for f in feeders {
         f.abort();
     }
+    // Out of raw mode before anything is said on this terminal.
+    drop(raw);
     match ended {
         Some(status) => status,
         None => {

@@ -2,6 +2,7 @@
 //! modes and message formatting. A leaf: it uses no other part of
 //! host-ctl.
 
+pub mod detach_keys;
 pub mod notes;
 pub mod signals;
 pub mod table;
