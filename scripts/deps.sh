@@ -12,7 +12,8 @@
 #           the CRI client of the Kubernetes path's test), passt (user-mode
 #           networking for QEMU pods), containernetworking-plugins (the CNI
 #           bridge the tap-mode test wires pods with), iperf3 (the network
-#           benchmark)
+#           benchmark), tmux (the real terminal the CLI's terminal tests
+#           drive)
 #   rustup: the x86_64-unknown-linux-musl target (the static agent)
 #   cargo:  vhost-device-vsock, pinned (the host side of hybrid vsock), and
 #           cargo-fuzz, pinned (the fuzz targets of `make test`)
@@ -45,6 +46,7 @@ command -v protoc >/dev/null 2>&1 || missing="$missing protobuf-compiler"
 command -v passt >/dev/null 2>&1 || missing="$missing passt"
 [ -x /usr/lib/cni/bridge ] || missing="$missing containernetworking-plugins"
 command -v iperf3 >/dev/null 2>&1 || missing="$missing iperf3"
+command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then

@@ -143,20 +143,6 @@ fn a_root_larger_than_guest_memory_boots() {
     fx.finish();
 }
 
-/// Imports the harness's test image (see `images::write_test_image`) as
-/// `kvmpod/test:1`.
-fn import_test_image(fx: &Fixture) {
-    let archive = fx.path().join("test-image.tar");
-    kvmpod_tests::images::write_test_image(&fx.root(), &archive, "kvmpod/test:1");
-    let out = fx.host_ctl(&["image", "import", archive.to_str().unwrap()], CMD);
-    assert_eq!(out.code, Some(0), "{}", out.dump());
-    assert!(
-        out.stdout.starts_with("kvmpod/test:1 sha256:"),
-        "{}",
-        out.dump()
-    );
-}
-
 /// `run IMAGE` runs the image's Entrypoint and Cmd with its Env, WorkingDir
 /// and User; a command after the image replaces the Cmd; -e, -w and -u
 /// override; the layers read as OCI says (whiteout, opaque directory,
@@ -165,7 +151,7 @@ fn import_test_image(fx: &Fixture) {
 #[test]
 fn images_run_with_their_config_and_layers() {
     let fx = Fixture::new();
-    import_test_image(&fx);
+    fx.import_test_image();
     let run = |args: &[&str]| {
         let mut all = vec!["--rm"];
         all.extend_from_slice(args);
@@ -243,7 +229,7 @@ fn images_run_with_their_config_and_layers() {
 #[test]
 fn run_t_gives_the_app_a_terminal() {
     let fx = Fixture::new();
-    import_test_image(&fx);
+    fx.import_test_image();
     let out = fx.run(
         &[
             "--rm",
@@ -330,7 +316,7 @@ fn run_t_gives_the_app_a_terminal() {
 #[test]
 fn named_pods_of_one_image_and_run_rm_on_failure() {
     let fx = Fixture::new();
-    import_test_image(&fx);
+    fx.import_test_image();
     let missing = fx.run(&["--rm", "no/such:image"], POD_LIMIT);
     assert_eq!(missing.code, Some(125), "{}", missing.dump());
     assert!(

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use host_ctl::commands::image::{run as image_cmd, ImageCommand};
-use host_ctl::image::{Fetched, ImageError, ImageStore, PullOptions, PullReport};
+use host_ctl::image::{Fetched, ImageError, ImageStore, PullEvent, PullOptions, PullReport};
 use kvmpod_tests::images::{
     listing, oci_files, oci_multiarch_files, sha256, write_dir, BuiltImage, Compression, Entry,
     ImageSpec, Layer,
@@ -197,17 +197,41 @@ impl Store {
         self.dir.path().join("images")
     }
 
-    /// Pulls, collecting the progress reports.
+    /// Pulls, collecting the progress reports; each layer's pieces, as
+    /// reported, add up to its size, and were announced with it.
     fn pull(&self, reference: &str) -> Result<(PullReport, Vec<Fetched>), ImageError> {
         let seen = Mutex::new(Vec::new());
-        let progress = |f: &Fetched| seen.lock().expect("progress").push(f.clone());
+        let arrived = Mutex::new(std::collections::BTreeMap::<String, (u64, u64)>::new());
+        let progress = |e: PullEvent<'_>| match e {
+            PullEvent::Started { what, size } => {
+                arrived
+                    .lock()
+                    .expect("progress")
+                    .insert(what.to_string(), (size, 0));
+            }
+            PullEvent::Advanced { what, bytes } => {
+                let mut a = arrived.lock().expect("progress");
+                let layer = a.get_mut(what).expect("a piece of an announced layer");
+                layer.1 += bytes;
+            }
+            PullEvent::Fetched(f) => seen.lock().expect("progress").push(f.clone()),
+        };
         let options = PullOptions {
             insecure: false,
             stop_on_signals: false,
             progress: &progress,
         };
         let report = self.store.pull(reference, &options)?;
-        Ok((report, seen.into_inner().expect("progress")))
+        let seen = seen.into_inner().expect("progress");
+        let arrived = arrived.into_inner().expect("progress");
+        for f in seen.iter().filter(|f| f.what.starts_with("layer")) {
+            assert_eq!(arrived.get(&f.what), Some(&(f.size, f.size)), "{f:?}");
+        }
+        assert_eq!(
+            arrived.len(),
+            seen.iter().filter(|f| f.what.starts_with("layer")).count()
+        );
+        Ok((report, seen))
     }
 
     /// Pulls, expecting an error that leaves the store exactly as it was.

@@ -641,6 +641,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    host_ctl::ui::progress::init(cli.verbosity());
     // One thread: child processes get PR_SET_PDEATHSIG from the thread that
     // spawned them, which must live as long as host-ctl.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -158,6 +158,20 @@ impl Fixture {
         }
     }
 
+    /// Imports the harness's test image (see `images::write_test_image`)
+    /// as `kvmpod/test:1`.
+    pub fn import_test_image(&self) {
+        let archive = self.path().join("test-image.tar");
+        crate::images::write_test_image(&self.root(), &archive, "kvmpod/test:1");
+        let out = self.host_ctl(&["image", "import", archive.to_str().unwrap()], crate::CMD);
+        assert_eq!(out.code, Some(0), "{}", out.dump());
+        assert!(
+            out.stdout.starts_with("kvmpod/test:1 sha256:"),
+            "{}",
+            out.dump()
+        );
+    }
+
     /// `host-ctl <args>` with this fixture's state directory.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.programs.host_ctl);

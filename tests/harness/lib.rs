@@ -19,6 +19,7 @@ pub mod pool;
 pub mod process;
 pub mod programs;
 pub mod terminal;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

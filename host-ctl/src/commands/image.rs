@@ -1,13 +1,16 @@
 //! `host-ctl image import|pull|ls|inspect|rm|prune`: the OCI images pods run
 //! from, kept in the image store under `<state_dir>/images`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Format;
-use crate::image::{Fetched, ImageDefaults, ImageRecord, ImageStore, PullOptions};
+use crate::image::{ImageDefaults, ImageRecord, ImageStore, PullEvent, PullOptions};
+use crate::ui::progress::{self, Transfer};
 use crate::ui::table;
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,9 +76,10 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
     let store = ImageStore::open(state_dir)?;
     match cmd {
         ImageCommand::Import { source, name } => {
-            let records = store
-                .import(&source, name.as_deref())
-                .with_context(|| format!("importing {}", source.display()))?;
+            let importing = progress::step(format!("importing {}", source.display()));
+            let imported = store.import(&source, name.as_deref());
+            drop(importing);
+            let records = imported.with_context(|| format!("importing {}", source.display()))?;
             for r in records {
                 println!("{} {}", display_name(&r), r.digest);
             }
@@ -121,23 +125,46 @@ pub(super) fn prune(store: &ImageStore) -> Result<()> {
     Ok(())
 }
 
-/// Pulls, with a progress line per blob on stderr and `<name> <digest>`
-/// on stdout at the end, as `import` prints.
+/// Pulls, with a bar per layer on a terminal (a line per blob when not)
+/// on stderr, and `<name> <digest>` on stdout at the end, as `import`
+/// prints.
 fn pull(store: &ImageStore, reference: &str, insecure: bool) -> Result<()> {
-    let progress = |f: &Fetched| {
-        eprintln!(
-            "pulled {} {} ({})",
-            f.what,
-            short_digest(&f.digest),
-            table::bytes(f.size)
-        );
+    let fetching = progress::step(format!("pulling {reference}"));
+    let bars = Mutex::new(BTreeMap::<String, Transfer>::new());
+    let shown = |e: PullEvent<'_>| {
+        let mut bars = bars.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            PullEvent::Started { what, size } => {
+                bars.insert(what.to_string(), progress::transfer(what, size));
+            }
+            PullEvent::Advanced { what, bytes } => {
+                if let Some(bar) = bars.get(what) {
+                    bar.advance(bytes);
+                }
+            }
+            PullEvent::Fetched(f) => {
+                let line = format!(
+                    "pulled {} {} ({})",
+                    f.what,
+                    short_digest(&f.digest),
+                    table::bytes(f.size)
+                );
+                match bars.remove(&f.what) {
+                    Some(bar) => bar.done(&line),
+                    None => progress::say(&line),
+                }
+            }
+        }
     };
     let options = PullOptions {
         insecure,
         stop_on_signals: true,
-        progress: &progress,
+        progress: &shown,
     };
-    let report = store.pull(reference, &options)?;
+    let pulled = store.pull(reference, &options);
+    drop(bars);
+    drop(fetching);
+    let report = pulled?;
     if report.blobs == 0 {
         eprintln!("{reference}: the store has this image already");
     }

@@ -21,6 +21,7 @@ pub mod port_forward;
 pub mod prune;
 pub mod rm;
 pub mod run;
+pub mod said;
 pub mod stage1;
 pub mod stats;
 pub mod status;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Format;
 use crate::pool::{self, PoolSpec};
-use crate::ui::table;
+use crate::ui::{progress, table};
 
 /// `pool start`: writes what the pool keeps, then boots it (in a fill of
 /// its own session, so the VMs belong to no terminal) and waits until it
@@ -26,9 +26,11 @@ pub fn start(state_dir: &Path, spec: PoolSpec) -> Result<i32> {
         }
     }
     spec.write(state_dir)?;
+    let booting = progress::step(format!("booting the pool's {} VM(s)", spec.size));
     let status = pool::spawn_fill(state_dir)?
         .wait()
         .context("waiting for the pool's fill")?;
+    drop(booting);
     if !status.success() {
         let log = pool::pool_dir(state_dir).join("fill.log");
         bail!(

@@ -16,12 +16,14 @@ use std::os::fd::AsFd;
 use kvmpod_api::iostream::{Input, Request};
 
 use super::exec::{follow_resizes, window};
+use super::said;
 use crate::agent::{iostream, Endpoint};
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
 use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart, Adoption};
 use crate::pod::record::{self, State};
 use crate::pod::{store, Monitor, PodDir};
+use crate::ui::progress::{self, Step};
 use crate::ui::terminal::{self, RawMode};
 use crate::ui::text::indent;
 use crate::vmm::process::tail;
@@ -31,16 +33,52 @@ pub const EXIT_HOST_ERROR: i32 = 125;
 /// Exit status after an interrupt, as a shell reports SIGINT.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// Host-side moments, for `--timings`.
+/// Host-side moments: kept for `--timings`, and shown while the user
+/// waits for the pod to start.
 struct HostClock {
     start: Instant,
     marks: Vec<(&'static str, Instant)>,
+    /// What is shown of the wait; dropped (cleared) once the pod is up.
+    shown: Option<Step>,
 }
 
 impl HostClock {
+    fn new() -> HostClock {
+        HostClock {
+            start: Instant::now(),
+            marks: Vec::new(),
+            shown: Some(progress::step("preparing the pod")),
+        }
+    }
+
     fn mark(&mut self, name: &'static str) {
         self.marks.push((name, Instant::now()));
+        if let (Some(step), Some(next)) = (&self.shown, doing_after(name)) {
+            step.set(next);
+        }
     }
+
+    /// Says what the wait is now, past the moments `mark` knows.
+    fn doing(&self, what: impl Into<String>) {
+        if let Some(step) = &self.shown {
+            step.set(what);
+        }
+    }
+
+    /// The wait is over: its progress goes before anything else is shown.
+    fn waited(&mut self) {
+        self.shown = None;
+    }
+}
+
+/// What a pod's start goes on with after the moment `mark`.
+fn doing_after(mark: &str) -> Option<&'static str> {
+    Some(match mark {
+        "validated" => "writing the pod's files",
+        "share-ready" => "mounting the pod's share",
+        "claimed" => "handing the pod to a VM of the warm pool",
+        _ => return None,
+    })
 }
 
 /// What `run` does besides starting the pod.
@@ -63,10 +101,7 @@ struct Joined {
 }
 
 pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
-    let mut clock = HostClock {
-        start: Instant::now(),
-        marks: Vec::new(),
-    };
+    let mut clock = HostClock::new();
     // A VM of the warm pool when one waits and fits; else one of its own.
     let claimed = crate::pool::claim(&s, &mut |m| clock.mark(m)).await;
     let dir = claimed
@@ -96,13 +131,20 @@ async fn run_pod(
         Some(plan) => plan,
         None => launch::prepare(s, dir, &mut |m| clock.mark(m))?,
     };
+    said::tell(&s.state_dir, &prepared.notes, s.verbosity);
+    clock.doing(booting(&prepared, pooled));
     if s.detach {
         let start = if pooled {
             KeeperStart::Adopt
         } else {
             KeeperStart::Boot
         };
-        return detach(prepared.dir, s, start).await;
+        let id = prepared.dir.id.clone();
+        let started = detach(prepared.dir, s, start).await;
+        clock.waited();
+        started?;
+        println!("{id}");
+        return Ok(0);
     }
     let joined = joined_app(&prepared.pod, a.interactive)?;
     let endpoint = prepared.launch.endpoint.clone();
@@ -115,6 +157,7 @@ async fn run_pod(
         Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?
     };
     clock.mark("agent-answered");
+    clock.waited();
     // Once the pod is up, the app's terminal gets this one's keys as they
     // are typed; restored however run ends.
     let raw = joined
@@ -150,6 +193,17 @@ async fn run_pod(
         EXIT_HOST_ERROR
     };
     Ok(code)
+}
+
+/// What the wait for the agent is, as shown.
+fn booting(plan: &launch::PodPlan, pooled: bool) -> String {
+    let id = &plan.dir.id;
+    if pooled {
+        format!("starting pod {id} in a VM of the warm pool")
+    } else {
+        let accel = plan.launch.accel;
+        format!("booting pod {id} ({accel}); waiting for its agent")
+    }
 }
 
 /// The app `run` joins, if any: the one app that reads stdin with `-i`;
@@ -212,8 +266,8 @@ async fn join_io(endpoint: Endpoint, j: Joined) {
 
 /// Starts a monitor process for the prepared pod (booting its VM, or
 /// adopting the pooled VM it claimed) and waits until its agent
-/// answered (printing the pod's ID) or it failed (printing why).
-async fn detach(dir: PodDir, s: &RunOptions, start: KeeperStart) -> Result<i32> {
+/// answered, or it failed (the error says why).
+async fn detach(dir: PodDir, s: &RunOptions, start: KeeperStart) -> Result<()> {
     let mut monitor = spawn_keeper(&dir, start)?;
     let until = Instant::now() + s.boot_timeout + Duration::from_secs(30);
     loop {
@@ -223,8 +277,7 @@ async fn detach(dir: PodDir, s: &RunOptions, start: KeeperStart) -> Result<i32> 
         let started =
             rec.state == State::Running || (rec.state == State::Exited && rec.started.is_some());
         if started {
-            println!("{}", dir.id);
-            return Ok(0);
+            return Ok(());
         }
         if rec.state == State::Exited {
             bail!(

@@ -1,6 +1,7 @@
 //! `host-ctl stage1 build|ls`: the stage1 guest images (the agent and the
 //! kernel modules every pod boots from), built once per agent and kernel.
 
+use crate::ui::progress;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -46,7 +47,10 @@ pub fn run(state_dir: &Path, cmd: Stage1Command) -> Result<i32> {
         } => {
             let agent = host::agent(agent.as_deref())?;
             let kernel = host::kernel(kernel.as_deref(), modules_dir.as_deref())?;
-            let s = store.ensure(&agent, kernel.modules.as_deref(), gzip, true)?;
+            let building = progress::step("building the boot image (initramfs)");
+            let built = store.ensure(&agent, kernel.modules.as_deref(), gzip, true);
+            drop(building);
+            let s = built?;
             println!("{} {}", s.digest, s.path.display());
         }
         Stage1Command::Ls { format } => {

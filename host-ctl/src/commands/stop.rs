@@ -11,9 +11,13 @@ use kvmpod_api::protocol::ShutdownRequest;
 use crate::agent;
 use crate::pod::record::{self, PodRecord, State};
 use crate::pod::{store, StoredPod};
+use crate::ui::progress;
 
 pub async fn run(state_dir: &Path, id: &str, timeout: Duration) -> Result<i32> {
-    match stop(state_dir, id, timeout).await? {
+    let waiting = progress::step(format!("stopping pod {id}"));
+    let stopped = stop(state_dir, id, timeout).await;
+    drop(waiting);
+    match stopped? {
         Stopped::Already(id) => println!("pod {id} has already exited"),
         Stopped::Now(r) => {
             println!("pod {} stopped", r.id);

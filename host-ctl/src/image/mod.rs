@@ -39,7 +39,7 @@ use serde::Serialize;
 pub use error::ImageError;
 pub use gc::PruneReport;
 pub use index::ImageRecord;
-pub use pull::{Fetched, PullOptions, PullReport};
+pub use pull::{Fetched, PullEvent, PullOptions, PullReport};
 
 use error::IoContext;
 use index::{Index, StoreLock};

@@ -43,8 +43,19 @@ pub struct PullOptions<'a> {
     /// wrote (the CLI wants this). Off for library callers: tokio's signal
     /// handlers, once installed, stay for the life of the process.
     pub stop_on_signals: bool,
-    /// Called as each blob has been downloaded and checked.
-    pub progress: &'a (dyn Fn(&Fetched) + Sync),
+    /// Told how the download goes.
+    pub progress: &'a (dyn Fn(PullEvent<'_>) + Sync),
+}
+
+/// How a pull goes, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub enum PullEvent<'e> {
+    /// A layer's download (`layer <n>`) of `size` bytes began.
+    Started { what: &'e str, size: u64 },
+    /// `bytes` more of it arrived (hashed and written).
+    Advanced { what: &'e str, bytes: u64 },
+    /// A blob (the config or a layer) was downloaded and checked.
+    Fetched(&'e Fetched),
 }
 
 /// A blob downloaded and checked, for progress lines.
@@ -136,7 +147,7 @@ impl ImageStore {
     async fn download(
         &self,
         target: &Target,
-        progress: &(dyn Fn(&Fetched) + Sync),
+        progress: &(dyn Fn(PullEvent<'_>) + Sync),
     ) -> Result<Outcome, ImageError> {
         let registry = Registry::new(target);
         let manifest = registry.manifest().await?;
@@ -146,11 +157,11 @@ impl ImageStore {
         let work = WorkDir::create(&self.root.join("tmp"))?;
         let config_desc = manifest.parsed.config();
         let config = blob::to_memory(&registry, config_desc).await?;
-        progress(&Fetched {
+        progress(PullEvent::Fetched(&Fetched {
             what: "config".into(),
             digest: config_desc.digest().to_string(),
             size: config.len() as u64,
-        });
+        }));
         let layers = fetch_layers(&registry, &manifest.parsed, &work.path, progress).await?;
         let bytes = config.len() as u64
             + manifest
@@ -208,7 +219,7 @@ async fn fetch_layers(
     registry: &Registry<'_>,
     manifest: &oci_spec::image::ImageManifest,
     dir: &Path,
-    progress: &(dyn Fn(&Fetched) + Sync),
+    progress: &(dyn Fn(PullEvent<'_>) + Sync),
 ) -> Result<Vec<SourceLayer>, ImageError> {
     let jobs = manifest
         .layers()
@@ -216,13 +227,20 @@ async fn fetch_layers(
         .enumerate()
         .map(|(i, desc)| async move {
             let path = dir.join(format!("layer-{i}"));
-            let size = blob::to_file(registry, desc, &path).await?;
+            let what = format!("layer {i}");
+            let w = what.as_str();
+            progress(PullEvent::Started {
+                what: w,
+                size: desc.size(),
+            });
+            let advanced = |bytes| progress(PullEvent::Advanced { what: w, bytes });
+            let size = blob::to_file(registry, desc, &path, &advanced).await?;
             let digest = desc.digest().to_string();
-            progress(&Fetched {
-                what: format!("layer {i}"),
+            progress(PullEvent::Fetched(&Fetched {
+                what,
                 digest: digest.clone(),
                 size,
-            });
+            }));
             Ok::<_, ImageError>(SourceLayer {
                 path,
                 label: format!("{i} ({digest})"),

@@ -18,7 +18,6 @@ use super::{guest, LaunchError, PodPlan, PodSource, RunOptions, VmOrigin};
 use crate::image::ImageStore;
 use crate::pod::record;
 use crate::pod::{names, PodDir, VmLaunch};
-use crate::ui::notes;
 use crate::vmm::{self, Alias, Program};
 
 /// Prepares pool member `dir`: its directory, record (pooled), CID lease,
@@ -108,7 +107,6 @@ fn write_claim(o: &RunOptions, plan: &PodPlan) -> Result<(), LaunchError> {
     if !plan.images.is_empty() {
         ImageStore::open(&o.state_dir)?.lease(&dir.id, &plan.images)?;
     }
-    notes::tell(&o.state_dir, &plan.notes, o.verbosity);
     plan.launch.write(&dir)?;
     record_plan(plan)?;
     guest::create(o, plan)?;

@@ -8,7 +8,6 @@ use super::{guest, network, LaunchError, PodPlan, RunOptions};
 use crate::image::ImageStore;
 use crate::pod::record::{self, AppSummary, PodRecord, State};
 use crate::pod::{cids, names, store, PodDir};
-use crate::ui::notes;
 use crate::ui::text::error_chain;
 use crate::vmm;
 
@@ -69,7 +68,6 @@ pub(super) fn prepare_as(
             // Until the pod ends, `image rm` and `image prune` leave them.
             ImageStore::open(&o.state_dir)?.lease(&dir.id, &plan.images)?;
         }
-        notes::tell(&o.state_dir, &plan.notes, o.verbosity);
         mark("validated");
         // First: a failure from here on is undone by `store::release`,
         // which reads it (a CNI namespace's wiring).

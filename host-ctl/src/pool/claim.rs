@@ -23,7 +23,7 @@ use crate::ui::text::error_chain;
 const HAND_OVER: Duration = Duration::from_secs(10);
 
 fn note(what: impl std::fmt::Display) {
-    eprintln!("host-ctl: pool: {what}");
+    crate::ui::progress::say(&format!("host-ctl: pool: {what}"));
 }
 
 /// The pod `o` in a VM of the warm pool, prepared and claimed (its agent

@@ -4,6 +4,7 @@
 
 pub mod detach_keys;
 pub mod notes;
+pub mod progress;
 pub mod signals;
 pub mod table;
 pub mod template;

@@ -5,13 +5,11 @@
 //!   transport, the machine): the same for pod after pod, so each is said
 //!   the first time and whenever it changes, and every time with
 //!   `--verbose` (`host-ctl info` shows them all, always). What was said
-//!   last is kept in `<state>/said.json`.
+//!   last is the caller's to keep ([`Said`]).
 //! * *warnings*: something the user asked for that host-ctl did otherwise,
 //!   said every time (unless `--quiet`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -66,76 +64,42 @@ pub enum Verbosity {
     Verbose,
 }
 
-/// The choices said last, by topic.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Said(BTreeMap<String, String>);
+/// The choices said last, by topic: what the caller keeps between runs
+/// (`commands::said` keeps it in the state directory).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Said(BTreeMap<String, String>);
 
-fn said_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("said.json")
-}
-
-/// Tells `notes` on stderr as `verbosity` says, each line prefixed
-/// `host-ctl: `.
-pub fn tell(state_dir: &Path, notes: &Notes, verbosity: Verbosity) {
-    let _ = tell_to(&mut std::io::stderr(), state_dir, notes, verbosity);
-}
-
-/// [`tell`] to `out`. Remembering what was said is best effort: a state
-/// directory that cannot be written means choices are said again.
-pub fn tell_to(
-    out: &mut dyn Write,
-    state_dir: &Path,
-    notes: &Notes,
-    verbosity: Verbosity,
-) -> std::io::Result<()> {
+/// The lines to say of `notes` at `verbosity`, each prefixed `host-ctl: `,
+/// given what was `said` before, which is brought up to date. `--quiet`
+/// says nothing and remembers nothing, so the choices are said when the
+/// user next listens.
+pub fn to_say(notes: &Notes, said: &mut Said, verbosity: Verbosity) -> Vec<String> {
     if verbosity == Verbosity::Quiet {
-        return Ok(());
+        return Vec::new();
     }
-    let path = said_file(state_dir);
-    let mut said: Said = std::fs::read(&path)
-        .ok()
-        .and_then(|t| serde_json::from_slice(&t).ok())
-        .unwrap_or_default();
-    let mut changed = false;
+    let mut lines = Vec::new();
     for c in &notes.choices {
         let before = said.0.get(c.topic);
         if verbosity == Verbosity::Verbose || before != Some(&c.text) {
-            writeln!(out, "host-ctl: {} {}", c.topic, c.text)?;
+            lines.push(format!("host-ctl: {} {}", c.topic, c.text));
         }
         if before != Some(&c.text) {
             said.0.insert(c.topic.to_string(), c.text.clone());
-            changed = true;
         }
     }
-    for w in &notes.warnings {
-        writeln!(out, "host-ctl: {w}")?;
-    }
-    if changed {
-        remember(&path, &said);
-    }
-    Ok(())
-}
-
-/// Writes `said` to `path` whole (a temporary file renamed over it), so a
-/// concurrent reader sees the old or the new, never half.
-fn remember(path: &Path, said: &Said) {
-    let Ok(text) = serde_json::to_vec_pretty(said) else {
-        return;
-    };
-    let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    lines.extend(notes.warnings.iter().map(|w| format!("host-ctl: {w}")));
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn said(state: &Path, notes: &Notes, v: Verbosity) -> String {
-        let mut out = Vec::new();
-        tell_to(&mut out, state, notes, v).unwrap();
-        String::from_utf8(out).unwrap()
+    fn said(memory: &mut Said, notes: &Notes, v: Verbosity) -> String {
+        to_say(notes, memory, v)
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect()
     }
 
     fn notes(accel: &str) -> Notes {
@@ -148,8 +112,7 @@ mod tests {
 
     #[test]
     fn choices_are_said_once_and_again_when_they_change() {
-        let state = tempfile::tempdir().unwrap();
-        let s = state.path();
+        let s = &mut Said::default();
         let first = said(s, &notes("tcg: PVM"), Verbosity::Normal);
         assert_eq!(
             first,
@@ -179,12 +142,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_state_directory_only_means_saying_it_again() {
-        let missing = Path::new("/nonexistent/kvmpod-state");
-        for _ in 0..2 {
-            let out = said(missing, &notes("tcg: PVM"), Verbosity::Normal);
-            assert!(out.contains("accelerator tcg: PVM"), "{out}");
-        }
+    fn a_note_is_a_line() {
         assert_eq!(
             notes("tcg: PVM").lines()[0],
             "accelerator tcg: PVM".to_string()

@@ -20,12 +20,13 @@ use crate::image::error::{ImageError, IoContext};
 /// The largest config we keep in memory (as `image import` allows).
 const CONFIG_MAX: u64 = 16 << 20;
 
-/// Downloads the blob `desc` names into a new file at `path`, and returns
-/// its size.
+/// Downloads the blob `desc` names into a new file at `path`, telling
+/// `advanced` of each piece that arrived, and returns its size.
 pub async fn to_file(
     registry: &Registry<'_>,
     desc: &Descriptor,
     path: &Path,
+    advanced: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, ImageError> {
     let file = OpenOptions::new()
         .write(true)
@@ -33,7 +34,7 @@ pub async fn to_file(
         .open(path)
         .ctx("creating", path)?;
     let mut out = BufWriter::with_capacity(256 * 1024, file);
-    copy_verified(registry, desc, &mut out, path).await?;
+    copy_verified(registry, desc, &mut out, path, advanced).await?;
     let file: File = out
         .into_inner()
         .map_err(|e| ImageError::io("writing", path, e.into_error()))?;
@@ -51,17 +52,26 @@ pub async fn to_memory(registry: &Registry<'_>, desc: &Descriptor) -> Result<Vec
         )));
     }
     let mut out = Vec::new();
-    copy_verified(registry, desc, &mut out, Path::new("an image config")).await?;
+    copy_verified(
+        registry,
+        desc,
+        &mut out,
+        Path::new("an image config"),
+        &|_| {},
+    )
+    .await?;
     Ok(out)
 }
 
 /// Streams the blob into `out`, checking its size and digest; `shown`
-/// names `out` in errors.
+/// names `out` in errors, `advanced` is told each piece's size once it
+/// is written.
 async fn copy_verified(
     registry: &Registry<'_>,
     desc: &Descriptor,
     out: &mut dyn Write,
     shown: &Path,
+    advanced: &(dyn Fn(u64) + Sync),
 ) -> Result<(), ImageError> {
     let expected = desc.digest().to_string();
     digest::require_hex(&expected, "a blob descriptor of the manifest")?;
@@ -80,6 +90,7 @@ async fn copy_verified(
         }
         hasher.update(&chunk);
         out.write_all(&chunk).ctx("writing", shown)?;
+        advanced(chunk.len() as u64);
     }
     out.flush().ctx("writing", shown)?;
     if count != size {

@@ -35,10 +35,10 @@ pub fn boot_kernel(kernel: &Path, cache_dir: &Path, mode: Cache) -> BootKernel {
         Ok(Some(path)) => BootKernel { path, pvh: true },
         Ok(None) => as_is(),
         Err(e) => {
-            eprintln!(
+            crate::ui::progress::say(&format!(
                 "host-ctl: note: booting {} as a bzImage: {e}",
                 kernel.display()
-            );
+            ));
             as_is()
         }
     }
