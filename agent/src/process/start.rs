@@ -69,13 +69,18 @@ impl Spawn {
 
 /// A process's descriptors 0, 1 and 2: the child's ends and the agent's.
 struct ChildFds {
-    /// What the child gets as 0, 1 and 2 (a terminal: one descriptor,
-    /// three times).
-    child: Vec<OwnedFd>,
-    stdio: [usize; 3],
+    child: ChildStdio,
     /// The agent's ends of the pipes: stdin's writer, stdout's and
     /// stderr's readers.
     agent: [Option<OwnedFd>; 3],
+}
+
+/// What the child gets as 0, 1 and 2.
+enum ChildStdio {
+    /// A descriptor each: pipes, or `/dev/null` for stdin.
+    Each([OwnedFd; 3]),
+    /// One terminal, three times.
+    Terminal(OwnedFd),
 }
 
 impl ChildFds {
@@ -97,22 +102,22 @@ impl ChildFds {
                 let (out_r, out_w) = pipe()?;
                 let (err_r, err_w) = pipe()?;
                 Ok(ChildFds {
-                    child: vec![input.0, out_w, err_w],
-                    stdio: [0, 1, 2],
+                    child: ChildStdio::Each([input.0, out_w, err_w]),
                     agent: [input.1, Some(out_r), Some(err_r)],
                 })
             }
             Stdio3::Pty(slave) => Ok(ChildFds {
-                child: vec![above_stdio(slave)?],
-                stdio: [0, 0, 0],
+                child: ChildStdio::Terminal(above_stdio(slave)?),
                 agent: [None, None, None],
             }),
         }
     }
 
     fn stdio(&self) -> [Option<RawFd>; 3] {
-        self.stdio
-            .map(|i| self.child.get(i).map(|fd| fd.as_raw_fd()))
+        match &self.child {
+            ChildStdio::Each(fds) => fds.each_ref().map(|fd| Some(fd.as_raw_fd())),
+            ChildStdio::Terminal(t) => [Some(t.as_raw_fd()); 3],
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
+use futures_util::future::OptionFuture;
 use kvmpod_api::iostream::{Input, Request};
 use kvmpod_api::manifest::PodManifest;
 
@@ -65,22 +66,23 @@ pub async fn run(state_dir: &Path, id: &str, app: &str, detach_keys: &str) -> Re
             })),
         }
     }
-    let keys_typed = async {
-        match detached.as_mut() {
-            Some(pump) => {
-                if !matches!(pump.await, Ok(Pumped::Detached)) {
-                    // Its stdin ended: only the app's end (or Ctrl-C)
-                    // ends the session now.
-                    std::future::pending::<()>().await;
+    // The pump ends when the keys are typed (the session is over), or at
+    // the end of stdin: then only the app's end (or Ctrl-C) ends it.
+    let mut pumping = detached.is_some();
+    let output = print_output(&mut rx, "attach");
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(output, interrupted);
+    let ended = loop {
+        tokio::select! {
+            status = &mut output => break Some(status),
+            _ = &mut interrupted => break None,
+            pumped = OptionFuture::from(detached.as_mut()), if pumping => {
+                if matches!(pumped, Some(Ok(Pumped::Detached))) {
+                    break None;
                 }
+                pumping = false;
             }
-            None => std::future::pending().await,
         }
-    };
-    let ended = tokio::select! {
-        status = print_output(&mut rx, "attach") => Some(status),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = keys_typed => None,
     };
     if let Some(pump) = detached {
         pump.abort();

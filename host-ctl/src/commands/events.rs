@@ -76,11 +76,7 @@ pub async fn run(state_dir: &Path, id: &str, follow: bool, format: Format) -> Re
                 })
                 .collect(),
         };
-        if let Format::Template(t) = &format {
-            println!("{}", t.render(&serde_json::to_value(&view)?));
-        } else if format == Format::Json {
-            println!("{}", serde_json::to_string(&view)?);
-        } else {
+        if !format.print_streamed(&view)? {
             let mut line = format!("{:>9.3}s  {:<15} {}", view.seconds, view.kind, view.app);
             if e.kind.enum_value_or_default().ends_app() {
                 line.push_str(&format!(" status {}", view.exit_code));

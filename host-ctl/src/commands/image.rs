@@ -174,7 +174,7 @@ fn pull(store: &ImageStore, reference: &str, insecure: bool) -> Result<()> {
 
 fn ls(store: &ImageStore, format: Format) -> Result<()> {
     let records = store.list()?;
-    if format.print_data(&records)? {
+    if format.print_list(&records)? {
         return Ok(());
     }
     let rows: Vec<Vec<String>> = records

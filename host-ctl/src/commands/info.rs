@@ -97,7 +97,7 @@ impl Found {
 
 pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
     let info = gather(state_dir)?;
-    if !format.print_data(&info)? {
+    if !format.print_one(&info)? {
         print_table(&info);
     }
     Ok(0)

@@ -10,7 +10,7 @@ use crate::ui::table;
 
 pub fn run(state_dir: &Path, format: Format) -> Result<i32> {
     let records = store::all(state_dir)?;
-    if format.print_data(&records)? {
+    if format.print_list(&records)? {
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = records

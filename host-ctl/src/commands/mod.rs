@@ -60,27 +60,86 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
-    /// Prints `data` as JSON, or through the template (each element of an
-    /// array on a line of its own, anything else once); `false` for a
-    /// table, which the caller prints.
-    pub fn print_data(&self, data: &impl serde::Serialize) -> anyhow::Result<bool> {
+    /// Prints a listing: `items` as a JSON array, or through the template
+    /// a line per item; `false` for a table, which the caller prints.
+    pub fn print_list<T: serde::Serialize>(&self, items: &[T]) -> anyhow::Result<bool> {
+        self.print_rows(items, items)
+    }
+
+    /// Prints one thing (a pod's status, the host's info): its JSON, or
+    /// the template's one line; `false` for a table.
+    pub fn print_one(&self, item: &impl serde::Serialize) -> anyhow::Result<bool> {
+        self.print_rows(item, std::slice::from_ref(item))
+    }
+
+    /// Prints a document with rows (a pod's stats and its apps): the JSON
+    /// is all of `whole`; the template makes a line per row of `rows`.
+    /// `false` for a table.
+    pub fn print_rows<W, R>(&self, whole: &W, rows: &[R]) -> anyhow::Result<bool>
+    where
+        W: serde::Serialize + ?Sized,
+        R: serde::Serialize,
+    {
+        let Some(text) = self.render_rows(whole, rows)? else {
+            return Ok(false);
+        };
+        print!("{text}");
+        Ok(true)
+    }
+
+    /// What [`Format::print_rows`] prints; `None` for a table.
+    fn render_rows<W, R>(&self, whole: &W, rows: &[R]) -> serde_json::Result<Option<String>>
+    where
+        W: serde::Serialize + ?Sized,
+        R: serde::Serialize,
+    {
+        Ok(Some(match self {
+            Format::Table => return Ok(None),
+            Format::Json => serde_json::to_string_pretty(whole)? + "\n",
+            Format::Template(t) => rows
+                .iter()
+                .map(|row| Ok(t.render(&serde_json::to_value(row)?) + "\n"))
+                .collect::<serde_json::Result<String>>()?,
+        }))
+    }
+
+    /// Prints one item of a stream (an event) as a line: compact JSON, or
+    /// the template's line; `false` for a table.
+    pub fn print_streamed(&self, item: &impl serde::Serialize) -> anyhow::Result<bool> {
         match self {
             Format::Table => Ok(false),
             Format::Json => {
-                println!("{}", serde_json::to_string_pretty(data)?);
+                println!("{}", serde_json::to_string(item)?);
                 Ok(true)
             }
             Format::Template(t) => {
-                match serde_json::to_value(data)? {
-                    serde_json::Value::Array(items) => {
-                        for item in &items {
-                            println!("{}", t.render(item));
-                        }
-                    }
-                    other => println!("{}", t.render(&other)),
-                }
+                println!("{}", t.render(&serde_json::to_value(item)?));
                 Ok(true)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_the_whole_and_a_template_a_line_per_row() {
+        let whole = serde_json::json!({"pool": {"size": 2}, "members": [{"id": "a"}, {"id": "b"}]});
+        let rows = whole["members"].as_array().unwrap().clone();
+        let json: Format = "json".parse().unwrap();
+        let shown = json.render_rows(&whole, &rows).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+            whole
+        );
+        let template: Format = "{{.ID}}!".parse().unwrap();
+        assert_eq!(
+            template.render_rows(&whole, &rows).unwrap().unwrap(),
+            "a!\nb!\n"
+        );
+        assert_eq!(Format::Table.render_rows(&whole, &rows).unwrap(), None);
+        assert!("yaml".parse::<Format>().is_err());
     }
 }

@@ -65,16 +65,12 @@ pub fn status(state_dir: &Path, format: Format) -> Result<i32> {
                 })
             })
             .collect();
-        if let Format::Template(_) = format {
-            // A line per member.
-            format.print_data(&members)?;
-            return Ok(0);
-        }
         let out = serde_json::json!({
             "pool": PoolSpec::read(state_dir)?,
             "members": members,
         });
-        format.print_data(&out)?;
+        // A template line per member.
+        format.print_rows(&out, &members)?;
         return Ok(0);
     }
     status_table(state_dir)

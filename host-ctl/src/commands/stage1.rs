@@ -55,7 +55,7 @@ pub fn run(state_dir: &Path, cmd: Stage1Command) -> Result<i32> {
         }
         Stage1Command::Ls { format } => {
             let list = store.list()?;
-            if !format.print_data(&list)? {
+            if !format.print_list(&list)? {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|s| {

@@ -80,22 +80,18 @@ pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
             tx_dropped: i.tx_dropped,
         })
         .collect();
-    match &format {
-        // A line per app.
-        Format::Template(_) => {
-            format.print_data(&views)?;
-            return Ok(0);
-        }
-        Format::Json => {
-            let view = StatsView {
-                apps: views,
-                interfaces,
-            };
-            format.print_data(&view)?;
-            return Ok(0);
-        }
-        Format::Table => {}
+    let view = StatsView {
+        apps: views,
+        interfaces,
+    };
+    // A template line per app.
+    if format.print_rows(&view, &view.apps)? {
+        return Ok(0);
     }
+    let StatsView {
+        apps: views,
+        interfaces,
+    } = view;
     let rows: Vec<Vec<String>> = views
         .iter()
         .map(|v| {

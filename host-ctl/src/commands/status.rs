@@ -49,7 +49,7 @@ fn live_view(st: &PodStatus) -> LiveView {
 
 pub async fn run(state_dir: &Path, id: &str, format: Format) -> Result<i32> {
     let view = view(&StoredPod::open(state_dir, id)?).await?;
-    if !format.print_data(&view)? {
+    if !format.print_one(&view)? {
         print_view(&view);
     }
     Ok(0)
