@@ -112,6 +112,18 @@ fn a_dead_pool_vm_is_replaced_and_never_handed_out() {
 fn concurrent_runs_never_share_a_vm() {
     let fx = Fixture::new();
     let members = pool::start(&fx, 2);
+    // The status table's columns are in its JSON, a member each.
+    let table = fx.host_ctl(&["pool", "status"], CMD);
+    kvmpod_tests::table_and_json_agree(
+        &table.stdout,
+        pool::status(&fx)["members"].as_array().expect("members"),
+        &[
+            ("ID", "id"),
+            ("CID", "cid"),
+            ("STATE", "state"),
+            ("CREATED", "created"),
+        ],
+    );
     let m = fx.one_app("app", "seq 1 20000; hostname").write("pod.json");
     let m = m.to_str().unwrap().to_string();
     // Both started before either is done.

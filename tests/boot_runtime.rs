@@ -94,6 +94,19 @@ fn list_and_status(fx: &Fixture, id: &str) {
     let pods: Value = serde_json::from_str(&json_list.stdout).expect("list --format json");
     let pods = pods.as_array().expect("a list of pods");
     assert_eq!(pods.len(), 1, "{}", json_list.dump());
+    kvmpod_tests::table_and_json_agree(
+        &list.stdout,
+        pods,
+        &[
+            ("ID", "id"),
+            ("NAME", "name?"),
+            ("STATE", "state"),
+            ("CREATED", "created"),
+            ("APPS", "apps"),
+            ("EXIT", "exit"),
+            ("PORTS", "ports"),
+        ],
+    );
     assert_eq!(pods[0]["id"], id);
     assert_eq!(pods[0]["state"], "running");
     assert_eq!(pods[0]["apps"].as_array().map(Vec::len), Some(7));
@@ -124,6 +137,22 @@ fn list_and_status(fx: &Fixture, id: &str) {
         CMD,
     );
     assert!(state.stdout.starts_with("running/"), "{}", state.dump());
+    let table = fx.host_ctl(&["stats", id], CMD);
+    let json = fx.host_ctl(&["stats", id, "--format", "json"], CMD);
+    let json: Value = serde_json::from_str(&json.stdout).expect("stats --format json");
+    kvmpod_tests::table_and_json_agree(
+        &table.stdout,
+        json["apps"].as_array().expect("the apps' stats"),
+        &[
+            ("APP", "app"),
+            ("MEMORY", "memoryCurrent"),
+            ("PEAK", "memoryPeak"),
+            ("LIMIT", "memoryMax"),
+            ("CPU", "cpuUsageUsec"),
+            ("PIDS", "pidsCurrent"),
+            ("OOM-KILLS", "oomKills"),
+        ],
+    );
     let names = fx.host_ctl(&["stats", id, "--format", "{{.App}}"], CMD);
     assert!(
         names.stdout.lines().all(|l| !l.is_empty()),

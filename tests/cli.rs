@@ -68,3 +68,51 @@ fn manual_pages_cover_every_visible_command() {
     }
     fx.finish_without_pods();
 }
+
+/// The listings' JSON carries every column of their tables: the images
+/// and stage1 images (pods, stats and the pool are checked where their
+/// boot tests have them running).
+#[test]
+fn listings_json_carries_their_tables_columns() {
+    let fx = Fixture::new();
+    fx.import_test_image();
+    let built = fx.host_ctl(&["stage1", "build"], kvmpod_tests::POD_LIMIT);
+    assert_eq!(built.code, Some(0), "{}", built.dump());
+    let listing = |args: &[&str]| -> (String, Vec<serde_json::Value>) {
+        let table = fx.host_ctl(args, CMD);
+        assert_eq!(table.code, Some(0), "{}", table.dump());
+        let mut with_json = args.to_vec();
+        with_json.extend(["--format", "json"]);
+        let json = fx.host_ctl(&with_json, CMD);
+        let items: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+        (table.stdout, items.as_array().expect("a list").clone())
+    };
+    let (table, items) = listing(&["image", "ls"]);
+    kvmpod_tests::table_and_json_agree(
+        &table,
+        &items,
+        &[
+            ("NAME", "names"),
+            ("DIGEST", "digest"),
+            ("SIZE", "size"),
+            ("CREATED", "created"),
+        ],
+    );
+    let (table, items) = listing(&["stage1", "ls"]);
+    kvmpod_tests::table_and_json_agree(
+        &table,
+        &items,
+        &[
+            ("NAME", "name"),
+            ("DIGEST", "digest"),
+            ("KERNEL", "kernel"),
+            ("SIZE", "size"),
+            ("PATH", "path"),
+        ],
+    );
+    assert!(
+        std::path::Path::new(items[0]["path"].as_str().expect("a path")).is_file(),
+        "{items:?}"
+    );
+    fx.finish_without_pods();
+}

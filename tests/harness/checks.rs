@@ -57,3 +57,36 @@ pub fn list_cell(table: &str, id_prefix: &str, column: &str) -> Option<String> {
         })
         .and_then(|cells| cells.get(at).map(|c| c.to_string()))
 }
+
+/// Checks that a listing's JSON carries what its table shows. `columns`
+/// names each column of the table (its header must be exactly these, so a
+/// new column must be named here) and the field that holds it in the JSON
+/// (a dotted path; `?` at its end: present only when set, as `name`).
+/// `items` are the JSON's listed items (an array's elements, or the rows
+/// of a document), and there must be at least one.
+pub fn table_and_json_agree(table: &str, items: &[serde_json::Value], columns: &[(&str, &str)]) {
+    let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+    let header: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.first() == names.first())
+        .unwrap_or_default();
+    assert_eq!(header, names, "the table's columns:\n{table}");
+    assert!(!items.is_empty(), "nothing listed in the JSON");
+    for item in items {
+        for (column, path) in columns {
+            let (path, optional) = match path.strip_suffix('?') {
+                Some(p) => (p, true),
+                None => (*path, false),
+            };
+            let mut at = Some(item);
+            for part in path.split('.') {
+                at = at.and_then(|v| v.get(part));
+            }
+            assert!(
+                at.is_some() || optional,
+                "column {column}: the JSON has no {path}:\n{item:#}"
+            );
+        }
+    }
+}

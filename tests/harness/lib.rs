@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use binaries::euid_probe;
-pub use checks::{assert_checks, check, equals, erofs, list_cell};
+pub use checks::{assert_checks, check, equals, erofs, list_cell, table_and_json_agree};
 pub use fixture::{fixture_pods, Fixture};
 pub use pod::PodSpec;
 pub use process::{run_with_limit, send_signal, Outcome, Running};

@@ -99,7 +99,7 @@ fn status_table(state_dir: &Path) -> Result<i32> {
         })
         .collect();
     if !rows.is_empty() {
-        table::print(&["VM", "CID", "STATE", "CREATED"], &rows);
+        table::print(&["ID", "CID", "STATE", "CREATED"], &rows);
     }
     Ok(0)
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::Format;
 use crate::launch::host;
-use crate::stage1::Stage1Store;
+use crate::stage1::{Stage1, Stage1Store};
 use crate::ui::table;
 
 #[derive(Debug, clap::Subcommand)]
@@ -36,6 +36,14 @@ pub enum Stage1Command {
     },
 }
 
+/// A stage1 image as `ls` lists it: its record and where it is.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    #[serde(flatten)]
+    stage1: &'a Stage1,
+    path: &'a Path,
+}
+
 pub fn run(state_dir: &Path, cmd: Stage1Command) -> Result<i32> {
     let store = Stage1Store::new(state_dir);
     match cmd {
@@ -55,7 +63,14 @@ pub fn run(state_dir: &Path, cmd: Stage1Command) -> Result<i32> {
         }
         Stage1Command::Ls { format } => {
             let list = store.list()?;
-            if !format.print_list(&list)? {
+            let listed: Vec<Listed> = list
+                .iter()
+                .map(|s| Listed {
+                    stage1: s,
+                    path: &s.path,
+                })
+                .collect();
+            if !format.print_list(&listed)? {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|s| {
