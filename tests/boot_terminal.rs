@@ -90,7 +90,8 @@ fn the_terminal_type_size_and_resizes_reach_the_app() {
 }
 
 /// The detach keys (ctrl-p ctrl-q) end an `attach` and leave the app
-/// running, with what was typed before them done.
+/// running, with what was typed before them done; they end an `exec -i -t`
+/// and leave its command running.
 #[test]
 fn detach_keys_leave_the_app_running() {
     let fx = Fixture::new();
@@ -113,6 +114,33 @@ fn detach_keys_leave_the_app_running() {
     assert_eq!(fx.record(&id)["state"], "running");
     let cat = fx.host_ctl(&["exec", &id, "test", "--", "cat", "/tmp/before"], CMD);
     assert_eq!(cat.stdout, "typed\n", "{}", cat.dump());
+    drop(term);
+
+    let cmd = fx.command(&["exec", "-i", "-t", &id, "test", "--", "sh"]);
+    let term = Tmux::start(fx.path(), &cmd, (80, 24));
+    term.type_text("echo $$ > /tmp/exec-shell; echo ok-$((2+2))\n");
+    term.wait_for("ok-4", CMD);
+    term.press(&["C-p", "C-q"]);
+    assert_eq!(term.exit_status(CMD), 0, "{}", term.history());
+    assert!(
+        term.history()
+            .contains("detached; the command keeps running"),
+        "{}",
+        term.history()
+    );
+    let alive = fx.host_ctl(
+        &[
+            "exec",
+            &id,
+            "test",
+            "--",
+            "sh",
+            "-c",
+            "kill -0 $(cat /tmp/exec-shell) && echo still-running",
+        ],
+        CMD,
+    );
+    assert_eq!(alive.stdout, "still-running\n", "{}", alive.dump());
     let rm = fx.host_ctl(&["rm", "-f", &id], Duration::from_secs(120));
     assert_eq!(rm.code, Some(0), "{}", rm.dump());
     drop(term);

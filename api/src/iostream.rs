@@ -182,6 +182,10 @@ pub enum Input {
     Resize(WindowSize),
     /// A signal for the command's process group (exec only).
     Signal(i32),
+    /// The host leaves (its detach keys were typed): the command runs on,
+    /// its output read and dropped, until it exits (exec only; attach
+    /// just closes, the app's life being its own).
+    Detach,
 }
 
 /// How a command ended.
@@ -210,6 +214,7 @@ const STDIN: u8 = 0x01;
 const CLOSE_STDIN: u8 = 0x02;
 const RESIZE: u8 = 0x03;
 const SIGNAL: u8 = 0x04;
+const DETACH: u8 = 0x05;
 const STDOUT: u8 = 0x81;
 const STDERR: u8 = 0x82;
 const EXIT: u8 = 0x83;
@@ -291,6 +296,7 @@ impl Input {
             Input::CloseStdin => header(CLOSE_STDIN, 0, 0, 0),
             Input::Resize(s) => header(RESIZE, 0, s.rows.into(), s.cols.into()),
             Input::Signal(n) => header(SIGNAL, 0, n as u32, 0),
+            Input::Detach => header(DETACH, 0, 0, 0),
         }
     }
 
@@ -310,6 +316,7 @@ impl Input {
                 }))
             }
             SIGNAL => f.args(1).map(|()| Input::Signal(f.a as i32)),
+            DETACH => f.args(0).map(|()| Input::Detach),
             _ => Err(f.unknown("host-to-agent")),
         }
     }
@@ -357,6 +364,7 @@ mod tests {
             Input::Resize(size),
             Input::Signal(2),
             Input::Signal(-1),
+            Input::Detach,
         ] {
             assert_eq!(Input::decode(&i.encode()).unwrap(), i);
         }

@@ -259,6 +259,10 @@ struct ExecArgs {
     /// Start in this directory of the app's root.
     #[arg(short, long, value_name = "DIR")]
     workdir: Option<String>,
+    /// With -i -t on a terminal, these keys leave the command running and
+    /// end exec (docker's spelling: ctrl-p,ctrl-q; empty: none).
+    #[arg(long, value_name = "KEYS", default_value = host_ctl::ui::detach_keys::DEFAULT)]
+    detach_keys: String,
     pod: String,
     app: String,
     /// The command and its arguments, after `--`.
@@ -276,6 +280,7 @@ impl ExecArgs {
             tty: self.tty,
             user: self.user,
             workdir: self.workdir,
+            detach_keys: self.detach_keys,
         };
         (self.pod, o)
     }

@@ -128,7 +128,7 @@ async fn feed<R: AsyncRead + Unpin>(app: &AppRecord, r: &mut R) -> Result<(), Rp
                     log::debug!("attach: resizing {}'s terminal: {e}", app.name());
                 }
             }
-            Some(wire::Input::Signal(_)) => {}
+            Some(wire::Input::Signal(_) | wire::Input::Detach) => {}
         }
     }
 }

@@ -2,7 +2,8 @@
 //! app; the host's frames (stdin, window sizes, signals) go to the command,
 //! its output goes back in large frames, and last its exit, sent only
 //! after its last output byte. A host that goes away takes its command
-//! along.
+//! along, unless it detached first (`Detach`): then the command runs on,
+//! its output read and dropped so that it never blocks on it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -118,32 +119,51 @@ where
         Ok(l) => l,
         Err(e) => return finish_early(w, e.exit_code(), &e.to_string()).await,
     };
-    let w = Mutex::new(w);
+    // None once the host detached: output is then read and dropped.
+    let w = Mutex::new(Some(w));
     let pumps = join_all(outputs.into_iter().map(|(which, out)| pump(out, which, &w)));
     let feed = feed(&mut r, input, terminal.as_ref(), pid);
     tokio::pin!(pumps, feed);
     let mut drained = false;
+    let mut detached = false;
     let status = loop {
         tokio::select! {
             status = &mut exit => break status.unwrap_or(KILLED),
             _ = &mut pumps, if !drained => drained = true,
-            gone = &mut feed => {
-                // The host is gone, or broke the protocol: its command goes
-                // too (unless it just ended, and its pid may be reused).
-                if exit.try_recv().is_err() {
-                    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+            end = &mut feed, if !detached => match end {
+                Ok(HostEnd::Detached) => {
+                    *w.lock().await = None;
+                    detached = true;
                 }
-                return gone;
-            }
+                // The host is gone, or broke the protocol: its command
+                // goes too (unless it just ended, and its pid may be
+                // reused).
+                gone => {
+                    if exit.try_recv().is_err() {
+                        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                    }
+                    return gone.map(|_| ());
+                }
+            },
         }
     };
     if !drained {
         let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, &mut pumps).await;
     }
-    let mut w = w.lock().await;
-    w.write_all(&exit_frame(status)).await?;
-    w.flush().await?;
+    if let Some(w) = w.lock().await.as_mut() {
+        w.write_all(&exit_frame(status)).await?;
+        w.flush().await?;
+    }
     Ok(())
+}
+
+/// How the host's side of an exec ended.
+#[derive(Debug, PartialEq, Eq)]
+enum HostEnd {
+    /// It closed the connection.
+    Gone,
+    /// It detached: the command runs on without it.
+    Detached,
 }
 
 fn exit_frame(x: Exit) -> [u8; HEADER_LEN] {
@@ -221,7 +241,7 @@ fn winsize(s: wire::WindowSize) -> Winsize {
 
 /// Copies one output of the command to the host until end of file: each
 /// read lands behind room for the header, so a frame is one write.
-async fn pump<W: AsyncWrite + Unpin>(mut out: Output, which: Which, w: &Mutex<W>) {
+async fn pump<W: AsyncWrite + Unpin>(mut out: Output, which: Which, w: &Mutex<Option<W>>) {
     let mut buf = vec![0u8; HEADER_LEN + FRAME_DATA];
     let mut last_sent = None;
     loop {
@@ -234,12 +254,15 @@ async fn pump<W: AsyncWrite + Unpin>(mut out: Output, which: Which, w: &Mutex<W>
             };
             buf[..HEADER_LEN].copy_from_slice(&header.encode());
             let mut w = w.lock().await;
-            let sent = match w.write_all(&buf[..HEADER_LEN + n]).await {
-                Ok(()) => w.flush().await,
-                Err(e) => Err(e),
-            };
-            if sent.is_err() {
-                return;
+            // Detached: the output is dropped, and read on.
+            if let Some(w) = w.as_mut() {
+                let sent = match w.write_all(&buf[..HEADER_LEN + n]).await {
+                    Ok(()) => w.flush().await,
+                    Err(e) => Err(e),
+                };
+                if sent.is_err() {
+                    return;
+                }
             }
             last_sent = Some(Instant::now());
         }
@@ -275,17 +298,18 @@ async fn read_frame(out: &mut Output, buf: &mut [u8], last_sent: Option<Instant>
 }
 
 /// Feeds the host's frames to the command (stdin, window sizes, signals)
-/// until the host is gone.
+/// until the host is gone or detaches.
 async fn feed<R: AsyncRead + Unpin>(
     r: &mut R,
     mut input: Input,
     terminal: Option<&Terminal>,
     pid: i32,
-) -> Result<(), RpcError> {
+) -> Result<HostEnd, RpcError> {
     let mut data = Vec::new();
     loop {
         match read_input(r, &mut data).await? {
-            None => return Ok(()),
+            None => return Ok(HostEnd::Gone),
+            Some(wire::Input::Detach) => return Ok(HostEnd::Detached),
             Some(wire::Input::Stdin(_)) => input.write(&data).await,
             Some(wire::Input::CloseStdin) => input.close().await,
             Some(wire::Input::Resize(size)) => {
@@ -362,6 +386,18 @@ mod tests {
         out
     }
 
+    /// Detached, a command's output is still read to its end (so that it
+    /// never blocks on a full pipe), and dropped.
+    #[tokio::test(flavor = "current_thread")]
+    async fn detached_output_is_read_and_dropped() {
+        let (mut tx, rx) = pipe::pipe().unwrap();
+        let writer = tokio::spawn(async move { tx.write_all(&vec![7u8; 1 << 20]).await.unwrap() });
+        let detached: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+        pump(Output::Pipe(rx), Which::Stdout, &detached).await;
+        writer.await.unwrap();
+        assert!(detached.into_inner().is_none());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn output_goes_out_in_large_frames() {
         let (mut tx, rx) = pipe::pipe().unwrap();
@@ -370,10 +406,10 @@ mod tests {
             let data = data.clone();
             tokio::spawn(async move { tx.write_all(&data).await.unwrap() })
         };
-        let sink = Mutex::new(Vec::new());
+        let sink = Mutex::new(Some(Vec::new()));
         pump(Output::Pipe(rx), Which::Stderr, &sink).await;
         writer.await.unwrap();
-        let got = frames(&sink.into_inner());
+        let got = frames(&sink.into_inner().unwrap());
         assert!(got
             .iter()
             .all(|(f, d)| *f == wire::Output::Stderr(d.len() as u32) && d.len() <= FRAME_DATA));

@@ -10,12 +10,11 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use futures_util::future::OptionFuture;
 use kvmpod_api::iostream::{Input, Request};
 use kvmpod_api::manifest::PodManifest;
 
-use super::exec::{agent_endpoint, follow_resizes, print_output, window};
-use crate::agent::iostream::{self, Pumped};
+use super::exec::{agent_endpoint, follow_resizes, output_until_detached, window};
+use crate::agent::iostream;
 use crate::pod::StoredPod;
 use crate::ui::detach_keys::DetachKeys;
 use crate::ui::terminal::{self, RawMode};
@@ -66,27 +65,10 @@ pub async fn run(state_dir: &Path, id: &str, app: &str, detach_keys: &str) -> Re
             })),
         }
     }
-    // The pump ends when the keys are typed (the session is over), or at
-    // the end of stdin: then only the app's end (or Ctrl-C) ends it.
-    let mut pumping = detached.is_some();
-    let output = print_output(&mut rx, "attach");
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(output, interrupted);
-    let ended = loop {
-        tokio::select! {
-            status = &mut output => break Some(status),
-            _ = &mut interrupted => break None,
-            pumped = OptionFuture::from(detached.as_mut()), if pumping => {
-                if matches!(pumped, Some(Ok(Pumped::Detached))) {
-                    break None;
-                }
-                pumping = false;
-            }
-        }
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    if let Some(pump) = detached {
-        pump.abort();
-    }
+    let ended = output_until_detached(&mut rx, "attach", detached, interrupted).await;
     for f in feeders {
         f.abort();
     }

@@ -4,20 +4,24 @@
 //! connection per exec); `-t` gives it a terminal that follows this one's
 //! size. host-ctl exits with the command's status.
 
+use std::future::Future;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use futures_util::future::OptionFuture;
 use kvmpod_api::iostream::{ExecRequest, Input, Output, Request, WindowSize};
 
 use crate::launch::image_run::env_vars;
 use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinHandle;
 
-use crate::agent::iostream::{self, InputSender, OutputReceiver};
+use crate::agent::iostream::{self, InputSender, OutputReceiver, Pumped};
 use crate::agent::Endpoint;
 use crate::pod::{State, StoredPod};
+use crate::ui::detach_keys::DetachKeys;
 use crate::ui::terminal::{self, RawMode};
 
 pub struct Options {
@@ -31,6 +35,9 @@ pub struct Options {
     pub user: Option<String>,
     /// `-w DIR`.
     pub workdir: Option<String>,
+    /// `--detach-keys`: with `-i -t` on a terminal, they leave the command
+    /// running.
+    pub detach_keys: String,
 }
 
 /// The status host-ctl exits with when its stdout is closed (as a process
@@ -114,7 +121,39 @@ pub(super) async fn print_output<S: AsyncRead>(
     }
 }
 
+/// Prints the session's output until its exit status (`Some`), or until
+/// the detach keys end `pump` or `leave` resolves (`None`: the session is
+/// left). A pump that ends at stdin's end leaves the session to the
+/// output's end. The pump is stopped either way.
+pub(super) async fn output_until_detached<S: AsyncRead>(
+    rx: &mut OutputReceiver<S>,
+    what: &str,
+    mut pump: Option<JoinHandle<Pumped>>,
+    leave: impl Future<Output = ()>,
+) -> Option<Result<i32>> {
+    let mut pumping = pump.is_some();
+    let output = print_output(rx, what);
+    tokio::pin!(output, leave);
+    let ended = loop {
+        tokio::select! {
+            status = &mut output => break Some(status),
+            () = &mut leave => break None,
+            pumped = OptionFuture::from(pump.as_mut()), if pumping => {
+                if matches!(pumped, Some(Ok(Pumped::Detached))) {
+                    break None;
+                }
+                pumping = false;
+            }
+        }
+    };
+    if let Some(p) = pump {
+        p.abort();
+    }
+    ended
+}
+
 pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
+    let keys = DetachKeys::parse(&o.detach_keys).map_err(|e| anyhow!("--detach-keys: {e}"))?;
     let pod = StoredPod::open(state_dir, id)?;
     let (user, group) = match o.user.as_deref() {
         Some(spec) => match spec.split_once(':') {
@@ -138,24 +177,43 @@ pub async fn run(state_dir: &Path, id: &str, o: Options) -> Result<i32> {
         .await
         .map_err(|e| anyhow!("exec: {e}"))?;
 
-    let _raw = (o.tty && o.interactive && terminal::is_terminal(std::io::stdin().as_fd()))
-        .then(RawMode::enter)
-        .flatten();
+    let typed = o.tty && o.interactive && terminal::is_terminal(std::io::stdin().as_fd());
+    let raw = typed.then(RawMode::enter).flatten();
     let mut tasks = Vec::new();
+    // On a terminal, the detach keys end the pump: the command runs on.
+    let mut detacher = None;
     if o.interactive {
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            tx.pump_stdin(tokio::io::stdin(), true).await;
-        }));
+        match keys.filter(|_| typed) {
+            Some(keys) => {
+                detacher = Some(tokio::spawn(async move {
+                    tx.pump_stdin_until(tokio::io::stdin(), true, keys).await
+                }));
+            }
+            None => tasks.push(tokio::spawn(async move {
+                tx.pump_stdin(tokio::io::stdin(), true).await;
+            })),
+        }
     }
     if o.tty {
-        tasks.push(tokio::spawn(follow_resizes(tx)));
+        tasks.push(tokio::spawn(follow_resizes(tx.clone())));
     } else {
-        tasks.push(tokio::spawn(forward_signals(tx)));
+        tasks.push(tokio::spawn(forward_signals(tx.clone())));
     }
-    let result = print_output(&mut rx, "exec").await;
+    let result = output_until_detached(&mut rx, "exec", detacher, std::future::pending()).await;
     for t in tasks {
         t.abort();
     }
-    result
+    match result {
+        Some(status) => status,
+        None => {
+            // The agent lets the command run on once told; then the
+            // connection goes.
+            let told = tx.send(Input::Detach).await;
+            drop(raw);
+            told.map_err(|e| anyhow!("exec: detaching: {e}"))?;
+            eprintln!("host-ctl: detached; the command keeps running");
+            Ok(0)
+        }
+    }
 }
