@@ -110,6 +110,34 @@ impl AppCgroup {
             .context(|| format!("opening {}", path.display()))
     }
 
+    /// The processes in the cgroup and in any cgroup below it (an app
+    /// with the cgroup file system may make its own), in PID order: the
+    /// app's, its children's and those exec'd in it. None once the cgroup
+    /// has been removed.
+    pub fn pids(&self) -> Result<Vec<i32>, SysError> {
+        let mut pids = Vec::new();
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let procs = dir.join("cgroup.procs");
+            match fs::read_to_string(&procs) {
+                Ok(text) => pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                // Removed meanwhile, with whatever ran in it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).context(|| format!("reading {}", procs.display())),
+            }
+            // Only directories are cgroups; a child removed meanwhile is
+            // no loss.
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(entry.path());
+                }
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
     pub fn usage(&self) -> Usage {
         let read = |f: &str| fs::read_to_string(self.dir.join(f)).unwrap_or_default();
         let number = |f: &str| read(f).trim().parse::<u64>().unwrap_or(0);
@@ -181,5 +209,20 @@ mod tests {
             1
         );
         assert_eq!(keyed("", "oom_kill"), 0);
+    }
+
+    #[test]
+    fn pids_include_cgroups_below_and_a_removed_one_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let cg = AppCgroup {
+            dir: dir.path().join("app-web"),
+        };
+        assert_eq!(cg.pids().unwrap(), Vec::<i32>::new());
+        fs::create_dir_all(cg.dir.join("workers/one")).unwrap();
+        fs::write(cg.dir.join("cgroup.procs"), "12\n7\n").unwrap();
+        fs::write(cg.dir.join("cgroup.events"), "populated 1\n").unwrap();
+        fs::write(cg.dir.join("workers/cgroup.procs"), "").unwrap();
+        fs::write(cg.dir.join("workers/one/cgroup.procs"), "40\n").unwrap();
+        assert_eq!(cg.pids().unwrap(), [7, 12, 40]);
     }
 }

@@ -44,6 +44,13 @@ pub enum SpawnError {
     PtyIoctl { what: &'static str, errno: Errno },
     #[error("app {0:?} is not running")]
     NotRunning(String),
+    /// A file of a process in /proc could not be read, or not parsed.
+    #[error("reading /proc/{pid}/{file}: {reason}")]
+    Procfs {
+        pid: i32,
+        file: &'static str,
+        reason: String,
+    },
     #[error(transparent)]
     Sys(#[from] SysError),
     #[error("starting {program:?}: {reason}")]

@@ -9,6 +9,7 @@ use kvmpod_api::logstream::StreamError;
 use ttrpc::Code;
 
 use crate::pod::{Pod, PodError};
+use crate::process::SpawnError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
@@ -59,6 +60,9 @@ pub enum RpcError {
     AckBeyondSent { ack: u64, sent: u64 },
     #[error(transparent)]
     Pod(#[from] PodError),
+    /// The guest's processes could not be read (`Top`).
+    #[error(transparent)]
+    Process(#[from] SpawnError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -88,6 +92,7 @@ impl RpcError {
                 Code::FAILED_PRECONDITION
             }
             RpcError::ClosedEarly | RpcError::Io(_) => Code::UNAVAILABLE,
+            RpcError::Process(_) => Code::INTERNAL,
             RpcError::Pod(p) => match p {
                 PodError::NoApp(_) => Code::NOT_FOUND,
                 PodError::AddApp(AddAppError::AppExists(_) | AddAppError::VolumeExists(_)) => {

@@ -155,6 +155,17 @@ impl agent_ttrpc::Agent for AgentService {
         Ok(out)
     }
 
+    async fn top(
+        &self,
+        _ctx: &TtrpcContext,
+        req: pb::TopRequest,
+    ) -> ttrpc::Result<pb::TopResponse> {
+        let apps = self.select(&req.app)?;
+        let mut out = pb::TopResponse::new();
+        out.processes = super::top::list(&apps).map_err(RpcError::from)?;
+        Ok(out)
+    }
+
     async fn events(
         &self,
         _ctx: &TtrpcContext,
@@ -393,6 +404,18 @@ mod tests {
         let mut rx = client.logs(ctx(), &l).await.unwrap();
         let (code, _) = rpc_code(rx.recv().await.unwrap_err());
         assert_eq!(code, ttrpc::Code::NOT_FOUND);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn top_lists_no_process_of_idle_apps_and_names_the_apps_it_has() {
+        let (_d, _pod, client, _server) = setup().await;
+        let top = client.top(ctx(), &pb::TopRequest::new()).await.unwrap();
+        assert_eq!(top.processes.len(), 0, "{top:?}");
+        let mut req = pb::TopRequest::new();
+        req.app = "c".into();
+        let (code, msg) = rpc_code(client.top(ctx(), &req).await.unwrap_err());
+        assert_eq!(code, ttrpc::Code::NOT_FOUND);
+        assert_eq!(msg, "no app named \"c\" in this pod (apps: a, b)");
     }
 
     fn rpc_code(e: ttrpc::Error) -> (ttrpc::Code, String) {
