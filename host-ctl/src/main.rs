@@ -134,6 +134,13 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: Format,
     },
+    /// List the processes running in a pod's apps (or in one app).
+    Top {
+        pod: String,
+        app: Option<String>,
+        #[arg(long, default_value = "table")]
+        format: Format,
+    },
     /// Stream a pod's events.
     Events {
         pod: String,
@@ -616,6 +623,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             commands::stop::run(&state, &pod, Duration::from_secs(timeout)).await
         }
         Command::Stats { pod, format } => commands::stats::run(&state, &pod, format).await,
+        Command::Top { pod, app, format } => {
+            commands::top::run(&state, &pod, app.as_deref(), format).await
+        }
         Command::Events {
             pod,
             no_follow,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kvmpod_api::protocol::agent_ttrpc::AgentClient;
-use kvmpod_api::protocol::StatusRequest;
+use kvmpod_api::protocol::{ProcessInfo, StatusRequest, TopRequest};
 use ttrpc::context::{self, Context};
 use ttrpc::r#async::Client;
 
@@ -76,4 +76,23 @@ pub async fn connect_once(endpoint: &Endpoint, port: u32) -> Result<AgentClient,
         .await
         .map_err(|e| AgentError::Unreachable(format!("{endpoint:?}: {e}")))?;
     Ok(AgentClient::new(Client::new(socket)))
+}
+
+/// The processes of the pod's apps (of `app` alone when given), by app and
+/// then by PID. A refusal (an app the pod does not have) is the agent's
+/// own words.
+pub async fn processes(
+    client: &AgentClient,
+    app: Option<&str>,
+) -> Result<Vec<ProcessInfo>, AgentError> {
+    let mut req = TopRequest::new();
+    req.app = app.unwrap_or_default().to_string();
+    client
+        .top(deadline(Duration::from_secs(10)), &req)
+        .await
+        .map(|r| r.processes)
+        .map_err(|e| match e {
+            ttrpc::Error::RpcStatus(s) => AgentError::Refused(s.message().to_string()),
+            e => AgentError::rpc("listing processes")(e),
+        })
 }

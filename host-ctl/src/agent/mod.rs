@@ -9,7 +9,7 @@ pub mod forward;
 pub mod iostream;
 pub mod vsock;
 
-pub use client::{connect, connect_once, connect_with_status, deadline, no_deadline};
+pub use client::{connect, connect_once, connect_with_status, deadline, no_deadline, processes};
 pub use kvmpod_api::protocol::agent_ttrpc::AgentClient;
 pub use vsock::Endpoint;
 

@@ -26,6 +26,7 @@ pub mod stage1;
 pub mod stats;
 pub mod status;
 pub mod stop;
+pub mod top;
 pub mod vmm_jail;
 pub mod wait;
 

@@ -41,6 +41,18 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// An age as `ps` shows one: 64_000 ms -> "01:04", then "2:01:04" and
+/// "3-02:01:04" (days).
+pub fn clock(ms: u64) -> String {
+    let s = ms / 1000;
+    let (days, hours, minutes, seconds) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes:02}:{seconds:02}"),
+        (0, h) => format!("{h}:{minutes:02}:{seconds:02}"),
+        (d, h) => format!("{d}-{h:02}:{minutes:02}:{seconds:02}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +63,15 @@ mod tests {
         assert_eq!(bytes(1023), "1023B");
         assert_eq!(bytes(1536), "1.5KiB");
         assert_eq!(bytes(64 << 20), "64.0MiB");
+    }
+
+    #[test]
+    fn ages_read_as_ps_shows_them() {
+        assert_eq!(clock(0), "00:00");
+        assert_eq!(clock(999), "00:00");
+        assert_eq!(clock(64_000), "01:04");
+        assert_eq!(clock(3_599_999), "59:59");
+        assert_eq!(clock(7_264_000), "2:01:04");
+        assert_eq!(clock(3 * 86_400_000 + 7_264_000), "3-02:01:04");
     }
 }
