@@ -15,6 +15,14 @@ fn completion_scripts_know_every_command() {
         for command in ["run", "inspect", "wait", "info", "pool", "completion"] {
             assert!(out.stdout.contains(command), "{shell}: no {command}");
         }
+        // Whole words: "top" is also in "stop".
+        let words: Vec<&str> = out
+            .stdout
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        for command in ["top", "stats", "exec"] {
+            assert!(words.contains(&command), "{shell}: no {command}");
+        }
         // Internal commands are not offered.
         assert!(!out.stdout.contains("vmm-jail"), "{shell}");
     }
@@ -48,6 +56,7 @@ fn manual_pages_cover_every_visible_command() {
         "host-ctl.1",
         "host-ctl-run.1",
         "host-ctl-wait.1",
+        "host-ctl-top.1",
         "host-ctl-pool-start.1",
         "host-ctl-image-import.1",
     ] {
