@@ -537,48 +537,4 @@ mod tests {
         });
         assert_eq!(h.stream(conn).await.unwrap(), Ended::Stopped);
     }
-
-    /// The host side alone: 64 MiB of text through a fake agent that, like
-    /// the real one, keeps at most 1 MiB unacknowledged. Run with
-    /// `cargo test --release -p host-ctl -- --ignored --nocapture host_side`.
-    #[tokio::test(flavor = "current_thread")]
-    #[ignore = "a measurement, not a check"]
-    async fn host_side_throughput() {
-        const TOTAL: usize = 64 << 20;
-        const WINDOW: u64 = 1 << 20;
-        let mut h = host(Rotation::default());
-        let payload = text(TOTAL);
-        let (conn, agent) = UnixStream::pair().unwrap();
-        let (mut rd, mut wr) = agent.into_split();
-        let (acked_tx, mut acked_rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            read_line(&mut rd).await;
-            while let Some(a) = read_ack(&mut rd).await {
-                acked_tx.send_replace(a);
-            }
-        });
-        let start = Instant::now();
-        let sender = tokio::spawn(async move {
-            wr.write_all(b"OK\n").await.unwrap();
-            let mut off = 0u64;
-            for piece in payload.chunks(256 << 10) {
-                let len = piece.len() as u64;
-                acked_rx
-                    .wait_for(|a| off + len <= a + WINDOW)
-                    .await
-                    .unwrap();
-                wr.write_all(&data(off, piece)).await.unwrap();
-                off += len;
-            }
-            wr.write_all(&end(off)).await.unwrap();
-            wr
-        });
-        assert_eq!(h.stream(conn).await.unwrap(), Ended::Complete);
-        let secs = start.elapsed().as_secs_f64();
-        drop(sender.await.unwrap());
-        eprintln!(
-            "host side: {:.1} MB/s ({TOTAL} bytes in {secs:.2}s)",
-            TOTAL as f64 / 1e6 / secs
-        );
-    }
 }
