@@ -106,7 +106,10 @@ fn status_table(state_dir: &Path) -> Result<i32> {
 
 /// `pool stop`.
 pub fn stop(state_dir: &Path) -> Result<i32> {
-    let removed = pool::stop(state_dir)?;
+    let stopping = progress::step("stopping the pool's VMs");
+    let removed = pool::stop(state_dir);
+    drop(stopping);
+    let removed = removed?;
     println!("pool stopped; removed {} VM(s)", removed.len());
     Ok(0)
 }

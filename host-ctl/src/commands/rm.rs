@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::pod::record::{self, State};
 use crate::pod::{cids, store, StoredPod};
+use crate::ui::progress;
 
 /// Removes the named pods; a running pod only with `force` (it is stopped
 /// first, without a grace period).
@@ -26,6 +27,7 @@ pub async fn rm(state_dir: &Path, ids: &[String], force: bool) -> Result<i32> {
 
 async fn remove_one(state_dir: &Path, id: &str, force: bool) -> Result<String> {
     let pod = StoredPod::open(state_dir, id)?;
+    let _waiting = progress::step(format!("removing pod {}", pod.record.id));
     if pod.record.state != State::Exited {
         if !force {
             bail!(
