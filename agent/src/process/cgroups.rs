@@ -112,8 +112,8 @@ impl AppCgroup {
 
     /// The processes in the cgroup and in any cgroup below it (an app
     /// with the cgroup file system may make its own), in PID order: the
-    /// app's, its children's and those exec'd in it. None once the cgroup
-    /// has been removed.
+    /// app's, its children's and those exec'd in it; an empty list once
+    /// the cgroup has been removed.
     pub fn pids(&self) -> Result<Vec<i32>, SysError> {
         let mut pids = Vec::new();
         let mut dirs = vec![self.dir.clone()];
