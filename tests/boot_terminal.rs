@@ -146,3 +146,42 @@ fn detach_keys_leave_the_app_running() {
     drop(term);
     fx.finish();
 }
+
+/// `run -i -t`'s detach keys leave the pod running, handed to a monitor
+/// of its own (run's process is gone, the VM is not); what was typed
+/// before them was done, `attach` reaches the app again and its exit ends
+/// the pod with the app's status. `--rm` does not remove a pod left
+/// running.
+#[test]
+fn run_it_detach_keys_hand_the_pod_to_a_monitor_of_its_own() {
+    let fx = Fixture::new();
+    fx.import_test_image();
+    let cmd = fx.command(&["run", "--rm", "-i", "-t", "kvmpod/test:1", "sh"]);
+    let term = Tmux::start(fx.path(), &cmd, (100, 30));
+    term.wait_for("/data $", POD_LIMIT);
+    term.type_text("echo typed > /tmp/before; echo done-$((3+3))\n");
+    term.wait_for("done-6", CMD);
+    term.press(&["C-p", "C-q"]);
+    assert_eq!(term.exit_status(CMD), 0, "{}", term.history());
+    let seen = term.history();
+    assert!(seen.contains("keeps running"), "{seen}");
+    drop(term);
+    let pods = kvmpod_tests::fixture_pods(&fx);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let id = &pods[0];
+    let rec = fx.record(id);
+    assert_eq!(rec["state"], "running", "{rec}");
+    let cat = fx.host_ctl(&["exec", id, "test", "--", "cat", "/tmp/before"], CMD);
+    assert_eq!(cat.stdout, "typed\n", "{}", cat.dump());
+
+    let cmd = fx.command(&["attach", id, "test"]);
+    let term = Tmux::start(fx.path(), &cmd, (100, 30));
+    term.type_text("exit 3\n");
+    assert_eq!(term.exit_status(CMD), 3, "{}", term.history());
+    drop(term);
+    let waited = fx.host_ctl(&["wait", id], POD_LIMIT);
+    assert_eq!(waited.stdout, "3\n", "{}", waited.dump());
+    let rm = fx.host_ctl(&["rm", id], CMD);
+    assert_eq!(rm.code, Some(0), "{}", rm.dump());
+    fx.finish();
+}

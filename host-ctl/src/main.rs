@@ -325,9 +325,15 @@ struct RunArgs {
     /// Print the guest's boot timeline and host-side timings.
     #[arg(long)]
     timings: bool,
-    /// Remove the pod's directory when it ends (not with --detach).
+    /// Remove the pod's directory when it ends (not with --detach, and
+    /// not once the detach keys left it running).
     #[arg(long, conflicts_with = "detach")]
     rm: bool,
+    /// With -i -t on a terminal, these keys leave the pod running, in a
+    /// monitor of its own, and end run (docker's spelling: ctrl-p,ctrl-q;
+    /// empty: none).
+    #[arg(long, value_name = "KEYS", default_value = host_ctl::ui::detach_keys::DEFAULT)]
+    detach_keys: String,
     /// Rotate an app's log file (logs/<app>.log) before it grows past this
     /// size: bytes, or with a unit (512KiB, 20MiB, 1GiB).
     #[arg(long, value_name = "SIZE", default_value = "20MiB", value_parser = parse_log_size)]
@@ -588,6 +594,8 @@ async fn run(a: RunArgs, state: PathBuf, verbosity: Verbosity) -> anyhow::Result
         timings: a.timings,
         rm: a.rm,
         interactive: interactive && !a.detach,
+        detach_keys: host_ctl::ui::detach_keys::DetachKeys::parse(&a.detach_keys)
+            .map_err(|e| anyhow::anyhow!("--detach-keys: {e}"))?,
     };
     commands::run::run(options, attached).await
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use kvmpod_api::protocol::{AppState, PodState, PodStatus};
+use tokio::sync::oneshot;
 
 use std::os::fd::AsFd;
 
@@ -17,12 +18,14 @@ use kvmpod_api::iostream::{Input, Request};
 
 use super::exec::{follow_resizes, window};
 use super::said;
-use crate::agent::{iostream, Endpoint};
+use crate::agent::iostream::{self, Pumped};
+use crate::agent::Endpoint;
 use crate::launch::{self, RunOptions};
 use crate::logs::Printer;
 use crate::pod::monitor::{self, spawn::spawn_keeper, spawn::KeeperStart, Adoption};
 use crate::pod::record::{self, State};
 use crate::pod::{store, Monitor, PodDir};
+use crate::ui::detach_keys::DetachKeys;
 use crate::ui::progress::{self, Step};
 use crate::ui::terminal::{self, RawMode};
 use crate::ui::text::indent;
@@ -82,7 +85,7 @@ fn doing_after(mark: &str) -> Option<&'static str> {
 }
 
 /// What `run` does besides starting the pod.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Attached {
     /// `--timings`.
     pub timings: bool,
@@ -90,6 +93,18 @@ pub struct Attached {
     pub rm: bool,
     /// `-i`: this process's stdin goes to the pod's app with a stdin.
     pub interactive: bool,
+    /// `--detach-keys`: typed on a terminal joined to the app (`-i -t`),
+    /// they leave the pod running in a monitor of its own.
+    pub detach_keys: Option<DetachKeys>,
+}
+
+/// How `run` ended.
+enum RunEnd {
+    /// With this exit status.
+    Status(i32),
+    /// The detach keys left the pod running, handed to a monitor process
+    /// of its own.
+    Left,
 }
 
 /// The app whose io stream `run` joins: the one fed stdin (`-i`), or the
@@ -107,15 +122,19 @@ pub async fn run(s: RunOptions, a: Attached) -> Result<i32> {
     let dir = claimed
         .as_ref()
         .map_or_else(|| PodDir::planned(&s.state_dir), |p| p.dir.clone());
-    let result = run_pod(&s, dir.clone(), claimed, a, clock).await;
     let rm = a.rm;
-    if rm && !s.detach && dir.path.exists() {
+    let result = run_pod(&s, dir.clone(), claimed, a, clock).await;
+    let left = matches!(result, Ok(RunEnd::Left));
+    if rm && !s.detach && !left && dir.path.exists() {
         // However the pod ended, failures included.
         if let Err(e) = store::remove(&dir) {
             eprintln!("host-ctl: removing pod {}: {e}", dir.id);
         }
     }
-    result
+    result.map(|end| match end {
+        RunEnd::Status(code) => code,
+        RunEnd::Left => 0,
+    })
 }
 
 async fn run_pod(
@@ -124,7 +143,7 @@ async fn run_pod(
     claimed: Option<launch::PodPlan>,
     a: Attached,
     mut clock: HostClock,
-) -> Result<i32> {
+) -> Result<RunEnd> {
     let timings = a.timings;
     let pooled = claimed.is_some();
     let prepared = match claimed {
@@ -144,43 +163,77 @@ async fn run_pod(
         clock.waited();
         started?;
         println!("{id}");
-        return Ok(0);
+        return Ok(RunEnd::Status(0));
     }
     let joined = joined_app(&prepared.pod, a.interactive)?;
+    let typed = joined
+        .as_ref()
+        .is_some_and(|j| j.terminal && j.stdin && terminal::is_terminal(std::io::stdin().as_fd()));
+    // The detach keys hand the pod to a monitor of its own: its VM must
+    // outlive this process, as a detached pod's does.
+    let keys = a.detach_keys.filter(|_| typed);
     let endpoint = prepared.launch.endpoint.clone();
+    let dir = prepared.dir.clone();
     let printer = Printer::new(prepared.pod.apps.iter().map(|a| a.name.as_str()));
     let interrupts = monitor::interrupts()?;
     let monitor = if pooled {
         Monitor::adopt(prepared.dir, Adoption::Claimed).await?
     } else {
         clock.mark("vm-starting");
-        Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, true).await?
+        let die_with_run = keys.is_none();
+        Monitor::boot(prepared.dir, prepared.pod, &prepared.launch, die_with_run).await?
     };
     clock.mark("agent-answered");
     clock.waited();
     // Once the pod is up, the app's terminal gets this one's keys as they
     // are typed; restored however run ends.
-    let raw = joined
-        .as_ref()
-        .filter(|j| j.terminal && j.stdin && terminal::is_terminal(std::io::stdin().as_fd()))
-        .and_then(|_| RawMode::enter());
-    let feeder = joined.map(|j| tokio::spawn(join_io(endpoint, j)));
-    let outcome = monitor.supervise(Some(printer), interrupts).await;
+    let raw = typed.then(RawMode::enter).flatten();
+    let (left_tx, left_rx) = oneshot::channel();
+    let app = joined.as_ref().map(|j| j.app.clone());
+    let feeder = joined.map(|j| tokio::spawn(join_io(endpoint, j, keys, left_tx)));
+    // Resolves only when the keys were typed.
+    let left = async {
+        if left_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = monitor.supervise(Some(printer), interrupts) => Some(outcome),
+        () = left => None,
+    };
     // What run says from here on is printed on a terminal in its own mode.
     drop(raw);
     if let Some(f) = feeder {
         f.abort();
     }
+    let Some(outcome) = outcome else {
+        // This monitor is gone (its log collectors stopped, its lock
+        // released), and the VM runs on.
+        hand_over(&dir).await?;
+        let app = app.unwrap_or_default();
+        eprintln!(
+            "host-ctl: detached from {app}; pod {} keeps running (`host-ctl attach {} {app}`)",
+            dir.id, dir.id
+        );
+        return Ok(RunEnd::Left);
+    };
     let outcome = outcome?;
     clock.mark("vm-exited");
+    Ok(RunEnd::Status(reported(
+        &outcome,
+        timings.then_some(&clock),
+    )))
+}
 
+/// Says how the pod ended (and its timings, when asked); run's status.
+fn reported(outcome: &monitor::Outcome, timings: Option<&HostClock>) -> i32 {
     if let Some(status) = &outcome.status {
         report_failures(status);
-        if timings {
-            print_timings(status, &clock);
+        if let Some(clock) = timings {
+            print_timings(status, clock);
         }
     }
-    let code = if outcome.interrupted {
+    if outcome.interrupted {
         EXIT_INTERRUPTED
     } else if let Some(status) = &outcome.status {
         exit_code(status)
@@ -191,8 +244,42 @@ async fn run_pod(
             outcome.record.exit_reason.as_deref().unwrap_or("unknown")
         );
         EXIT_HOST_ERROR
-    };
-    Ok(code)
+    }
+}
+
+/// Hands a running pod whose monitor this process was to a monitor
+/// process of its own session, as `run -d` starts one, and waits until it
+/// has taken the pod over.
+async fn hand_over(dir: &PodDir) -> Result<()> {
+    let _waiting = progress::step(format!("handing pod {} to a monitor of its own", dir.id));
+    record::update(dir, |r| r.detached = true)?;
+    let mut keeper = spawn_keeper(dir, KeeperStart::Adopt)?;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rec = record::read(dir)?;
+        let taken = rec
+            .monitor
+            .as_ref()
+            .is_some_and(|m| i64::from(m.pid) != i64::from(std::process::id()));
+        if (taken && record::monitor_alive(dir)) || rec.state == State::Exited {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = keeper.try_wait() {
+            bail!(
+                "the monitor of pod {} exited ({status}) before it took the pod over:\n{}",
+                dir.id,
+                indent(&tail(&dir.monitor_log(), 10))
+            );
+        }
+        if Instant::now() > until {
+            bail!(
+                "pod {} was not taken over in time; see {}",
+                dir.id,
+                dir.path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// What the wait for the agent is, as shown.
@@ -237,9 +324,14 @@ fn joined_app(pod: &kvmpod_api::PodManifest, interactive: bool) -> Result<Option
 
 /// Joins the app's io stream, whose output is left to the printer (which
 /// already shows it): sends this process's stdin until it ends (then the
-/// app's stdin is ended), and keeps the app's terminal the size of this
-/// one.
-async fn join_io(endpoint: Endpoint, j: Joined) {
+/// app's stdin is ended) or until `keys` are typed (then `left` is told),
+/// and keeps the app's terminal the size of this one.
+async fn join_io(
+    endpoint: Endpoint,
+    j: Joined,
+    keys: Option<DetachKeys>,
+    left: oneshot::Sender<()>,
+) {
     let request = Request::Attach { app: j.app.clone() };
     let (tx, mut rx) = match iostream::open(&endpoint, &request).await {
         Ok(session) => session,
@@ -256,12 +348,32 @@ async fn join_io(endpoint: Endpoint, j: Joined) {
     }
     let drain = async { while let Ok(Some(_)) = rx.next().await {} };
     let feed = async {
-        if j.stdin {
-            // A terminal app's stdin stays open at this end's end of file.
-            tx.pump_stdin(tokio::io::stdin(), !j.terminal).await;
+        if !j.stdin {
+            return std::future::pending().await;
+        }
+        // A terminal app's stdin stays open at this end's end of file.
+        match keys {
+            Some(keys) => {
+                tx.pump_stdin_until(tokio::io::stdin(), !j.terminal, keys)
+                    .await
+            }
+            None => {
+                tx.pump_stdin(tokio::io::stdin(), !j.terminal).await;
+                Pumped::Ended
+            }
         }
     };
-    tokio::join!(feed, drain);
+    tokio::pin!(drain);
+    tokio::select! {
+        () = &mut drain => {}
+        pumped = feed => {
+            if pumped == Pumped::Detached {
+                let _ = left.send(());
+            } else {
+                drain.await;
+            }
+        }
+    }
 }
 
 /// Starts a monitor process for the prepared pod (booting its VM, or
