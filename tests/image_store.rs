@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use host_ctl::commands::image::{run as image_cmd, ImageCommand};
 use host_ctl::commands::Format;
-use host_ctl::image::{ImageError, ImageStore};
+use host_ctl::image::{ImageError, ImageStore, ImportEvent};
 use kvmpod_tests::images::{
     docker_files, listing, oci_files, oci_multiarch_files, truncate, write_dir, write_tar,
     BuiltImage, Compression, Config, Entry, ImageSpec, Layer, MTIME,
@@ -257,8 +257,37 @@ fn imports_oci_dir_oci_tar_and_docker_archives() {
             (r[0].digest.as_str(), &r[0].names[..]),
             (image.digest.as_str(), &[format!("oci-dir:{i}")][..])
         );
-        let r = s.store.import(&tar, None).expect("OCI tar");
+        let events = std::sync::Mutex::new(Vec::new());
+        let r = s
+            .store
+            .import_reporting(&tar, None, &|e| events.lock().unwrap().push(e))
+            .expect("OCI tar");
         assert_eq!(r[0].digest, image.digest);
+        // Progress: the archive's size, then reads adding up to at most
+        // that (the tar's zero blocks at its end may be left unread), then
+        // each layer.
+        let events = events.into_inner().unwrap();
+        let size = fs::metadata(&tar).unwrap().len();
+        assert_eq!(events[0], ImportEvent::Unpacking { size });
+        let read: u64 = events
+            .iter()
+            .map(|e| match e {
+                ImportEvent::Read { bytes } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        assert!(read > 0 && read <= size, "{read} of {size}");
+        let layers: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e, ImportEvent::Layer { .. }))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                &ImportEvent::Layer { index: 0, count: 2 },
+                &ImportEvent::Layer { index: 1, count: 2 }
+            ]
+        );
         let r = s.store.import(&docker, None).expect("docker-archive");
         // A docker-archive's identity is its config and uncompressed
         // layers: the same for every compression, and the same as the

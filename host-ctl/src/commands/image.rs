@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::Format;
-use crate::image::{ImageDefaults, ImageRecord, ImageStore, PullEvent, PullOptions};
+use crate::image::{ImageDefaults, ImageRecord, ImageStore, ImportEvent, PullEvent, PullOptions};
 use crate::ui::progress::{self, Transfer};
 use crate::ui::table;
 
@@ -76,10 +76,8 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
     let store = ImageStore::open(state_dir)?;
     match cmd {
         ImageCommand::Import { source, name } => {
-            let importing = progress::step(format!("importing {}", source.display()));
-            let imported = store.import(&source, name.as_deref());
-            drop(importing);
-            let records = imported.with_context(|| format!("importing {}", source.display()))?;
+            let records = import(&store, &source, name.as_deref())
+                .with_context(|| format!("importing {}", source.display()))?;
             for r in records {
                 println!("{} {}", display_name(&r), r.digest);
             }
@@ -109,6 +107,40 @@ pub fn run(state_dir: &Path, cmd: ImageCommand) -> Result<i32> {
         ImageCommand::Prune => prune(&store)?,
     }
     Ok(0)
+}
+
+/// Imports, showing on a terminal the archive read (bytes, rate, time
+/// left) and then the layers applied.
+fn import(
+    store: &ImageStore,
+    source: &Path,
+    name: Option<&str>,
+) -> Result<Vec<ImageRecord>, crate::image::ImageError> {
+    let importing = progress::step(format!("importing {}", source.display()));
+    let reading: Mutex<Option<Transfer>> = Mutex::new(None);
+    let shown = |e: ImportEvent| {
+        let mut reading = reading.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            ImportEvent::Unpacking { size } => {
+                *reading = Some(progress::transfer("archive", size));
+            }
+            ImportEvent::Read { bytes } => {
+                if let Some(bar) = reading.as_ref() {
+                    bar.advance(bytes);
+                }
+            }
+            ImportEvent::Layer { index, count } => {
+                // The archive was read whole before the first layer.
+                *reading = None;
+                importing.set(format!(
+                    "importing {}: layer {} of {count}",
+                    source.display(),
+                    index + 1
+                ));
+            }
+        }
+    };
+    store.import_reporting(source, name, &shown)
 }
 
 /// Prunes `store` (see `ImageStore::prune`) and says what went.

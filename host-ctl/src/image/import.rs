@@ -42,6 +42,18 @@ impl Drop for Undo {
     }
 }
 
+/// How an import goes, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportEvent {
+    /// The archive, of `size` bytes, is being read and unpacked.
+    Unpacking { size: u64 },
+    /// `bytes` more of it were read.
+    Read { bytes: u64 },
+    /// Layer `index` (from 0) of `count`, of one of the images, is being
+    /// checked and applied.
+    Layer { index: usize, count: usize },
+}
+
 impl ImageStore {
     /// Imports every image of an OCI layout (directory or tar) or a
     /// docker-archive; `name` names the image (the source must hold one).
@@ -49,6 +61,16 @@ impl ImageStore {
         &self,
         source: &Path,
         name: Option<&str>,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        self.import_reporting(source, name, &|_| {})
+    }
+
+    /// [`ImageStore::import`], telling `progress` how it goes.
+    pub fn import_reporting(
+        &self,
+        source: &Path,
+        name: Option<&str>,
+        progress: &dyn Fn(ImportEvent),
     ) -> Result<Vec<ImageRecord>, ImageError> {
         let _lock = self.lock()?;
         let mut undo = Undo::default();
@@ -66,13 +88,16 @@ impl ImageStore {
                 .mode(0o700)
                 .create(&work)
                 .ctx("creating", &work)?;
-            unpack::unpack(source, &work)?;
+            progress(ImportEvent::Unpacking { size: meta.len() });
+            unpack::unpack(source, &work, &|bytes| {
+                progress(ImportEvent::Read { bytes })
+            })?;
             source::read_dir(&work, source)?
         };
         let names = assign_names(&images, name, source)?;
         let mut records = Vec::new();
         for (image, names) in images.iter().zip(names) {
-            records.push(self.import_one(image, names, &mut undo)?);
+            records.push(self.import_one(image, names, &mut undo, progress)?);
         }
         let mut index = Index::load(&self.index_path())?;
         let records = merge(&mut index, records);
@@ -99,7 +124,7 @@ impl ImageStore {
     ) -> Result<ImageRecord, ImageError> {
         let _lock = self.lock()?;
         let mut undo = Undo::default();
-        let record = self.import_one(image, names, &mut undo)?;
+        let record = self.import_one(image, names, &mut undo, &|_| {})?;
         let mut index = Index::load(&self.index_path())?;
         let record = merge(&mut index, vec![record])
             .pop()
@@ -114,6 +139,7 @@ impl ImageStore {
         image: &SourceImage,
         names: Vec<String>,
         undo: &mut Undo,
+        progress: &dyn Fn(ImportEvent),
     ) -> Result<ImageRecord, ImageError> {
         let config = ImageConfiguration::from_reader(&image.config[..])
             .map_err(|e| ImageError::Invalid(format!("parsing an image config: {e}")))?;
@@ -131,6 +157,10 @@ impl ImageStore {
         let chain = chain_ids(&diff_ids);
         let mut sizes = Vec::new();
         for (i, layer) in image.layers.iter().enumerate() {
+            progress(ImportEvent::Layer {
+                index: i,
+                count: image.layers.len(),
+            });
             sizes.push(
                 self.ensure_snapshot(&chain[..=i], layer, &diff_ids[i], undo)?
                     .size,

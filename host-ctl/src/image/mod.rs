@@ -38,6 +38,7 @@ use serde::Serialize;
 
 pub use error::ImageError;
 pub use gc::PruneReport;
+pub use import::ImportEvent;
 pub use index::ImageRecord;
 pub use pull::{Fetched, PullEvent, PullOptions, PullReport};
 

@@ -14,10 +14,12 @@ use crate::image::compress;
 use crate::image::error::{ImageError, IoContext};
 use crate::image::layer::path::sanitize;
 
-/// Unpacks `archive` into the empty directory `dest`.
-pub fn unpack(archive: &Path, dest: &Path) -> Result<(), ImageError> {
+/// Unpacks `archive` into the empty directory `dest`, telling `read` of
+/// the archive's bytes as they are read.
+pub fn unpack(archive: &Path, dest: &Path, read: &dyn Fn(u64)) -> Result<(), ImageError> {
     let file = File::open(archive).ctx("opening", archive)?;
-    let stream = compress::decompress(file).ctx("reading", archive)?;
+    let counted = Counted { inner: file, read };
+    let stream = compress::decompress(counted).ctx("reading", archive)?;
     let mut tar = tar::Archive::new(TailReader::new(stream));
     let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     let entries = tar.entries().ctx("reading", archive)?;
@@ -136,6 +138,20 @@ impl<R: Read> Read for TailReader<R> {
             let drop = self.tail.len() - 512;
             self.tail.drain(..drop);
         }
+        Ok(n)
+    }
+}
+
+/// A reader that tells how much was read through it.
+struct Counted<'a, R> {
+    inner: R,
+    read: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.read)(n as u64);
         Ok(n)
     }
 }
