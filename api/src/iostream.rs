@@ -100,8 +100,10 @@ pub struct ExecRequest {
 pub struct CopyRequest {
     /// The app in whose root the path is.
     pub app: String,
-    /// An absolute path in the app's root: what is archived (copy out),
-    /// or the existing directory the archive is extracted into (copy in).
+    /// An absolute path in the app's root: what is archived (copy out);
+    /// for copy in, the existing directory the archive is extracted into,
+    /// or a new name, in an existing directory, for the archive's one top
+    /// entry (as `docker cp` gives a copy a new name).
     pub path: String,
 }
 

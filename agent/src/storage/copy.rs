@@ -226,15 +226,51 @@ fn components(name: &[u8]) -> Result<Vec<&[u8]>, StorageError> {
     Ok(parts)
 }
 
+/// Where an archive goes: an existing directory, or a new name in one.
+fn destination(root: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<Vec<u8>>), StorageError> {
+    match open_in_root(root, path, dir_flags()) {
+        Err(StorageError::Sys(crate::error::SysError {
+            errno: Errno::ENOENT,
+            ..
+        })) => {}
+        r => return r.map(|d| (d, None)),
+    }
+    let trimmed = path.trim_end_matches('/');
+    let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(StorageError::sys(path, Errno::ENOENT));
+    }
+    let parent = if parent.is_empty() { "/" } else { parent };
+    let dir = open_in_root(root, parent, dir_flags())?;
+    Ok((dir, Some(name.as_bytes().to_vec())))
+}
+
 /// Extracts the tar archive read from `r` into the directory `path`
-/// (resolved inside `root`).
+/// (resolved inside `root`); when `path` does not exist but its parent
+/// does, the archive's one top entry is extracted as `path` (as `docker
+/// cp` does: the copy gets the new name).
 pub fn copy_in<R: Read>(root: &OwnedFd, path: &str, r: R) -> Result<(), StorageError> {
-    let dest = open_in_root(root, path, dir_flags())?;
+    let (dest, rename) = destination(root, path)?;
     let mut reader = tar::Reader::new(r);
     let mut dir_times: Vec<(OwnedFd, u64)> = Vec::new();
+    let mut top: Option<Vec<u8>> = None;
     while let Some(e) = reader.next_entry()? {
         let shown = String::from_utf8_lossy(&e.name).into_owned();
-        let parts = components(&e.name)?;
+        let mut parts = components(&e.name)?;
+        if let Some(new) = &rename {
+            // Every entry must be under the same top entry, renamed.
+            let first = parts.first().copied().unwrap_or(b".");
+            if top.get_or_insert_with(|| first.to_vec()) != first {
+                return Err(StorageError::BadEntryName {
+                    name: shown,
+                    why: "is a second top entry for a new name",
+                });
+            }
+            match parts.first_mut() {
+                Some(p) => *p = new.as_slice(),
+                None => parts.push(new.as_slice()),
+            }
+        }
         let Some((last, parents)) = parts.split_last() else {
             continue; // "." itself: the destination, which exists
         };
@@ -471,6 +507,9 @@ mod tests {
             fs::read_to_string(got.join("sub").join(&long)).unwrap(),
             "long"
         );
+        // A new name: the top entry is renamed.
+        into(&root, "/dst/renamed", &archive).unwrap();
+        assert_eq!(fs::read(root.join("dst/renamed/big")).unwrap(), big);
         // A file by itself, and over what is there.
         let one = out(&root, "/src/sub/run.sh").unwrap();
         into(&root, "/dst", &one).unwrap();
