@@ -228,7 +228,9 @@ fn components(name: &[u8]) -> Result<Vec<&[u8]>, StorageError> {
 
 /// Where an archive goes: an existing directory, or a new name in one.
 fn destination(root: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<Vec<u8>>), StorageError> {
-    match open_in_root(root, path, dir_flags()) {
+    // The path named may end in a symlink: it resolves inside the root.
+    let followed = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    match open_in_root(root, path, followed) {
         Err(StorageError::Sys(crate::error::SysError {
             errno: Errno::ENOENT,
             ..
@@ -241,8 +243,14 @@ fn destination(root: &OwnedFd, path: &str) -> Result<(OwnedFd, Option<Vec<u8>>),
         return Err(StorageError::sys(path, Errno::ENOENT));
     }
     let parent = if parent.is_empty() { "/" } else { parent };
-    let dir = open_in_root(root, parent, dir_flags())?;
-    Ok((dir, Some(name.as_bytes().to_vec())))
+    let dir = open_in_root(root, parent, followed)?;
+    // A name that is there but did not resolve is a symlink to nothing in
+    // the root: replacing it would surprise, following it is refused.
+    match fstatat(&dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => Ok((dir, Some(name.as_bytes().to_vec()))),
+        Ok(_) => Err(StorageError::DanglingSymlink { path: path.into() }),
+        Err(errno) => Err(StorageError::sys(path, errno)),
+    }
 }
 
 /// Extracts the tar archive read from `r` into the directory `path`
@@ -578,6 +586,35 @@ mod tests {
         .unwrap();
         assert!(root.join(rel).join("file").exists());
         assert!(!outside.join("file").exists());
+        // So does one named itself, relative or absolute.
+        symlink(
+            format!("../../../../../../..{}", outside.display()),
+            root.join("last"),
+        )
+        .unwrap();
+        symlink(&outside, root.join("abs")).unwrap();
+        for dest in ["/last", "/abs"] {
+            let a = ended(raw_entry(&dest[1..], Kind::File, "", b"x"));
+            into(&root, dest, &a).unwrap();
+            assert!(root.join(rel).join(&dest[1..]).exists(), "{dest}");
+        }
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        // One to nothing inside the root is refused, not replaced.
+        symlink(outside.join("nothing"), root.join("dangling")).unwrap();
+        let e = into(
+            &root,
+            "/dangling",
+            &ended(raw_entry("f", Kind::File, "", b"x")),
+        );
+        assert_eq!(
+            e.unwrap_err(),
+            StorageError::DanglingSymlink {
+                path: "/dangling".into()
+            }
+        );
+        assert!(fs::symlink_metadata(root.join("dangling"))
+            .unwrap()
+            .is_symlink());
         // Replacing a symlink by a file replaces the link, not its target.
         symlink(outside.join("secret"), root.join("src/s")).unwrap();
         into(
