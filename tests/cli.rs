@@ -20,7 +20,7 @@ fn completion_scripts_know_every_command() {
             .stdout
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
             .collect();
-        for command in ["top", "stats", "exec"] {
+        for command in ["top", "stats", "exec", "cp"] {
             assert!(words.contains(&command), "{shell}: no {command}");
         }
         // Internal commands are not offered.
@@ -57,6 +57,7 @@ fn manual_pages_cover_every_visible_command() {
         "host-ctl-run.1",
         "host-ctl-wait.1",
         "host-ctl-top.1",
+        "host-ctl-cp.1",
         "host-ctl-pool-start.1",
         "host-ctl-image-import.1",
     ] {

@@ -5,7 +5,7 @@
 //! header, and no protobuf on the data path.
 //!
 //! ```text
-//! host → agent   EXEC <json>\n   or   ATTACH <app>\n
+//! host → agent   EXEC <json>\n  or  ATTACH <app>\n  or  COPYOUT <json>\n  or  COPYIN <json>\n
 //! agent → host   OK\n  or  ERR <why>\n
 //! host → agent   input frames:  stdin, close stdin, resize, signal
 //! agent → host   output frames: stdout, stderr, and last the exit
@@ -16,6 +16,12 @@
 //! request line, not as an RPC that returns a session id: one connection
 //! and one round trip start a command, and the agent keeps no sessions
 //! that a host might never come back for.
+//!
+//! `host-ctl cp` uses the same frames: for `COPYOUT` the agent sends a tar
+//! archive of the path as stdout frames, then an exit frame (code 0, or a
+//! message on stderr and a non-zero code); for `COPYIN` the host sends a
+//! tar archive as stdin frames, then [`Input::CloseStdin`], and the agent
+//! extracts it into the directory named and answers with an exit frame.
 //!
 //! The host never half-closes: end of stdin is a [`Input::CloseStdin`]
 //! frame, so the agent reads end of file only when the host is gone, and
@@ -31,6 +37,11 @@ use crate::manifest::EnvVar;
 pub const EXEC_VERB: &str = "EXEC";
 /// The attach request line's verb.
 pub const ATTACH_VERB: &str = "ATTACH";
+
+/// The copy-out request line's verb.
+pub const COPY_OUT_VERB: &str = "COPYOUT";
+/// The copy-in request line's verb.
+pub const COPY_IN_VERB: &str = "COPYIN";
 
 /// The longest request line the agent reads: room for the agent's limit
 /// on a command's arguments and environment (256 KiB), escaped.
@@ -83,6 +94,19 @@ pub struct ExecRequest {
     pub working_directory: Option<String>,
 }
 
+/// Where a copy goes to or comes from (`host-ctl cp`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    /// The app in whose root the path is.
+    pub app: String,
+    /// An absolute path in the app's root: what is archived (copy out);
+    /// for copy in, the existing directory the archive is extracted into,
+    /// or a new name, in an existing directory, for the archive's one top
+    /// entry (as `docker cp` gives a copy a new name).
+    pub path: String,
+}
+
 /// What a connection asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -91,6 +115,11 @@ pub enum Request {
     /// Follow an app's output from now on, and feed its stdin (apps with
     /// `"stdin": true`).
     Attach { app: String },
+    /// Send a tar archive of a path of an app's root.
+    CopyOut(CopyRequest),
+    /// Extract the tar archive the host sends into a directory of an
+    /// app's root.
+    CopyIn(CopyRequest),
 }
 
 /// What is wrong with bytes read from the other side.
@@ -113,6 +142,14 @@ impl fmt::Display for Request {
                 write!(f, "{EXEC_VERB} {json}")
             }
             Request::Attach { app } => write!(f, "{ATTACH_VERB} {app}"),
+            Request::CopyOut(req) => {
+                let json = serde_json::to_string(req).map_err(|_| fmt::Error)?;
+                write!(f, "{COPY_OUT_VERB} {json}")
+            }
+            Request::CopyIn(req) => {
+                let json = serde_json::to_string(req).map_err(|_| fmt::Error)?;
+                write!(f, "{COPY_IN_VERB} {json}")
+            }
         }
     }
 }
@@ -135,7 +172,21 @@ impl Request {
                 app: rest.to_string(),
             }),
             ATTACH_VERB => Err(bad("expected \"ATTACH <app>\"")),
-            _ => Err(bad("expected \"EXEC <json>\" or \"ATTACH <app>\"")),
+            COPY_OUT_VERB | COPY_IN_VERB => {
+                let req: CopyRequest =
+                    serde_json::from_str(rest).map_err(|e| bad(&e.to_string()))?;
+                if req.app.is_empty() || !req.path.starts_with('/') {
+                    return Err(bad("a copy needs an app and an absolute path"));
+                }
+                Ok(if verb == COPY_OUT_VERB {
+                    Request::CopyOut(req)
+                } else {
+                    Request::CopyIn(req)
+                })
+            }
+            _ => Err(bad(
+                "expected \"EXEC <json>\", \"ATTACH <app>\", \"COPYOUT <json>\" or \"COPYIN <json>\"",
+            )),
         }
     }
 }
@@ -462,8 +513,39 @@ mod tests {
         let e = Request::parse("GET /").unwrap_err().to_string();
         assert_eq!(
             e,
-            "bad io stream request \"GET /\": expected \"EXEC <json>\" or \"ATTACH <app>\""
+            "bad io stream request \"GET /\": expected \"EXEC <json>\", \"ATTACH <app>\", \"COPYOUT <json>\" or \"COPYIN <json>\""
         );
+    }
+
+    #[test]
+    fn copy_requests_round_trip() {
+        let req = CopyRequest {
+            app: "web".into(),
+            path: "/srv/a dir/\"quoted\"\nline".into(),
+        };
+        for r in [Request::CopyOut(req.clone()), Request::CopyIn(req.clone())] {
+            let line = format!("{r}\n");
+            assert_eq!(line.matches('\n').count(), 1, "{line}");
+            assert_eq!(Request::parse(&line).unwrap(), r);
+        }
+        assert_eq!(
+            Request::CopyOut(CopyRequest {
+                app: "a".into(),
+                path: "/x".into()
+            })
+            .to_string(),
+            r#"COPYOUT {"app":"a","path":"/x"}"#
+        );
+        for bad in [
+            "COPYOUT",
+            "COPYIN {}",
+            r#"COPYOUT {"app":"a"}"#,
+            r#"COPYIN {"app":"a","path":"relative"}"#,
+            r#"COPYIN {"app":"","path":"/"}"#,
+            r#"COPYOUT {"app":"a","path":"/","mode":1}"#,
+        ] {
+            assert!(Request::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

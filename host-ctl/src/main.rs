@@ -113,6 +113,18 @@ enum Command {
         #[arg(long, value_name = "KEYS", default_value = host_ctl::ui::detach_keys::DEFAULT)]
         detach_keys: String,
     },
+    /// Copy files and directories between the host and an app:
+    /// POD:APP:/path on one side, a host path (or - for a tar archive on
+    /// stdin or stdout) on the other.
+    Cp {
+        /// What to copy: POD:APP:/path, a host path, or - (a tar archive
+        /// on stdin).
+        src: String,
+        /// Where to: an existing directory gets the source under its own
+        /// name, any other path is the copy's new name; - writes a tar
+        /// archive to stdout.
+        dest: String,
+    },
     /// Send a signal to an app, or to every app.
     Kill {
         pod: String,
@@ -624,6 +636,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             app,
             detach_keys,
         } => commands::attach::run(&state, &pod, &app, &detach_keys).await,
+        Command::Cp { src, dest } => commands::cp::run(&state, &src, &dest).await,
         Command::Kill { pod, app, signal } => {
             commands::kill::run(&state, &pod, app.as_deref(), signal).await
         }

@@ -63,6 +63,9 @@ pub enum RpcError {
     /// The guest's processes could not be read (`Top`).
     #[error(transparent)]
     Process(#[from] SpawnError),
+    /// An app's root could not be opened (`cp`).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Io(#[from] io::Error),
 }

@@ -1,5 +1,5 @@
 //! The io stream server (`kvmpod_api::iostream`): each connection is one
-//! `exec` or `attach` session. It reads the request line, answers `OK` or
+//! `exec`, `attach` or `cp` session. It reads the request line, answers `OK` or
 //! `ERR <why>`, and hands the connection to the session, whose data then
 //! travels as large frames rather than one RPC message per chunk.
 
@@ -12,7 +12,7 @@ use kvmpod_api::iostream::{self as wire, Reply, Request, MAX_REQUEST_LINE};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use super::{attach, exec, RpcError};
+use super::{attach, copy, exec, RpcError};
 use crate::pod::{AppRecord, Pod};
 
 /// How long the host has to send its request line.
@@ -75,6 +75,10 @@ enum Session {
     Exec(Arc<AppRecord>, wire::ExecRequest),
     /// The app, and where its output is followed from.
     Attach(Arc<AppRecord>, u64),
+    /// The app's root, and what to archive.
+    CopyOut(std::os::fd::OwnedFd, wire::CopyRequest),
+    /// The app's root, and where to extract.
+    CopyIn(std::os::fd::OwnedFd, wire::CopyRequest),
 }
 
 /// Serves one connection: the request, the answer, then the session.
@@ -100,6 +104,8 @@ where
     match session {
         Session::Exec(app, req) => exec::run(pod, &app, &req, r, w).await,
         Session::Attach(app, from) => attach::run(pod, &app, from, r, w).await,
+        Session::CopyOut(root, req) => copy::copy_out(root, &req, w).await,
+        Session::CopyIn(root, req) => copy::copy_in(root, &req, r, w).await,
     }
 }
 
@@ -128,6 +134,8 @@ fn open(pod: &Pod, req: Request) -> Result<Session, RpcError> {
             let from = app.logs.end();
             Ok(Session::Attach(app, from))
         }
+        Request::CopyOut(req) => Ok(Session::CopyOut(copy::open(pod, &req)?, req)),
+        Request::CopyIn(req) => Ok(Session::CopyIn(copy::open(pod, &req)?, req)),
     }
 }
 
@@ -216,8 +224,13 @@ mod tests {
             ),
             (b"ATTACH zz\n".to_vec(), "ERR no app named \"zz\" in this pod (apps: a, b)\n".into()),
             (
+                b"COPYOUT {\"app\":\"zz\",\"path\":\"/etc\"}\n".to_vec(),
+                "ERR no app named \"zz\" in this pod (apps: a, b)\n".into(),
+            ),
+            (b"COPYIN {\"app\":\"a\",\"path\":\"/tmp\"}\n".to_vec(), "ERR app \"a\" is not running\n".into()),
+            (
                 b"GET / HTTP/1.0\n".to_vec(),
-                "ERR bad io stream request \"GET / HTTP/1.0\": expected \"EXEC <json>\" or \"ATTACH <app>\"\n".into(),
+                "ERR bad io stream request \"GET / HTTP/1.0\": expected \"EXEC <json>\", \"ATTACH <app>\", \"COPYOUT <json>\" or \"COPYIN <json>\"\n".into(),
             ),
         ] {
             let (host, got) = Host::connect(&pod, &req).await;

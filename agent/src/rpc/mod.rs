@@ -3,14 +3,15 @@
 //! It owns the ttrpc service of `api/proto/agent.proto` (status, wait,
 //! logs, signals, stats, processes, events, shutdown), the log stream
 //! server (`kvmpod_api::logstream`: apps' output, and the host's acks of
-//! what it persisted), the io stream server (`kvmpod_api::iostream`: exec
-//! and attach sessions) and the port forwarding listener, and it is the one
+//! what it persisted), the io stream server (`kvmpod_api::iostream`: exec,
+//! attach and cp sessions) and the port forwarding listener, and it is the one
 //! place where an agent error becomes what the host sees: an `RpcError`
 //! maps to one ttrpc status, or to one `ERR` line on a stream. It reads and
 //! drives the pod, and starts exec'd commands through the process
 //! subsystem; it is started by boot and never imports it.
 
 mod attach;
+mod copy;
 mod error;
 mod exec;
 mod forward;

@@ -33,6 +33,22 @@ pub enum StorageError {
     },
     #[error("no volume named {0:?}")]
     NoVolume(String),
+    /// A tar archive that is not one (`host-ctl cp`).
+    #[error("bad archive: {0}")]
+    Archive(String),
+    /// Reading or sending an archive failed.
+    #[error("archive: {0}")]
+    ArchiveIo(String),
+    #[error("archive entry {name:?} {why}; refusing it")]
+    BadEntryName { name: String, why: &'static str },
+    #[error("archive entry {name:?}: {part:?} is not a directory (symlinks are not followed)")]
+    NotDirInArchive { name: String, part: String },
+    #[error("archive entry {name:?}: a directory is in the way")]
+    IsDirInArchive { name: String },
+    #[error("{path:?} is a {what}; only files, directories and symlinks are copied in")]
+    NotCopied { path: String, what: &'static str },
+    #[error("{0} is nested too deeply to copy")]
+    TooDeep(String),
 }
 
 impl StorageError {

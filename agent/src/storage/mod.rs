@@ -7,18 +7,21 @@
 //! service); each app's root, an overlay of its layers under a writable
 //! tmpfs layer, assembled once before its first start; and resolution of
 //! paths inside an app's root that never leaves it, because an app image is
-//! untrusted. It also takes every mount down again at shutdown, so each
+//! untrusted; and `host-ctl cp`'s archives of an app's files, and their
+//! extraction into it, by the same rules. It also takes every mount down again at shutdown, so each
 //! write reaches the host before power-off.
 //!
 //! It uses only the shared system call error: nothing above it.
 
 mod added;
 mod approot;
+mod copy;
 mod empty;
 mod error;
 mod host;
 mod mounts;
 mod resolve;
+mod tar;
 
 use std::fs;
 
@@ -30,6 +33,7 @@ use crate::error::Context;
 
 pub use added::{mount_added, mount_apps_share, unmount_added};
 pub use approot::{assemble, mount_app_roots, write_pod_files};
+pub use copy::{copy_in, copy_out};
 pub use error::StorageError;
 pub use host::mount_pod_share;
 #[cfg(test)]

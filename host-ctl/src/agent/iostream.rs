@@ -164,7 +164,7 @@ impl<S: AsyncWrite> InputSender<S> {
 
     /// Sends `data` for the remote stdin, in frames of at most
     /// STDIN_CHUNK.
-    async fn send_stdin(&self, data: &[u8]) -> io::Result<()> {
+    pub async fn send_stdin(&self, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(STDIN_CHUNK) {
             let mut frame = Vec::with_capacity(HEADER_LEN + chunk.len());
             frame.extend_from_slice(&[0u8; HEADER_LEN]);

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod args;
 pub mod attach;
+pub mod cp;
 pub mod events;
 pub mod exec;
 pub mod generate;
